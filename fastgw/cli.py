@@ -1,0 +1,134 @@
+"""`fastgw run | check`: the command line.
+
+Only argument handling lives here; loading is `fastgw.config`, serving is
+`fastgw.server`, and the multi-process mode is `fastgw.supervisor`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from typing import Any, Sequence
+
+from fastgw import __version__
+from fastgw.config import ConfigError, load_config_file
+
+log = logging.getLogger("fastgw")
+
+# CLI flags that override node settings (the `gateway` section / FASTGW_* variables).
+SETTING_FLAGS = (
+    "proxy_listen",
+    "admin_listen",
+    "status_listen",
+    "workers",
+    "trusted_ips",
+    "upstream_keepalive_pool_size",
+    "upstream_keepalive_max_requests",
+    "upstream_keepalive_idle_timeout",
+    "max_request_line_size",
+    "max_header_size",
+    "max_body_size",
+    "client_header_timeout",
+    "client_body_timeout",
+    "client_keepalive_timeout",
+    "drain_timeout",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastgw", description="A fast Kong-compatible API gateway")
+    parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="start the gateway")
+    run.add_argument("-c", "--config", default="config.json", help="declarative config file (JSON)")
+    run.add_argument("--log-level", default=os.environ.get("FASTGW_LOG_LEVEL", "info"))
+    for name in SETTING_FLAGS:
+        run.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+
+    check = sub.add_parser("check", help="validate a config file and print every error")
+    check.add_argument("-c", "--config", default="config.json")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {name: getattr(args, name) for name in SETTING_FLAGS if getattr(args, name) is not None}
+
+
+def cmd_check(path: str) -> int:
+    try:
+        config = load_config_file(path, env=os.environ)
+    except ConfigError as exc:
+        for field, message in exc.errors:
+            print(f"{path}: {field}: {message}" if field else f"{path}: {message}")
+        print(f"{path}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{path}: {exc.strerror or exc}")
+        return 1
+    for warning in config.warnings:
+        print(f"{path}: warning: {warning}")
+    print(
+        f"{path}: ok ({len(config.services)} services, {len(config.routes)} routes, "
+        f"{len(config.upstreams)} upstreams, {len(config.targets)} targets)"
+    )
+    return 0
+
+
+def resolve_workers(value: int | str) -> int:
+    if value == "auto":
+        return os.cpu_count() or 1
+    return max(1, int(value))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    path = args.config
+    overrides = _overrides(args)
+    try:
+        config = load_config_file(path, env=os.environ, overrides=overrides)
+    except ConfigError as exc:
+        log.error("invalid configuration in %s: %s", path, exc)
+        for field, message in exc.errors:
+            log.error("  %s: %s", field, message)
+        return 1
+    except OSError as exc:
+        log.error("cannot read %s: %s", path, exc)
+        return 1
+    for warning in config.warnings:
+        log.warning("%s", warning)
+
+    def reload() -> Any:
+        return load_config_file(path, env=os.environ, overrides=overrides)
+
+    workers = resolve_workers(config.gateway.workers)
+    if workers > 1:
+        from fastgw.supervisor import Supervisor
+
+        return Supervisor(config, reload, workers).run()
+    from fastgw.server import install_uvloop, serve
+
+    install_uvloop()
+    try:
+        asyncio.run(serve(config, reload=reload))
+    except OSError as exc:
+        log.error("cannot listen on %s: %s", config.gateway.proxy_listen, exc)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return cmd_check(args.config)
+    logging.basicConfig(
+        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+    )
+    return cmd_run(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

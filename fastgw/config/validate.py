@@ -1,0 +1,602 @@
+"""Kong-style schema validation (pure, no I/O).
+
+A tiny schema engine (``Field``) mirrors the subset of Kong's ``kong.db.schema`` we need:
+types, ``required``, defaults, ``between``, ``one_of``, ``len_min`` and custom validators,
+with Kong's error wording. Entity schema tables and entity checks follow it; the value
+checks (typedefs) live in model.py. All errors are collected; nothing stops at the first.
+
+Errors are ``(path, message)`` pairs with full paths such as
+``services[0].routes[1].paths[0]``; ``ConfigError`` renders them the way Kong's
+``schema violation`` messages do, with field names relative to their entity.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+from fastgw.config import model as _m
+
+__all__ = [
+    "ConfigError",
+    "Field",
+    "MISSING",
+    "Errors",
+    "check_value",
+    "check_record",
+    "entity_prefix",
+    "join",
+]
+
+
+# --------------------------------------------------------------------------- errors
+
+_COLLECTIONS = "services|routes|upstreams|targets|consumers|plugins"
+_ENTITY_RE = re.compile(rf"^((?:(?:{_COLLECTIONS})\[\d+\]\.)*(?:{_COLLECTIONS})\[\d+\]|gateway)(?:\.(.*))?$")
+_SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def entity_prefix(path: str) -> tuple[str, str]:
+    """Split ``services[0].routes[1].paths[0]`` into (``services[0].routes[1]``, ``paths[0]``)."""
+    m = _ENTITY_RE.match(path)
+    if not m:
+        return "", path
+    return m.group(1), m.group(2) or ""
+
+
+class ConfigError(Exception):
+    """Invalid configuration; carries every error found.
+
+    ``errors``: ``[(full_path, message)]``. ``fields``: nested dict mirroring Kong's
+    ``fields`` body (entity-level errors under ``"@entity"``). ``str(err)`` is Kong's
+    ``schema violation`` wording, one clause per entity.
+    """
+
+    def __init__(self, errors: Iterable[tuple[str, str]], message: str | None = None) -> None:
+        self.errors: list[tuple[str, str]] = list(errors)
+        self.message = message if message is not None else render_errors(self.errors)
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        return errors_to_fields(self.errors)
+
+    def lines(self) -> list[str]:
+        """Human-readable ``path: message`` lines (``fastgw check``)."""
+        return [f"{p}: {m}" if p else m for p, m in self.errors]
+
+
+def render_errors(errors: list[tuple[str, str]]) -> str:
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for path, msg in errors:
+        ent, rel = entity_prefix(path)
+        groups.setdefault(ent, []).append((rel, msg))
+    parts = []
+    for ent, errs in groups.items():
+        # Kong lists @entity (whole-entity) errors first, without a field name.
+        ordered = [m for r, m in errs if r in ("", "@entity")]
+        ordered += [f"{r}: {m}" for r, m in errs if r not in ("", "@entity")]
+        n = len(ordered)
+        body = ("schema violation" if n == 1 else f"{n} schema violations") + f" ({'; '.join(ordered)})"
+        parts.append(f"{ent}: {body}" if ent else body)
+    return "; ".join(parts) if parts else "invalid configuration"
+
+
+def errors_to_fields(errors: list[tuple[str, str]]) -> dict[str, Any]:
+    """Nest ``a[0].b`` paths into Kong's ``fields`` shape (lists padded with None)."""
+    root: dict[str, Any] = {}
+    for path, msg in errors:
+        segs = [int(i) if i else n for n, i in _SEG_RE.findall(path)] or ["@entity"]
+        cur: Any = root
+        for seg, nxt in zip(segs, segs[1:] + [None]):
+            if seg == "@entity" and isinstance(cur, dict):
+                cur.setdefault("@entity", []).append(msg)
+                break
+            if isinstance(seg, int) != isinstance(cur, list):
+                break  # shape clash (same path used as field and index): keep the first
+            if isinstance(cur, list):
+                cur.extend([None] * (seg + 1 - len(cur)))
+                have = cur[seg]
+            else:
+                have = cur.get(seg)
+            if nxt is None:
+                if have is None:
+                    cur[seg] = msg
+                break
+            if not isinstance(have, (dict, list)):
+                cur[seg] = [] if isinstance(nxt, int) else {}
+            cur = cur[seg]
+    return root
+
+
+# --------------------------------------------------------------------------- schema engine
+
+MISSING: Any = object()
+Errors = list[tuple[str, str]]
+Validator = Callable[[Any], "str | None"]
+
+
+def join(path: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{path}[{name}]"
+    return f"{path}.{name}" if path else name
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    type: str  # string integer number boolean array set map record any
+    required: bool = False
+    default: Any = MISSING
+    between: tuple[float, float] | None = None
+    one_of: tuple[Any, ...] | None = None
+    elements: "Field | None" = None  # array / set
+    keys: "Field | None" = None  # map
+    values: "Field | None" = None  # map
+    fields: "Mapping[str, Field] | None" = None  # record
+    len_min: int | None = None
+    validator: Validator | None = None
+
+
+def _fmt_num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _copy_default(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _copy_default(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_copy_default(v) for v in d]
+    return d
+
+
+def default_of(spec: Field) -> Any:
+    if spec.type == "record" and spec.fields is not None and spec.default is MISSING:
+        return check_record(spec.fields, {}, "", [])
+    return _copy_default(spec.default) if spec.default is not MISSING else None
+
+
+def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
+    """Validate and normalize one value; on error append to ``errors`` and return MISSING."""
+    if value is None:
+        if spec.default is not MISSING or (spec.type == "record" and spec.fields):
+            return default_of(spec)
+        if spec.required:
+            errors.append((path, "required field missing"))
+            return MISSING
+        return None
+    t = spec.type
+    if t == "string":
+        if not isinstance(value, str):
+            errors.append((path, "expected a string"))
+            return MISSING
+        if len(value) < (spec.len_min if spec.len_min is not None else 1):
+            errors.append((path, f"length must be at least {spec.len_min or 1}"))
+            return MISSING
+    elif t == "integer":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, bool) or not isinstance(value, int):
+            errors.append((path, "expected an integer"))
+            return MISSING
+    elif t == "number":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.append((path, "expected a number"))
+            return MISSING
+    elif t == "boolean":
+        if not isinstance(value, bool):
+            errors.append((path, "expected a boolean"))
+            return MISSING
+    elif t in ("array", "set"):
+        if not isinstance(value, (list, tuple)):
+            errors.append((path, f"expected {'a set' if t == 'set' else 'an array'}"))
+            return MISSING
+        if spec.len_min is not None and len(value) < spec.len_min:
+            errors.append((path, f"length must be at least {spec.len_min}"))
+            return MISSING
+        out = []
+        ok = True
+        for i, v in enumerate(value):
+            r = check_value(spec.elements, v, join(path, i), errors) if spec.elements else v
+            if r is MISSING:
+                ok = False
+            elif t == "array" or r not in out:  # sets drop duplicates, keep order
+                out.append(r)
+        if not ok:
+            return MISSING
+        value = out
+    elif t == "map":
+        if not isinstance(value, dict):
+            errors.append((path, "expected a map"))
+            return MISSING
+        out_m: dict[str, Any] = {}
+        ok = True
+        for k, v in value.items():
+            if spec.keys is not None and check_value(spec.keys, k, path, errors) is MISSING:
+                ok = False
+                continue
+            r = check_value(spec.values, v, join(path, k), errors) if spec.values else v
+            if r is MISSING:
+                ok = False
+            else:
+                out_m[k] = r
+        if not ok:
+            return MISSING
+        value = out_m
+    elif t == "foreign":
+        # Admin API sends {"id": ...}; declarative files may also use {"name": ...}
+        # or a bare string (name or id), kept as {"key": ...} for the resolver.
+        if isinstance(value, str) and value:
+            value = {"key": value}
+        elif not (isinstance(value, dict) and len(value) == 1 and set(value) <= {"id", "name"}
+                  and all(isinstance(x, str) and x for x in value.values())):
+            errors.append((path, "expected a record"))
+            return MISSING
+        else:
+            value = dict(value)
+    elif t == "record":
+        if not isinstance(value, dict):
+            errors.append((path, "expected a record"))
+            return MISSING
+        if spec.fields is not None:
+            n = len(errors)
+            value = check_record(spec.fields, value, path, errors)
+            if len(errors) > n:
+                return MISSING
+    if spec.one_of is not None and value not in spec.one_of:
+        errors.append((path, "expected one of: " + ", ".join(str(x) for x in spec.one_of)))
+        return MISSING
+    if spec.between is not None and not (spec.between[0] <= value <= spec.between[1]):
+        lo, hi = spec.between
+        errors.append((path, f"value should be between {_fmt_num(lo)} and {_fmt_num(hi)}"))
+        return MISSING
+    if spec.validator is not None:
+        msg = spec.validator(value)
+        if msg:
+            errors.append((path, msg))
+            return MISSING
+    return value
+
+
+def check_record(
+    schema: Mapping[str, Field],
+    data: Mapping[str, Any],
+    path: str,
+    errors: Errors,
+    *,
+    ignore: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Validate a record: unknown fields, required fields, defaults. Invalid fields are
+    left out of the result (callers check ``errors``)."""
+    skip = set(ignore)
+    out: dict[str, Any] = {}
+    for k in data:
+        if k not in schema and k not in skip:
+            errors.append((join(path, k), "unknown field"))
+    for name, spec in schema.items():
+        raw = data.get(name, MISSING)
+        if raw is MISSING:
+            if spec.default is not MISSING or (spec.type == "record" and spec.fields):
+                out[name] = default_of(spec)
+            elif spec.required:
+                errors.append((join(path, name), "required field missing"))
+            else:
+                out[name] = None
+            continue
+        v = check_value(spec, raw, join(path, name), errors)
+        if v is not MISSING:
+            out[name] = v
+    return out
+
+
+_S = Field("string")
+UUID = Field("string", validator=_m.uuid_error)
+TAGS = Field("set", elements=Field("string", validator=_m.tag_error))
+FOREIGN = Field("foreign")
+TS = Field("integer")
+TS_MS = Field("number")
+NAME = Field("string", validator=_m.name_error)
+_TIMEOUT = Field("integer", default=60000, between=(1, 2**31 - 2))
+_ENDPOINT = Field("set", elements=Field("record", fields={
+    "ip": Field("string", validator=_m.cidr_error), "port": Field("integer", between=(0, 65535))}))
+
+SERVICE: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS, "name": NAME,
+    "retries": Field("integer", default=5, between=(0, 32767)),
+    "protocol": Field("string", required=True, default="http", one_of=_m.SERVICE_PROTOCOLS),
+    "host": Field("string", required=True, validator=_m.host_error),
+    "port": Field("integer", required=True, default=80, between=(0, 65535)),
+    "path": Field("string", validator=_m.path_error),
+    "connect_timeout": _TIMEOUT, "write_timeout": _TIMEOUT, "read_timeout": _TIMEOUT,
+    "tags": TAGS, "client_certificate": FOREIGN,
+    "tls_verify": Field("boolean"), "tls_verify_depth": Field("integer", between=(0, 64)),
+    "ca_certificates": Field("array", elements=UUID),
+    "enabled": Field("boolean", default=True),
+}
+
+ROUTE: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS, "name": NAME,
+    "protocols": Field("set", required=True, default=["http", "https"], len_min=1,
+                       elements=Field("string", one_of=_m.PROTOCOLS)),
+    "methods": Field("set", elements=Field("string", validator=_m.method_error)),
+    "hosts": Field("array", elements=Field("string", validator=_m.route_host_error)),
+    "paths": Field("array", elements=Field("string", validator=_m.router_path_error)),
+    "headers": Field("map", keys=Field("string", validator=_m.route_header_name_error),
+                     values=Field("array", elements=_S)),
+    "https_redirect_status_code": Field("integer", required=True, default=426,
+                                        one_of=(426, 301, 302, 307, 308)),
+    "regex_priority": Field("integer", default=0),
+    "strip_path": Field("boolean", required=True, default=True),
+    "path_handling": Field("string", default="v0", one_of=("v0", "v1")),
+    "preserve_host": Field("boolean", required=True, default=False),
+    "request_buffering": Field("boolean", required=True, default=True),
+    "response_buffering": Field("boolean", required=True, default=True),
+    "snis": Field("set", elements=Field("string", validator=_m.sni_error)),
+    "sources": _ENDPOINT, "destinations": _ENDPOINT,
+    "tags": TAGS, "service": FOREIGN,
+}
+
+_SECONDS = Field("number", between=(0, 65535))
+_COUNTER = Field("integer", between=(0, 255))
+_STATUSES = Field("array", elements=Field("integer", between=(100, 999)))
+
+
+def _hc(default: dict[str, Any]) -> Field:
+    """Build the healthchecks record schema from its defaults (as Kong's gen_fields does)."""
+    types: dict[str, Field] = {
+        "threshold": Field("number", between=(0, 100)),
+        "type": Field("string", one_of=("tcp", "http", "https", "grpc", "grpcs")),
+        "timeout": _SECONDS, "interval": _SECONDS,
+        "concurrency": Field("integer", between=(1, 2**31)),
+        "successes": _COUNTER, "tcp_failures": _COUNTER, "timeouts": _COUNTER,
+        "http_failures": _COUNTER, "http_path": Field("string", validator=_m.path_error),
+        "http_statuses": _STATUSES, "https_sni": Field("string", validator=_m.sni_error),
+        "https_verify_certificate": Field("boolean"),
+        "headers": Field("map", keys=Field("string", validator=_m.header_name_error),
+                         values=Field("array", elements=_S)),
+    }
+    fields: dict[str, Field] = {}
+    for k, d in default.items():
+        if isinstance(d, dict):
+            fields[k] = _hc(d)
+        else:
+            t = types[k]
+            fields[k] = Field(t.type, default=MISSING if d is None else d, between=t.between,
+                              one_of=t.one_of, elements=t.elements, keys=t.keys,
+                              values=t.values, validator=t.validator)
+    return Field("record", fields=fields)
+
+
+HEALTHCHECKS = _hc(_m.DEFAULT_HEALTHCHECKS)
+
+
+_HASH = Field("string", default="none", one_of=_m.HASH_ON)
+UPSTREAM: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "name": Field("string", required=True, validator=_m.upstream_name_error),
+    "algorithm": Field("string", default="round-robin", one_of=_m.ALGORITHMS),
+    "hash_on": _HASH, "hash_fallback": _HASH,
+    "hash_on_header": Field("string", validator=_m.header_name_error),
+    "hash_fallback_header": Field("string", validator=_m.header_name_error),
+    "hash_on_cookie": Field("string", validator=_m.cookie_name_error),
+    "hash_on_cookie_path": Field("string", default="/", validator=_m.path_error),
+    "hash_on_query_arg": _S, "hash_fallback_query_arg": _S,
+    "hash_on_uri_capture": _S, "hash_fallback_uri_capture": _S,
+    "slots": Field("integer", default=10000, between=(10, 2**16)),
+    "healthchecks": HEALTHCHECKS,
+    "host_header": Field("string", validator=_m.host_error),
+    "client_certificate": FOREIGN,
+    "use_srv_name": Field("boolean", default=False),
+    "tags": TAGS,
+}
+
+TARGET: dict[str, Field] = {
+    "id": UUID, "created_at": TS_MS, "updated_at": TS_MS,
+    "upstream": Field("foreign", required=True),
+    "target": Field("string", required=True, validator=_m.target_error),
+    "weight": Field("integer", default=100, between=(0, 65535)),
+    "tags": TAGS,
+}
+
+CONSUMER: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "username": _S, "custom_id": _S, "tags": TAGS,
+}
+
+PLUGIN: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "name": Field("string", required=True),
+    "instance_name": NAME,
+    "route": FOREIGN, "service": FOREIGN, "consumer": FOREIGN,
+    "config": Field("record", default={}),
+    "protocols": Field("set", required=True, default=["grpc", "grpcs", "http", "https"],
+                       len_min=1, elements=Field("string", one_of=_m.PROTOCOLS)),
+    "enabled": Field("boolean", default=True),
+    "tags": TAGS,
+    "consumer_group": FOREIGN, "ordering": Field("record"),
+}
+
+SCHEMAS: dict[str, dict[str, Field]] = {
+    "services": SERVICE, "routes": ROUTE, "upstreams": UPSTREAM,
+    "targets": TARGET, "consumers": CONSUMER, "plugins": PLUGIN,
+}
+
+# Fields Kong knows but fastgw does not implement: accepted, kept, and reported.
+UNSUPPORTED: dict[str, tuple[str, ...]] = {
+    "services": ("client_certificate", "tls_verify", "tls_verify_depth", "ca_certificates"),
+    "routes": ("snis", "sources", "destinations"),
+    "upstreams": ("client_certificate", "use_srv_name"),
+    "targets": (),
+    "consumers": (),
+    "plugins": ("consumer_group", "ordering"),
+}
+
+
+# --------------------------------------------------------------------------- entity checks
+
+_EMPTY = (None, [], {})
+_COND = "failed conditional validation given value of field '{}'"
+_HTTP_MATCH = ("methods", "hosts", "headers", "paths")
+_EXCLUSIVE = (("http", "https"), ("tcp", "tls", "udp"), ("tls_passthrough",),
+              ("grpc", "grpcs"), ("ws", "wss"))
+
+
+def _quoted(names: Iterable[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)
+
+
+def _apply_shorthands(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
+    d = dict(data)
+    if kind == "services" and "url" in d:
+        url = d.pop("url")
+        if isinstance(url, str):
+            d.update(_m.parse_service_url(url))
+        else:
+            d["url"] = url  # reported below as a type error
+    elif kind == "upstreams":
+        # Kong shorthand coupling: a real hash_on implies consistent-hashing,
+        # hash_on=none undoes it; least-connections/latency never hash.
+        h, alg = d.get("hash_on"), d.get("algorithm")
+        if isinstance(h, str) and h != "none":
+            d["algorithm"] = "consistent-hashing"
+        elif h == "none" and alg == "consistent-hashing":
+            d["algorithm"] = "round-robin"
+    return d
+
+
+def _check_service(e: dict[str, Any], path: str, errs: Errors) -> None:
+    proto = e.get("protocol")
+    if proto in ("tcp", "tls", "udp", "grpc", "grpcs") and e.get("path") is not None:
+        errs += [(join(path, "@entity"), _COND.format("protocol")),
+                 (join(path, "path"), "value must be null")]
+    if proto not in ("https", "tls", "wss", None):
+        for f in ("client_certificate", "tls_verify", "tls_verify_depth", "ca_certificates"):
+            if e.get(f) is not None:
+                errs += [(join(path, "@entity"), _COND.format("protocol")),
+                         (join(path, f), "value must be null")]
+
+
+def _check_route(e: dict[str, Any], path: str, errs: Errors) -> None:
+    protos = e.get("protocols")
+    if not protos:
+        return
+    groups = [g for g in _EXCLUSIVE if any(p in g for p in protos)]
+    if len(groups) > 1:
+        sets = ", ".join("(" + _quoted(g) + ")" for g in _EXCLUSIVE)
+        errs.append((join(path, "protocols"), f"these sets are mutually exclusive: {sets}"))
+        return
+    has = {f for f in ("methods", "hosts", "headers", "paths", "snis", "sources", "destinations")
+           if e.get(f) not in _EMPTY}
+    if "snis" in has and not set(protos) & {"grpcs", "https", "tls", "tls_passthrough", "wss"}:
+        errs.append((join(path, "@entity"), "'snis' can only be set when 'protocols' is "
+                     "'grpcs', 'https', 'tls', 'tls_passthrough', or 'wss'"))
+    if groups[0] in (("http", "https"), ("grpc", "grpcs"), ("ws", "wss")):
+        for f in ("sources", "destinations"):
+            if f in has:
+                errs.append((join(path, f), f"cannot set '{f}' when 'protocols' is "
+                             + " or ".join(f"'{p}'" for p in groups[0])))
+        secure = {"https", "grpcs", "wss"} & set(protos)
+        need = _HTTP_MATCH + (("snis",) if secure else ())
+        if not has & set(need):
+            shown = sorted(secure)[0] if secure else sorted(protos)[0]
+            errs.append((join(path, "@entity"),
+                         f"must set one of {_quoted(need)} when 'protocols' is '{shown}'"))
+    elif groups[0] != ("tls_passthrough",) and not has & {"sources", "destinations", "snis"}:
+        errs.append((join(path, "@entity"), "must set one of 'sources', 'destinations', "
+                     "'snis' when 'protocols' is 'tcp', 'tls' or 'udp'"))
+
+
+def _check_upstream(e: dict[str, Any], path: str, errs: Errors) -> None:
+    on, fb = e.get("hash_on"), e.get("hash_fallback")
+    companion = {"header": ("hash_on_header", "hash_fallback_header"),
+                 "cookie": ("hash_on_cookie", "hash_on_cookie"),
+                 "query_arg": ("hash_on_query_arg", "hash_fallback_query_arg"),
+                 "uri_capture": ("hash_on_uri_capture", "hash_fallback_uri_capture")}
+    for side, val in (("hash_on", on), ("hash_fallback", fb)):
+        if val in companion:
+            f = companion[val][0 if side == "hash_on" else 1]
+            if e.get(f) is None and (join(path, f), "required field missing") not in errs:
+                errs += [(join(path, "@entity"), _COND.format(side)),
+                         (join(path, f), "required field missing")]
+    if on in ("none", "cookie") and fb not in (None, "none"):
+        errs += [(join(path, "@entity"), _COND.format("hash_on")),
+                 (join(path, "hash_fallback"), "expected one of: none")]
+    elif on not in (None, "none", "cookie") and fb == on and on not in companion:
+        allowed = [h for h in _m.HASH_ON if h != on]
+        errs += [(join(path, "@entity"), _COND.format("hash_on")),
+                 (join(path, "hash_fallback"), "expected one of: " + ", ".join(allowed))]
+    for v in ("header", "query_arg", "uri_capture"):
+        a, b = companion[v]
+        if e.get(a) is not None and e.get(a) == e.get(b) and on == fb == v:
+            errs.append((join(path, "@entity"),
+                         f"values of these fields must be distinct: {_quoted((a, b))}"))
+
+
+def _check_consumer(e: dict[str, Any], path: str, errs: Errors) -> None:
+    if e.get("username") is None and e.get("custom_id") is None:
+        errs.append((join(path, "@entity"), "at least one of these fields must be non-empty: "
+                     "'custom_id', 'username'"))
+
+
+_CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
+    "services": _check_service, "routes": _check_route,
+    "upstreams": _check_upstream, "consumers": _check_consumer,
+}
+
+
+def validate_entity(
+    kind: str,
+    data: Any,
+    path: str,
+    errors: Errors,
+    warnings: list[str],
+    *,
+    nested_in: str | None = None,
+    ignore: Iterable[str] = (),
+) -> dict[str, Any] | None:
+    """Validate one Kong entity document of collection ``kind``.
+
+    Returns the normalized field dict (defaults filled, shorthands applied, foreign keys
+    as ``{"id"|"name"|"key": ...}``) or None if it had errors (appended to ``errors``).
+    ``nested_in`` names the foreign key implied by nesting (e.g. ``"service"`` for routes
+    under a service); like Kong, that field is then unknown. Keys starting with ``_``
+    (``_comment``, ``_ignore``) are accepted and ignored.
+    """
+    if not isinstance(data, dict):
+        errors.append((path, "expected a record"))
+        return None
+    schema = SCHEMAS[kind]
+    if nested_in:
+        schema = {k: v for k, v in schema.items() if k != nested_in}
+    data = _apply_shorthands(kind, data)
+    skip = set(ignore) | {k for k in data if isinstance(k, str) and k.startswith("_")}
+    n = len(errors)
+    ent_errs: Errors = []
+    out = check_record(schema, data, path, ent_errs, ignore=skip)
+    check = _CHECKS.get(kind)
+    if check is not None:
+        check(out, path, ent_errs)
+    if kind == "routes" and out.get("headers"):
+        out["headers"] = {k.lower(): v for k, v in out["headers"].items()}
+    if kind == "targets" and "target" in out:
+        out["target"] = _m.normalize_target(out["target"])
+    # Kong renders entity-level errors first.
+    errors += [x for x in ent_errs if x[0].endswith("@entity")]
+    errors += [x for x in ent_errs if not x[0].endswith("@entity")]
+    if len(errors) > n:
+        return None
+    for f in UNSUPPORTED[kind]:
+        if out.get(f) not in (None, False):
+            warnings.append(f"{join(path, f)}: not supported yet, ignored")
+    proto_field = {"services": "protocol", "routes": "protocols"}.get(kind)
+    if proto_field:
+        val = out[proto_field]
+        odd = [p for p in ([val] if isinstance(val, str) else val) if p not in ("http", "https")]
+        if odd:
+            warnings.append(f"{join(path, proto_field)}: protocol {', '.join(odd)} "
+                            "not supported yet, treated as http(s)")
+    return out

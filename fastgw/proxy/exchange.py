@@ -1,0 +1,650 @@
+"""One request through the proxy: route, pick a target, relay request and response.
+
+Theory of operation
+-------------------
+The downstream protocol parses a request head and creates an `Exchange`. When it becomes
+the connection's active exchange (pipelined ones wait their turn), `begin()` routes it,
+asks the service's balancer for a target and takes a pooled connection (synchronously:
+no task on the keep-alive fast path) or opens one (a task, only for new connections).
+
+Request body bytes arrive through `feed_body()`; they are written upstream as they come
+(back-pressure: a paused upstream pauses reading the client). Up to `REPLAY_LIMIT` bytes
+are also kept so an idempotent request can be retried on another target.
+
+Retries (nginx `proxy_next_upstream error timeout`, which is what Kong runs): a connect
+error, a timeout, or a reset before the first response byte is retried on a target not yet
+tried, up to `service.retries` times. A non-idempotent request whose bytes were written to
+a backend is never sent again (RFC 9110 §9.2.2). HTTP error statuses are never retried.
+
+Response framing to the client (RFC 9112 §6): no body for HEAD, 1xx, 204 and 304;
+Content-Length passes through; a chunked or close-delimited upstream body is re-chunked
+for HTTP/1.1 clients and sent close-delimited to HTTP/1.0 clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from fastgw.proxy.headers import (
+    CONTINUE_100,
+    FORWARDED,
+    HOP_BY_HOP,
+    IDEMPOTENT_METHODS,
+    VIA_VALUE,
+    connection_tokens,
+    error_response,
+    split_host_port,
+    status_line,
+)
+
+if TYPE_CHECKING:
+    from fastgw.proxy.downstream import DownstreamProtocol
+    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.runtime import RoutePlan, TargetRuntime
+
+log = logging.getLogger("fastgw.proxy")
+
+REPLAY_LIMIT = 65536  # request body bytes kept for a retry; also the pre-connect buffer
+VIA_LINE = b"Via: " + VIA_VALUE + b"\r\n"
+CHUNK_END = b"0\r\n\r\n"
+CRLF = b"\r\n"
+
+# states
+QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
+
+# Upstream response headers never passed to the client. Content-Length is handled by the
+# framing logic; Transfer-Encoding is re-applied when we re-chunk.
+_RESPONSE_DROP = HOP_BY_HOP
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via"}
+
+
+class Exchange:
+    __slots__ = (
+        "down",
+        "method",
+        "url",
+        "headers",
+        "http11",
+        "keep_alive",
+        "upgrade",
+        "host",
+        "chunked_in",
+        "expect_continue",
+        "chunks",
+        "chunks_size",
+        "body_size",
+        "request_complete",
+        "sent_complete",
+        "bytes_sent",
+        "plan",
+        "match",
+        "upstream_target",
+        "target",
+        "conn",
+        "tried",
+        "attempts",
+        "state",
+        "response_started",
+        "rechunk",
+        "eof_body",
+        "upgrade_buf",
+        "continue_sent",
+        "reused",
+        "status",
+        "hash_cookie",
+        "counted",
+    )
+
+    def __init__(
+        self,
+        down: DownstreamProtocol,
+        method: str,
+        url: bytes,
+        headers: list[tuple[bytes, bytes, bytes]],
+        http11: bool,
+        keep_alive: bool,
+        upgrade: bool,
+        host: bytes | None,
+        chunked_in: bool,
+        expect_continue: bool,
+    ) -> None:
+        self.down = down
+        self.method = method
+        self.url = url
+        self.headers = headers  # (lower name, name, value)
+        self.http11 = http11
+        self.keep_alive = keep_alive
+        self.upgrade = upgrade
+        self.host = host
+        self.chunked_in = chunked_in
+        self.expect_continue = expect_continue
+        self.chunks: list[bytes] | None = []
+        self.chunks_size = 0
+        self.body_size = 0
+        self.request_complete = False
+        self.sent_complete = False
+        self.bytes_sent = False
+        self.plan: RoutePlan | None = None
+        self.match = None
+        self.upstream_target = b""
+        self.target: TargetRuntime | None = None
+        self.conn: UpstreamConnection | None = None
+        self.tried: list[TargetRuntime] = []
+        self.attempts = 0
+        self.state = QUEUED
+        self.response_started = False
+        self.rechunk = False
+        self.eof_body = False
+        self.upgrade_buf: list[bytes] | None = None
+        self.continue_sent = False
+        self.reused = False
+        self.status = 0
+        self.hash_cookie: str | None = None
+        self.counted = False  # the balancer counts this attempt (least-connections)
+
+    # -- routing ----------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Route the request and start the first attempt (called when it becomes active)."""
+        down = self.down
+        snapshot = down.server.snapshot
+        url = self.url
+        qpos = url.find(b"?")
+        if qpos == -1:
+            raw_path, query = url, b""
+        else:
+            raw_path, query = url[:qpos], url[qpos:]
+        if not raw_path.startswith(b"/"):
+            raw_path, query = _absolute_form(url, raw_path, query)
+            if raw_path is None:
+                self.respond_error(400)
+                return
+        router = snapshot.router
+        headers_map = self.headers_map() if router.uses_headers else None
+        host = self.host.decode("latin-1") if self.host is not None else None
+        match = router.match(self.method, host, raw_path.decode("latin-1"), headers_map)
+        if match is None:
+            self.respond_error(404)
+            return
+        plan = snapshot.route_plans.get(match.route.id)
+        if plan is None:
+            self.respond_error(503, "no Service found with those values")
+            return
+        self.plan = plan
+        self.match = match
+        self.upstream_target = match.upstream_path(plan.service_path).encode("latin-1") + query
+        if self.expect_continue and not self.request_complete and not self.continue_sent:
+            # We answer 100 ourselves when ready for the body, as nginx does (RFC 9110 §10.1.1).
+            self.continue_sent = True
+            down.transport.write(CONTINUE_100)
+        self._next_attempt()
+
+    def headers_map(self) -> dict[str, str]:
+        result: dict[str, str] = {}
+        for lname, _, value in self.headers:
+            key = lname.decode("latin-1")
+            text = value.decode("latin-1")
+            result[key] = result[key] + ", " + text if key in result else text
+        return result
+
+    def _next_attempt(self) -> None:
+        plan = self.plan
+        assert plan is not None
+        target = plan.pick(self, self.tried)
+        if target is None:
+            if self.attempts == 0:
+                self.respond_error(503)
+            else:
+                self.respond_error(self.status or 502)
+            return
+        self.target = target
+        self.counted = True
+        self.tried.append(target)
+        self.attempts += 1
+        conn = target.pool.acquire()
+        if conn is not None:
+            self.reused = True
+            self._attach(conn)
+        else:
+            self.state = CONNECTING
+            self.reused = False
+            self.down.loop.create_task(self._connect(target))
+
+    async def _connect(self, target: TargetRuntime) -> None:
+        plan = self.plan
+        assert plan is not None
+        try:
+            conn = await target.pool.connect(self.down.server.resolver, plan.connect_timeout)
+        except asyncio.TimeoutError:
+            if self.state == CONNECTING:
+                self._attempt_failed("connect timeout", 504)
+            return
+        except OSError as exc:
+            if self.state == CONNECTING:
+                log.debug("connect to %s failed: %s", target.key, exc)
+                self._attempt_failed("connect error", 502)
+            return
+        if self.state != CONNECTING:
+            target.pool.release(conn)  # the client went away meanwhile; keep it warm
+            return
+        self._attach(conn)
+
+    # -- sending the request ----------------------------------------------------------
+
+    def _attach(self, conn: UpstreamConnection) -> None:
+        self.conn = conn
+        self.state = SENDING
+        conn.begin(self, self.method == "HEAD")
+        parts = [self._upstream_head()]
+        chunks = self.chunks
+        if chunks:
+            if self.chunked_in:
+                for chunk in chunks:
+                    parts += (b"%x\r\n" % len(chunk), chunk, CRLF)
+            else:
+                parts += chunks
+        if self.request_complete:
+            if self.chunked_in:
+                parts.append(CHUNK_END)
+            self.sent_complete = True
+        transport = conn.transport
+        assert transport is not None
+        transport.write(b"".join(parts))
+        self.bytes_sent = True
+        plan = self.plan
+        assert plan is not None
+        # While the client is still sending the body, only a stalled backend write
+        # (upstream_write_paused) arms a deadline; the client has its own body timeout.
+        conn.deadline = self.down.loop.time() + plan.read_timeout if self.sent_complete else 0.0
+        self.down.server.io_sweeper.add(conn)
+        if self.upgrade_buf:
+            transport.write(b"".join(self.upgrade_buf))
+            self.upgrade_buf = []
+        if not self.request_complete and self.chunks_size >= REPLAY_LIMIT:
+            self.down.resume_reading_for_body()
+
+    def _upstream_head(self) -> bytes:
+        """Request line and headers for the chosen target (RFC 9110 §7.6 proxy rules)."""
+        down = self.down
+        target = self.target
+        plan = self.plan
+        assert target is not None and plan is not None
+        if plan.preserve_host and self.host is not None:
+            host = self.host
+        else:
+            host = target.host_header
+        parts = [
+            self.method.encode("latin-1"),
+            b" ",
+            self.upstream_target,
+            b" HTTP/1.1\r\nHost: ",
+            host,
+            CRLF,
+        ]
+        incoming = _copy_request_headers(parts, self.headers, down.trusted, None)
+        if incoming is _RESTART:
+            # Connection named extra hop-by-hop headers (RFC 9110 §7.6.1): copy again without them.
+            del parts[6:]
+            tokens: set[bytes] = set()
+            for lname, _, value in self.headers:
+                if lname == b"connection":
+                    tokens |= connection_tokens(value)
+            incoming = _copy_request_headers(parts, self.headers, down.trusted, tokens)
+        if self.chunked_in:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        if self.upgrade:
+            for lname, name, value in self.headers:
+                if lname == b"upgrade":
+                    parts += (b"Upgrade: ", value, CRLF)
+            parts.append(b"Connection: upgrade\r\n")
+        parts.append(VIA_LINE)
+        match = self.match
+        prefix = match.stripped_prefix if match is not None else None
+        if incoming is None:
+            parts.append(down.forwarded_fragment)
+            if self.host is not None:
+                parts += (b"X-Forwarded-Host: ", split_host_port(self.host)[0], CRLF)
+            if prefix:
+                parts += (b"X-Forwarded-Prefix: ", prefix.encode("latin-1"), CRLF)
+        else:
+            parts.append(down.forwarded_headers(incoming, self.host, prefix))
+        parts.append(CRLF)
+        return b"".join(parts)
+
+    def feed_body(self, data: bytes) -> None:
+        """A piece of the request body from the client parser."""
+        if self.state == DONE:
+            return  # the answer is already given (e.g. 404): the body is read and dropped
+        self.body_size += len(data)
+        limit = self.down.server.max_body_size
+        if limit and self.body_size > limit:
+            self.respond_error(413, close=True)
+            return
+        conn = self.conn
+        if conn is not None and self.state >= SENDING:
+            transport = conn.transport
+            assert transport is not None
+            if self.chunked_in:
+                transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+            else:
+                transport.write(data)
+            chunks = self.chunks
+            if chunks is not None:
+                self.chunks_size += len(data)
+                if self.chunks_size > REPLAY_LIMIT:
+                    self.chunks = None  # too big to replay: this request is not retried
+                else:
+                    chunks.append(data)
+            return
+        if self.chunks is None:
+            # Mid-retry of a body that could not be kept: nothing sane to do but fail.
+            self.respond_error(502, close=True)
+            return
+        self.chunks.append(data)
+        self.chunks_size += len(data)
+        if self.chunks_size >= REPLAY_LIMIT:
+            self.down.pause_reading_for_body()
+
+    def request_done(self) -> None:
+        """The client has sent the whole request."""
+        self.request_complete = True
+        if self.state == SENDING and self.conn is not None and not self.sent_complete:
+            transport = self.conn.transport
+            assert transport is not None
+            if self.chunked_in:
+                transport.write(CHUNK_END)
+            self.sent_complete = True
+            plan = self.plan
+            assert plan is not None
+            self.conn.deadline = self.down.loop.time() + plan.read_timeout
+
+    def request_fully_sent(self) -> bool:
+        return self.sent_complete
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        conn = self.conn
+        plan = self.plan
+        if paused:
+            self.down.pause_reading_for_upstream()
+            if conn is not None and plan is not None and not self.response_started:
+                conn.deadline = self.down.loop.time() + plan.write_timeout
+        else:
+            self.down.resume_reading_for_upstream()
+            if conn is not None and plan is not None and not self.response_started:
+                conn.deadline = (
+                    self.down.loop.time() + plan.read_timeout if self.sent_complete else 0.0
+                )
+
+    # -- relaying the response --------------------------------------------------------
+
+    def on_response_head(
+        self, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        self.state = RESPONDING
+        self.response_started = True
+        self.status = status
+        down = self.down
+        parts = [status_line(status)]
+        upgrade = status == 101
+        framing = _copy_response_headers(parts, headers, upgrade, None)
+        if framing is None:
+            del parts[1:]
+            tokens: set[bytes] = set()
+            for name, value in headers:
+                if name.lower() == b"connection":
+                    tokens |= connection_tokens(value)
+            framing = _copy_response_headers(parts, headers, upgrade, tokens - _CONN_KEYWORDS)
+        content_length, chunked = framing
+        parts.append(VIA_LINE)
+        if self.method == "HEAD" or status < 200 or status in (204, 304):
+            pass  # no body on the wire (RFC 9112 §6.3 rule 1)
+        elif content_length and not chunked:
+            pass
+        else:
+            self.eof_body = not chunked
+            if self.http11:
+                self.rechunk = True
+                parts.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                self.keep_alive = False  # close-delimited body for HTTP/1.0
+        if upgrade:
+            pass
+        elif not self.keep_alive or down.draining or not self.request_complete:
+            # An unread request body (upstream answered early) cannot be skipped cheaply.
+            self.keep_alive = False
+            parts.append(b"Connection: close\r\n")
+        elif not self.http11:
+            parts.append(b"Connection: keep-alive\r\n")
+        cookie = self.plan.set_cookie(self) if self.plan is not None and self.plan.hashes_cookie else None
+        if cookie:
+            parts.append(cookie)
+        parts.append(CRLF)
+        down.transport.write(b"".join(parts))
+        plan = self.plan
+        if plan is not None:
+            conn.deadline = down.loop.time() + plan.read_timeout
+
+    def on_response_body(self, data: bytes) -> None:
+        transport = self.down.transport
+        if self.rechunk:
+            transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+        else:
+            transport.write(data)
+        conn = self.conn
+        if conn is not None and conn.deadline:
+            plan = self.plan
+            assert plan is not None
+            conn.deadline = self.down.loop.time() + plan.read_timeout
+
+    def on_response_complete(self, conn: UpstreamConnection) -> None:
+        if self.rechunk:
+            self.down.transport.write(CHUNK_END)
+        self._release_conn()
+        self.state = DONE
+        self.down.exchange_done(self)
+
+    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """101 Switching Protocols: from now on, bytes flow both ways untouched."""
+        down = self.down
+        self._release_conn(keep=True)
+        self.state = DONE
+        conn.start_tunnel(down.transport)
+        if rest:
+            down.transport.write(rest)
+        down.start_tunnel(conn)
+
+    # -- failures ---------------------------------------------------------------------
+
+    def on_upstream_lost(self, conn: UpstreamConnection) -> None:
+        if self.state == DONE or conn is not self.conn:
+            return
+        if self.response_started:
+            if self.eof_body:
+                self.on_response_complete(conn)  # close-delimited body ended (RFC 9112 §6.3)
+            else:
+                self._release_conn()
+                self.abort()
+            return
+        self._attempt_failed("connection reset", 502)
+
+    def on_upstream_failed(self, conn: UpstreamConnection, reason: str, response_bytes: bool) -> None:
+        if self.state == DONE or conn is not self.conn:
+            return
+        if self.response_started:
+            self._release_conn()
+            self.abort()
+            return
+        self._attempt_failed(reason, 502, retryable=not response_bytes)
+
+    def on_upstream_timeout(self, conn: UpstreamConnection) -> None:
+        if self.state == DONE:
+            return
+        if self.response_started:
+            self._release_conn()
+            self.abort()
+            return
+        self._attempt_failed("timeout", 504)
+
+    def _attempt_failed(self, reason: str, status: int, retryable: bool = True) -> None:
+        self._release_conn()
+        self.status = status
+        target = self.target
+        if target is not None:
+            target.report_failure(reason)
+            if self.reused and reason == "connection reset" and target in self.tried:
+                # A pooled connection the backend had closed: the target itself may be
+                # fine, so it stays eligible for the retry (on a fresh connection).
+                self.tried.remove(target)
+        plan = self.plan
+        assert plan is not None
+        if (
+            retryable
+            and self.attempts <= plan.retries
+            and (not self.bytes_sent or (self.method in IDEMPOTENT_METHODS and self.chunks is not None))
+        ):
+            log.debug("retrying %s %s after %s on %s", self.method, self.url, reason, target)
+            self.sent_complete = False
+            self.state = QUEUED
+            self._next_attempt()
+            return
+        log.info("upstream %s: %s", target.key if target else "?", reason)
+        self.respond_error(status)
+
+    def _end_attempt(self) -> None:
+        if self.counted:
+            self.counted = False
+            target = self.target
+            if target is not None and target.owner is not None:
+                target.owner.release(target)
+
+    def _release_conn(self, keep: bool = False) -> None:
+        self._end_attempt()
+        conn = self.conn
+        if conn is not None:
+            self.conn = None
+            self.down.server.io_sweeper.discard(conn)
+            conn.deadline = 0.0
+            if not keep and conn.exchange is self:
+                conn.detach()
+
+    # -- endings ----------------------------------------------------------------------
+
+    def respond_error(self, status: int, message: str | None = None, close: bool = False) -> None:
+        if self.response_started:
+            self.abort()
+            return
+        self._release_conn()
+        down = self.down
+        if close or not self.request_complete and (
+            self.body_size == 0 and self.expect_continue and not self.continue_sent
+        ):
+            self.keep_alive = False
+        if not self.request_complete and close:
+            self.keep_alive = False
+        keep = self.keep_alive and not down.draining
+        self.keep_alive = keep
+        self.response_started = True
+        self.status = status
+        down.transport.write(error_response(status, message, keep_alive=keep, head_only=self.method == "HEAD"))
+        self.state = DONE
+        down.exchange_done(self)
+
+    def abort(self) -> None:
+        """The response cannot be completed: cut the client connection."""
+        self._release_conn()
+        self.state = DONE
+        self.keep_alive = False
+        self.down.abort()
+
+    def client_gone(self) -> None:
+        """The client connection closed under us."""
+        self._release_conn()  # also ends a pending connect attempt's accounting
+        self.state = DONE
+
+
+_RESTART: dict[bytes, bytes] = {}
+_CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+
+
+def _copy_request_headers(
+    parts: list[bytes],
+    headers: list[tuple[bytes, bytes, bytes]],
+    trusted: bool,
+    extra_drop: set[bytes] | None,
+) -> dict[bytes, bytes] | None:
+    """Append forwardable request headers to `parts`.
+
+    Returns the incoming X-Forwarded-* values of a trusted client (None when there are
+    none), or `_RESTART` when a Connection header names other headers to drop.
+    """
+    incoming: dict[bytes, bytes] | None = None
+    for lname, name, value in headers:
+        if lname in _REQUEST_DROP:
+            if lname == b"connection":
+                if extra_drop is None and connection_tokens(value) - _CONN_KEYWORDS:
+                    return _RESTART
+            elif lname in FORWARDED:
+                if trusted:
+                    if incoming is None:
+                        incoming = {}
+                    incoming[lname] = value
+            elif lname == b"via":
+                parts += (b"Via: ", value, CRLF)
+            continue
+        if extra_drop is not None and lname in extra_drop:
+            continue
+        parts += (name, b": ", value, CRLF)
+    return incoming
+
+
+def _copy_response_headers(
+    parts: list[bytes],
+    headers: list[tuple[bytes, bytes]],
+    upgrade: bool,
+    extra_drop: set[bytes] | None,
+) -> tuple[bool, bool] | None:
+    """Append forwardable response headers; return (has Content-Length, is chunked).
+
+    None means a Connection header names other headers: call again with them in
+    `extra_drop`.
+    """
+    content_length = False
+    chunked = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname in _RESPONSE_DROP:
+            if lname == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif lname == b"connection":
+                if extra_drop is None and connection_tokens(value) - _CONN_KEYWORDS:
+                    return None
+                if upgrade:
+                    parts += (name, b": ", value, CRLF)
+            elif upgrade and lname == b"upgrade":
+                parts += (name, b": ", value, CRLF)
+            continue
+        if extra_drop is not None and lname in extra_drop:
+            continue
+        if lname == b"content-length":
+            content_length = True
+        parts += (name, b": ", value, CRLF)
+    return content_length, chunked
+
+
+def _absolute_form(url: bytes, path: bytes, query: bytes) -> tuple[bytes | None, bytes]:
+    """`GET http://host/path HTTP/1.1` (RFC 9112 §3.2.2): keep only the path and query."""
+    lowered = url[:8].lower()
+    if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
+        return None, b""
+    rest = url.split(b"//", 1)[1]
+    slash = rest.find(b"/")
+    if slash == -1:
+        qpos = rest.find(b"?")
+        return b"/", rest[qpos:] if qpos != -1 else b""
+    rest = rest[slash:]
+    qpos = rest.find(b"?")
+    if qpos == -1:
+        return rest, b""
+    return rest[:qpos], rest[qpos:]

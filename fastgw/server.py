@@ -1,0 +1,194 @@
+"""One proxy process: listening socket, current snapshot, sweepers, reload and drain.
+
+`ProxyServer` is what a worker runs. It owns the per-worker state every connection
+shares (the snapshot reference, the pools, the resolver, the sweepers) and the
+lifecycle: `start()`, `apply(config)` (atomic snapshot swap; in-flight exchanges finish
+on the plan they started with), `drain()` (stop accepting, let in-flight responses
+finish within a bound, close idle keep-alive connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import time
+from typing import Callable
+
+from fastgw.config import Config, ConfigError
+from fastgw.config.settings import parse_listen
+from fastgw.proxy.downstream import DownstreamProtocol
+from fastgw.proxy.headers import DATE
+from fastgw.proxy.timers import DeadlineSweeper
+from fastgw.proxy.upstream import Resolver
+from fastgw.runtime import PoolRegistry, Snapshot, build_snapshot
+
+log = logging.getLogger("fastgw")
+
+
+def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        # Each worker binds its own socket and the kernel spreads connections fairly
+        # (reference/craft.md, item 12).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def cached_trust(settings_is_trusted: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`trusted_ips` check memoised per client address (asked once per connection)."""
+    cache: dict[str, bool] = {}
+
+    def is_trusted(ip: str) -> bool:
+        hit = cache.get(ip)
+        if hit is None:
+            hit = settings_is_trusted(ip)
+            if len(cache) < 65536:
+                cache[ip] = hit
+        return hit
+
+    return is_trusted
+
+
+class ProxyServer:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.io_sweeper = DeadlineSweeper(loop, 0.1)
+        self.slow_sweeper = DeadlineSweeper(loop, 1.0)
+        self.slow_sweeper.on_tick.append(DATE.refresh)
+        self.resolver = Resolver()
+        settings = config.gateway
+        self.registry = PoolRegistry(
+            loop,
+            self.slow_sweeper,
+            max_idle=settings.upstream_keepalive_pool_size,
+            max_requests=settings.upstream_keepalive_max_requests,
+            idle_timeout=float(settings.upstream_keepalive_idle_timeout),
+        )
+        self.connections: set[DownstreamProtocol] = set()
+        self.draining = False
+        self.version = 0
+        self._servers: list[asyncio.AbstractServer] = []
+        self._apply_settings(config)
+        self.snapshot: Snapshot = self._build(config)
+
+    def _apply_settings(self, config: Config) -> None:
+        s = config.gateway
+        self.settings = s
+        self.max_request_line_size = s.max_request_line_size
+        self.max_header_size = s.max_header_size
+        self.max_body_size = s.max_body_size
+        self.client_header_timeout = float(s.client_header_timeout)
+        self.client_keepalive_timeout = float(s.client_keepalive_timeout)
+        self.is_trusted = cached_trust(s.is_trusted)
+
+    def _build(self, config: Config) -> Snapshot:
+        self.version += 1
+        return build_snapshot(config, self.registry, self.version)
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = bind_socket(self.settings.proxy_listen)
+        server = await self.loop.create_server(
+            lambda: DownstreamProtocol(self), sock=sock, backlog=2048
+        )
+        self._servers.append(server)
+        self.io_sweeper.start()
+        self.slow_sweeper.start()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                out.append(sock.getsockname()[:2])
+        return out
+
+    def apply(self, config: Config) -> None:
+        """Swap in a new config. Listen addresses need a restart; limits apply to new requests."""
+        snapshot = self._build(config)
+        self._apply_settings(config)
+        self.registry.max_idle = config.gateway.upstream_keepalive_pool_size
+        self.registry.max_requests = config.gateway.upstream_keepalive_max_requests
+        self.registry.idle_timeout = float(config.gateway.upstream_keepalive_idle_timeout)
+        self.snapshot = snapshot
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; finish in-flight requests (bounded); close everything."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for conn in list(self.connections):
+                conn.close_if_idle()
+        for conn in list(self.connections):
+            conn.transport.close()
+        self.registry.close_all()
+        self.io_sweeper.stop()
+        self.slow_sweeper.stop()
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency; stay usable anyway
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+async def serve(
+    config: Config,
+    *,
+    reload: Callable[[], Config] | None = None,
+    sock: socket.socket | None = None,
+    ready: Callable[[ProxyServer], None] | None = None,
+) -> None:
+    """Run one proxy process until SIGTERM/SIGINT; SIGHUP calls `reload` and swaps."""
+    loop = asyncio.get_running_loop()
+    server = ProxyServer(config, loop)
+    await server.start(sock)
+    stop = asyncio.Event()
+
+    def on_hup() -> None:
+        if reload is None:
+            return
+        try:
+            new = reload()
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            for path, message in getattr(exc, "errors", []):
+                log.error("  %s: %s", path, message)
+            return
+        except Exception as exc:  # unreadable file, bad JSON...
+            log.error("reload refused, keeping the running config: %s", exc)
+            return
+        for warning in new.warnings:
+            log.warning("%s", warning)
+        server.apply(new)
+        log.info("config reloaded (version %d)", server.version)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    for host, port in server.addresses:
+        log.info("fastgw %d proxy listening on %s:%d", os.getpid(), host, port)
+    if ready is not None:
+        ready(server)
+    await stop.wait()
+    log.info("draining (up to %ss)", config.gateway.drain_timeout)
+    await server.drain(float(config.gateway.drain_timeout))
+    log.info("stopped")
