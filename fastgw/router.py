@@ -236,7 +236,8 @@ def _literals(pattern: str) -> tuple[str, str | None]:
     for idx, (op, av) in enumerate(parsed.data):
         if op is _sre_c.LITERAL:
             runs[-1].append(chr(av))
-        elif idx == 0 and op is _sre_c.AT and av is _sre_c.AT_BEGINNING:
+        elif idx == 0 and op is _sre_c.AT and av in (_sre_c.AT_BEGINNING,
+                                                     _sre_c.AT_BEGINNING_STRING):
             continue
         elif runs[-1]:
             runs.append([])
@@ -245,6 +246,14 @@ def _literals(pattern: str) -> tuple[str, str | None]:
     prefix = "".join(runs[0])
     rest = ["".join(r) for r in runs[1:] if len(r) > 1]
     return prefix, max(rest, key=len) if rest else None
+
+
+def _sortable_time(value: Any) -> float:
+    # created_at may be an epoch number, None, or something else entirely.
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 def _captures(m: re.Match[str]) -> dict[Any, str] | None:
@@ -319,7 +328,7 @@ class Router:
                 + (1 if paths else 0)
             plain_host_only = 1 if hosts and not any("*" in h for h in hosts) else 0
             hcount = min(len(headers), _MAX_HEADER_COUNT) if headers else 0
-            created = route.created_at or 0
+            created = _sortable_time(route.created_at)
             rid = str(route.id or "")
             by_kind: dict[Any, list[str]] = {}
             if paths:
@@ -409,7 +418,10 @@ class Router:
                 values = (values,)
             plain = frozenset(v.lower() for v in values if not v.startswith("~*"))
             # Kong: "~*value" is a case-insensitive regex on the header value.
-            regexes = tuple(re.compile(v[2:].lower()) for v in values if v.startswith("~*"))
+            try:
+                regexes = tuple(re.compile(v[2:].lower()) for v in values if v.startswith("~*"))
+            except re.error as exc:
+                raise ValueError(f"invalid header regex for {name!r}: {exc}") from None
             out.append((name.lower(), plain, regexes))
         return tuple(out)
 
