@@ -30,6 +30,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def reserve_port() -> socket.socket:
+    """A socket bound (not listening) to a free port, with SO_REUSEPORT.
+
+    Holding it keeps every other `bind(port 0)` on the machine off that port (tests run
+    in parallel), while fastgw, which binds with SO_REUSEPORT too, can still listen there.
+    A socket that never listens gets no connections; close it once the gateway is up.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
 def wait_port(host: str, port: int, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
@@ -94,7 +108,8 @@ class GatewayProcess:
         taskset: str | None = None,
     ) -> None:
         self.config = copy.deepcopy(config)
-        self.port = port or free_port()
+        self._reserved = reserve_port() if port is None else None
+        self.port = port or self._reserved.getsockname()[1]  # type: ignore[union-attr]
         gateway = self.config.setdefault("gateway", {})
         gateway["proxy_listen"] = f"127.0.0.1:{self.port}"
         gateway.setdefault("admin_listen", "off")
@@ -114,6 +129,15 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """Base URL of the Admin API (the config's gateway.admin_listen must not be "off")."""
+        return "http://" + self.config["gateway"]["admin_listen"]
+
+    @property
+    def status_url(self) -> str:
+        return "http://" + self.config["gateway"]["status_listen"]
 
     @property
     def pid(self) -> int:
@@ -149,7 +173,13 @@ class GatewayProcess:
                     self.stop()
                     raise TimeoutError(f"fastgw did not listen within {self.startup_timeout}s:\n{self.log()}")
                 time.sleep(0.02)
+        self._release_port()
         return self
+
+    def _release_port(self) -> None:
+        if self._reserved is not None:
+            self._reserved.close()
+            self._reserved = None
 
     def log(self) -> str:
         try:
@@ -179,6 +209,7 @@ class GatewayProcess:
                 proc.kill()
                 proc.wait(self.stop_timeout)
         self._log.close()
+        self._release_port()
         return proc.returncode
 
     def __enter__(self) -> GatewayProcess:

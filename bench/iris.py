@@ -53,6 +53,7 @@ _NS_DB = {"%SYS": "IRISSYS", "USER": "USER"}
 CT_JSON = b"application/json; charset=utf-8"
 CT_OCTET = b"application/octet-stream"
 _CHUNK = bytes(range(256)) * 256  # 64 KiB; byte i of any /bytes body is i % 256
+_CHUNK2 = _CHUNK + _CHUNK[:256]  # chunked bodies slice any 64 KiB window at offset i % 256
 _MAX_URL = 8 * 1024
 _MAX_HEADERS = 64 * 1024
 _ECHO_KEEP = 64 * 1024
@@ -164,13 +165,16 @@ class _HttpError(Exception):
 class _Slot:
     """One response in a connection's ordered output queue."""
 
-    __slots__ = ("data", "remaining", "close", "ready")
+    __slots__ = ("data", "remaining", "close", "ready", "chunk", "pos")
 
-    def __init__(self, data: bytes, remaining: int, close: bool, ready: bool) -> None:
+    def __init__(self, data: bytes, remaining: int, close: bool, ready: bool,
+                 chunk: int = 0) -> None:
         self.data = data
         self.remaining = remaining  # bytes of /_emulator/bytes body still to stream
         self.close = close
         self.ready = ready
+        self.chunk = chunk  # > 0: send the body chunked (RFC 9112 §7.1) in pieces this big
+        self.pos = 0  # body bytes sent so far (keeps byte i == i % 256 across chunks)
 
 
 class IrisServer:
@@ -534,10 +538,10 @@ class IrisProtocol(asyncio.Protocol):
         self._update_reading()
         asyncio.get_running_loop().call_later(delay, self._fulfil, slot, data)
 
-    def _emit_stream(self, head: bytes, n: int, close: bool) -> None:
+    def _emit_stream(self, head: bytes, n: int, close: bool, chunk: int = 0) -> None:
         if close:
             self._closing = True
-        self._queue.append(_Slot(head, n, close, True))
+        self._queue.append(_Slot(head, n, close, True, chunk))
         self._pump()
 
     def _fulfil(self, slot: _Slot, data: bytes) -> None:
@@ -586,7 +590,14 @@ class IrisProtocol(asyncio.Protocol):
                 asyncio.get_running_loop().call_soon(self._pump)
                 return False
             n = slot.remaining
-            if n >= size:
+            if slot.chunk:
+                k = min(n, slot.chunk)
+                off = slot.pos % 256
+                last = b"\r\n0\r\n\r\n" if k == n else b"\r\n"
+                t.writelines((b"%x\r\n" % k, _CHUNK2[off:off + k], last))
+                slot.remaining = n - k
+                slot.pos += k
+            elif n >= size:
                 t.write(_CHUNK)
                 slot.remaining = n - size
             else:
@@ -766,12 +777,34 @@ class IrisProtocol(asyncio.Protocol):
             hdr = srv.build(200, b"", head=True, keep=keep, ctype=CT_OCTET).replace(
                 b"Content-Length: 0\r\n", b"Content-Length: %d\r\n" % n, 1)
             self._emit_stream(hdr, 0 if head else n, not keep)
+        elif what in ("chunked", "eof"):
+            # chunked?n=N&size=S: Transfer-Encoding: chunked, S-byte chunks (max 64 KiB).
+            # eof?n=N: neither Content-Length nor chunked; the body ends when we close.
+            qs = parse_qs(query)
+            try:
+                n = int(qs.get("n", ["0"])[0])
+                size = int(qs.get("size", ["4096"])[0])
+                if not 0 <= n <= 1 << 42 or not 1 <= size <= len(_CHUNK):
+                    raise ValueError
+            except ValueError:
+                self._respond(400, atelier_error(5001, "n >= 0, 1 <= size <= 65536"), method,
+                              keep)
+                return
+            chunked = what == "chunked"
+            keep = keep and chunked
+            hdr = b"".join((
+                _status_line(200), b"Content-Type: %s\r\n" % CT_OCTET, srv._common,
+                b"Transfer-Encoding: chunked\r\n" if chunked else b"",
+                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n"))
+            if chunked and not head and n == 0:
+                hdr += b"0\r\n\r\n"
+            self._emit_stream(hdr, 0 if head else n, not keep, size if chunked else 0)
         elif what == "sink":
             self._respond(200, orjson.dumps({"received": self._body_len}), method, keep)
         elif what == "stats":
             body = orjson.dumps({"id": srv.id, **srv.stats.as_dict()})
             self._respond(200, body, method, keep)
-        elif what == "echo":
+        elif what == "echo" or what.startswith("echo/"):  # any path under echo/ echoes
             peer = self._transport.get_extra_info("peername") if self._transport else None
             out: dict[str, Any] = {
                 "id": srv.id, "method": method.decode(), "path": raw,

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Sequence
 
 from fastgw import __version__
-from fastgw.config import ConfigError, load_config_file
+from fastgw.config import ConfigError
 
 log = logging.getLogger("fastgw")
 
@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     for name in SETTING_FLAGS:
         run.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
 
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
+    worker.add_argument("--ipc-fd", type=int, required=True)
+    worker.add_argument("--log-level", default="info")
+
     check = sub.add_parser("check", help="validate a config file and print every error")
     check.add_argument("-c", "--config", default="config.json")
     return parser
@@ -59,8 +63,11 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_check(path: str) -> int:
+    # Through the store's parser, so files with `workspaces` check like they load.
+    from fastgw.config.store import FileConfigStore
+
     try:
-        config = load_config_file(path, env=os.environ)
+        config = FileConfigStore.open(path, env=os.environ).state.merged
     except ConfigError as exc:
         for field, message in exc.errors:
             print(f"{path}: {field}: {message}" if field else f"{path}: {message}")
@@ -85,38 +92,35 @@ def resolve_workers(value: int | str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Open the store (config.json) and run the supervisor with its workers.
+
+    Every worker count, 1 included, is a supervisor plus worker processes; see the
+    `fastgw.supervisor` docstring for why.
+    """
+    from fastgw.config.store import FileConfigStore
+    from fastgw.supervisor import StartupError, Supervisor
+
     path = args.config
-    overrides = _overrides(args)
     try:
-        config = load_config_file(path, env=os.environ, overrides=overrides)
+        store = FileConfigStore.open(path, env=os.environ, overrides=_overrides(args))
     except ConfigError as exc:
         log.error("invalid configuration in %s: %s", path, exc)
         for field, message in exc.errors:
             log.error("  %s: %s", field, message)
         return 1
-    except OSError as exc:
-        log.error("cannot read %s: %s", path, exc)
-        return 1
-    for warning in config.warnings:
+    for warning in store.state.merged.warnings:
         log.warning("%s", warning)
-
-    def reload() -> Any:
-        return load_config_file(path, env=os.environ, overrides=overrides)
-
-    workers = resolve_workers(config.gateway.workers)
-    if workers > 1:
-        from fastgw.supervisor import Supervisor
-
-        return Supervisor(config, reload, workers).run()
-    from fastgw.server import install_uvloop, serve
-
-    install_uvloop()
+    settings = store.state.merged.gateway
+    supervisor = Supervisor(store, resolve_workers(settings.workers), log_level=args.log_level)
     try:
-        asyncio.run(serve(config, reload=reload))
-    except OSError as exc:
-        log.error("cannot listen on %s: %s", config.gateway.proxy_listen, exc)
+        return asyncio.run(supervisor.run())
+    except StartupError as exc:
+        log.error("%s", exc)
         return 1
-    return 0
+    except OSError as exc:
+        log.error("cannot listen: %s (proxy_listen %s, admin_listen %s, status_listen %s)", exc,
+                  settings.proxy_listen, settings.admin_listen, settings.status_listen)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -127,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
+    if args.command == "worker":
+        from fastgw.worker import main as worker_main
+
+        return worker_main(args.ipc_fd)
     return cmd_run(args)
 
 

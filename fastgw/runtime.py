@@ -204,7 +204,7 @@ class RoutePlan:
 
 
 class Snapshot:
-    __slots__ = ("config", "router", "route_plans", "upstreams", "version")
+    __slots__ = ("config", "router", "route_plans", "upstreams", "version", "route_cache")
 
     def __init__(
         self, config: Config, router: Router, route_plans: dict[str, RoutePlan],
@@ -215,6 +215,9 @@ class Snapshot:
         self.route_plans = route_plans
         self.upstreams = upstreams
         self.version = version
+        # (method, Host, raw path) -> (match, plan, upstream path); header-matching routes
+        # make a request's route depend on more than that, so then there is no cache.
+        self.route_cache: dict[tuple[Any, ...], Any] | None = None if router.uses_headers else {}
 
 
 def split_target(target: str) -> tuple[str, int]:

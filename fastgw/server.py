@@ -68,7 +68,7 @@ class ProxyServer:
         settings = config.gateway
         self.registry = PoolRegistry(
             loop,
-            self.slow_sweeper,
+            self.io_sweeper,
             max_idle=settings.upstream_keepalive_pool_size,
             max_requests=settings.upstream_keepalive_max_requests,
             idle_timeout=float(settings.upstream_keepalive_idle_timeout),
@@ -87,6 +87,7 @@ class ProxyServer:
         self.max_header_size = s.max_header_size
         self.max_body_size = s.max_body_size
         self.client_header_timeout = float(s.client_header_timeout)
+        self.client_body_timeout = float(s.client_body_timeout)
         self.client_keepalive_timeout = float(s.client_keepalive_timeout)
         self.is_trusted = cached_trust(s.is_trusted)
 

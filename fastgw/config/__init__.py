@@ -24,6 +24,7 @@ from fastgw.config.model import (
     normalize_path,
     normalize_target,
     parse_service_url,
+    pcre_to_python,
 )
 from fastgw.config.settings import GatewaySettings, load_settings, parse_listen, settings_to_dict
 from fastgw.config.validate import ConfigError, validate_entity
@@ -35,6 +36,6 @@ __all__ = [
     "load_config_file", "check_file", "read_json_file",
     "load_settings", "parse_listen", "settings_to_dict",
     "entity_to_dict", "default_healthchecks", "normalize_host", "normalize_path",
-    "normalize_target", "parse_service_url",
+    "normalize_target", "parse_service_url", "pcre_to_python",
     "DEFAULT_HEALTHCHECKS", "DEFAULT_TARGET_PORT", "FORMAT_VERSIONS", "SUPPORTED_PLUGINS",
 ]

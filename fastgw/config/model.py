@@ -47,6 +47,7 @@ __all__ = [
     "normalize_target",
     "normalize_path",
     "path_chars_error",
+    "pcre_to_python",
     "uuid_error",
     "name_error",
     "tag_error",
@@ -444,6 +445,16 @@ def normalize_path(path: str) -> str:
     return res if res.startswith("/") else "/" + res
 
 
+_PCRE_NAMED_RE = re.compile(r"\(\?<(?![=!])([A-Za-z_][A-Za-z0-9_]*)>|\(\?'([A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def pcre_to_python(pattern: str) -> str:
+    """Translate PCRE-only syntax Kong users write (``(?<name>...)``, ``(?'name'...)``,
+    ``\\k<name>``) into Python ``re`` syntax; everything else is passed through."""
+    pattern = _PCRE_NAMED_RE.sub(lambda m: f"(?P<{m.group(1) or m.group(2)}>", pattern)
+    return re.sub(r"\\k<([A-Za-z_][A-Za-z0-9_]*)>", r"(?P=\1)", pattern)
+
+
 def path_chars_error(path: str) -> str | None:
     """typedefs.path custom validator: RFC 3986 characters and valid %-encoding."""
     if _PCT_RE.search(path):
@@ -518,7 +529,7 @@ def router_path_error(v: str) -> str | None:
         if _PCT_RE.search(v):
             return f"invalid url-encoded value: '{v}'"
         try:
-            re.compile(v[1:])
+            re.compile(pcre_to_python(v[1:]))
         except re.error as e:
             return f"invalid regex: '{v[1:]}' ({e})"
         return None

@@ -43,6 +43,8 @@ class GatewaySettings:
     _networks: tuple[_Net, ...] = field(default=(), init=False, repr=False, compare=False)
     _trust_all: bool = field(default=False, init=False, repr=False, compare=False)
     _trust_unix: bool = field(default=False, init=False, repr=False, compare=False)
+    # Peer IPs repeat a lot (keep-alive, LB health checks): memoize the verdicts.
+    _cache: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         nets: list[_Net] = []
@@ -64,6 +66,14 @@ class GatewaySettings:
         ``ip`` may be an IPv4/IPv6 literal, ``"unix:"`` (or any unix socket path
         starting with it), or empty. Unparseable input is never trusted.
         """
+        hit = self._cache.get(ip)
+        if hit is None:
+            if len(self._cache) >= 4096:
+                self._cache.clear()  # bounded; cheap to rebuild
+            hit = self._cache[ip] = self._check(ip)
+        return hit
+
+    def _check(self, ip: str) -> bool:
         if not self._networks:
             return self._trust_unix and ip.startswith("unix:")
         if self._trust_all:

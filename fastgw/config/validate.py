@@ -12,23 +12,14 @@ Errors are ``(path, message)`` pairs with full paths such as
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from fastgw.config import model as _m
 
-__all__ = [
-    "ConfigError",
-    "Field",
-    "MISSING",
-    "Errors",
-    "check_value",
-    "check_record",
-    "entity_prefix",
-    "join",
-]
+__all__ = ["ConfigError", "Field", "MISSING", "Errors", "SCHEMAS", "UNSUPPORTED", "check_value",
+           "check_record", "entity_prefix", "join", "render_errors", "validate_entity"]
 
 
 # --------------------------------------------------------------------------- errors
@@ -61,6 +52,9 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
+        return (ConfigError, (self.errors, self.message))
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -201,6 +195,10 @@ def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
         out = []
         ok = True
         for i, v in enumerate(value):
+            if v is None:  # a null element is never a value (Kong: JSON null is not a string)
+                errors.append((join(path, i), "required field missing"))
+                ok = False
+                continue
             r = check_value(spec.elements, v, join(path, i), errors) if spec.elements else v
             if r is MISSING:
                 ok = False
@@ -242,7 +240,9 @@ def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
         if not isinstance(value, dict):
             errors.append((path, "expected a record"))
             return MISSING
-        if spec.fields is not None:
+        if spec.fields is None:
+            value = _copy_default(value)  # free-form (plugin config): never alias input
+        else:
             n = len(errors)
             value = check_record(spec.fields, value, path, errors)
             if len(errors) > n:
@@ -578,7 +578,7 @@ def validate_entity(
     ent_errs: Errors = []
     out = check_record(schema, data, path, ent_errs, ignore=skip)
     check = _CHECKS.get(kind)
-    if check is not None:
+    if check is not None and not ent_errs:  # like Kong: no entity checks over invalid fields
         check(out, path, ent_errs)
     if kind == "routes" and out.get("headers"):
         out["headers"] = {k.lower(): v for k, v in out["headers"].items()}

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from fastgw.proxy.exchange import Exchange
+from fastgw.proxy.exchange import DONE, VIA_LINE, Exchange
 from fastgw.proxy.headers import error_response, split_host_port
 
 if TYPE_CHECKING:
@@ -57,6 +57,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "parser",
         "client_ip",
         "server_port",
+        "server_port_int",
         "trusted",
         "forwarded_fragment",
         "active",
@@ -80,6 +81,10 @@ class DownstreamProtocol(asyncio.Protocol):
         "tunnel",
         "tunnel_conn",
         "requests",
+        "client_eof",
+        "_tail_host",
+        "_tail_prefix",
+        "_tail",
     )
 
     def __init__(self, server: ProxyServer) -> None:
@@ -89,6 +94,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
         self.server_port = b""
+        self.server_port_int = 0
         self.trusted = False
         self.forwarded_fragment = b""
         self.active: Exchange | None = None
@@ -112,6 +118,10 @@ class DownstreamProtocol(asyncio.Protocol):
         self.tunnel: asyncio.Transport | None = None
         self.tunnel_conn: UpstreamConnection | None = None
         self.requests = 0
+        self._tail_host: bytes | None = None
+        self._tail_prefix = b""
+        self._tail = b""
+        self.client_eof = False
 
     # -- asyncio protocol interface ---------------------------------------------------
 
@@ -123,6 +133,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         port = sock[1] if isinstance(sock, tuple) else 0
         self.server_port = str(port).encode()
+        self.server_port_int = port
         self.trusted = server.is_trusted(self.client_ip)
         ip = self.client_ip.encode()
         self.forwarded_fragment = b"".join(
@@ -158,9 +169,11 @@ class DownstreamProtocol(asyncio.Protocol):
             self._on_parse_error()
 
     def eof_received(self) -> bool | None:
-        # A client that half-closes after its request still gets its response(s).
-        if self.active is None and not self.queue:
+        # A client that half-closes after its request still gets its response(s), then
+        # we close (exchange_done). A request cut short (head or body) cannot complete.
+        if self.active is None and not self.queue or self.parsing is not None:
             return False
+        self.client_eof = True
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -227,6 +240,11 @@ class DownstreamProtocol(asyncio.Protocol):
         lname = name.lower()
         self.headers.append((lname, name, value))
         if lname == b"host":
+            if self.host is not None:
+                # Two Hosts could route on one and reach the backend with the other
+                # (RFC 9112 §3.2: 400); nginx refuses them too.
+                self.error_status = 400
+                raise _LimitExceeded
             self.host = value
         elif lname == b"content-length":
             self.content_length = int(value) if value.isdigit() else -1
@@ -239,6 +257,15 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.closed or self.error_status:
             return
         parser = self.parser
+        upgrade = parser.should_upgrade()
+        if upgrade:
+            # Only WebSocket upgrades are relayed (as Kong does); any other Upgrade header
+            # is dropped and the request proxied as plain HTTP/1.1 (see _on_upgrade).
+            upgrade = self._websocket_upgrade()
+            if not upgrade and (self.content_length > 0 or self.chunked):
+                # llhttp does not parse the body of an upgrade request: refuse it.
+                self.error_status = 400
+                return
         exchange = Exchange(
             self,
             parser.get_method().decode("latin-1"),
@@ -246,7 +273,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.headers,
             parser.get_http_version() == "1.1",
             parser.should_keep_alive(),
-            parser.should_upgrade(),
+            upgrade,
             self.host,
             self.chunked,
             self.expect,
@@ -258,7 +285,12 @@ class DownstreamProtocol(asyncio.Protocol):
             exchange.body_size = -1  # marks "declared too large" for begin()
         if self.active is None:
             self.active = exchange
-            self.deadline = 0.0
+            # client_body_timeout (nginx's: between two reads) runs while a body is due.
+            self.deadline = (
+                self.loop.time() + self.server.client_body_timeout
+                if self.content_length > 0 or self.chunked
+                else 0.0
+            )
             self._begin(exchange)
         else:
             self.queue.append(exchange)
@@ -268,12 +300,16 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
         if exchange is not None:
+            if exchange is self.active and self.deadline:
+                self.deadline = self.loop.time() + self.server.client_body_timeout
             exchange.feed_body(body)
 
     def on_message_complete(self) -> None:
         exchange = self.parsing
         if exchange is not None:
             self.parsing = None
+            if exchange is self.active:
+                self.deadline = 0.0  # the body is in; the backend's timeouts apply now
             exchange.request_done()
 
     # -- exchange interface -----------------------------------------------------------
@@ -311,7 +347,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.active = nxt
             self._begin(nxt)
             return
-        if self.server.draining:
+        if self.server.draining or self.client_eof:
             self._close()
             return
         timeout = (
@@ -355,6 +391,20 @@ class DownstreamProtocol(asyncio.Protocol):
             parts += (b"X-Forwarded-Prefix: ", fprefix, _CRLF)
         return b"".join(parts)
 
+    def forwarded_tail(self, host: bytes | None, prefix_line: bytes) -> bytes:
+        """End of an upstream request head for an untrusted client: Via, X-Forwarded-*,
+        X-Real-IP and the blank line. Host rarely changes on a connection, so it is cached."""
+        if host == self._tail_host and prefix_line is self._tail_prefix and self._tail:
+            return self._tail
+        parts = [VIA_LINE, self.forwarded_fragment]
+        if host is not None:
+            parts += (b"X-Forwarded-Host: ", split_host_port(host)[0], _CRLF)
+        parts += (prefix_line, _CRLF)
+        self._tail_host = host
+        self._tail_prefix = prefix_line
+        self._tail = b"".join(parts)
+        return self._tail
+
     def start_tunnel(self, conn: UpstreamConnection) -> None:
         """After 101 Switching Protocols: relay raw bytes both ways."""
         self.tunnel_conn = conn
@@ -377,15 +427,35 @@ class DownstreamProtocol(asyncio.Protocol):
             self._close()
 
     def on_deadline(self) -> None:
-        if self.active is None:
+        active = self.active
+        if active is None:
             self._close()  # keep-alive idle or header timeout: close quietly, as nginx does
+        elif not active.request_complete and active.state != DONE:
+            if self.pause_reasons:
+                # We stopped reading (back-pressure), not the client: not its timeout.
+                self.deadline = self.loop.time() + self.server.client_body_timeout
+            else:
+                active.respond_error(408, close=True)  # client_body_timeout
 
     # -- internals --------------------------------------------------------------------
 
+    def _websocket_upgrade(self) -> bool:
+        for lname, _, value in self.headers:
+            if lname == b"upgrade":
+                return b"websocket" in value.lower()
+        return False
+
     def _on_upgrade(self, rest: bytes) -> None:
         exchange = self.last
-        if exchange is None or not exchange.upgrade:
+        if self.error_status or exchange is None:
             self._on_parse_error()
+            return
+        if not exchange.upgrade:
+            # A non-WebSocket upgrade (h2c...) proxied as plain HTTP: llhttp stopped right
+            # after its (body-less) message, so go on with a fresh parser.
+            self.parser = httptools.HttpRequestParser(self)
+            if rest:
+                self.data_received(rest)
             return
         self.upgrading = exchange
         if rest:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastgw.proxy.headers import (
     CONTINUE_100,
@@ -33,19 +33,22 @@ from fastgw.proxy.headers import (
     HOP_BY_HOP,
     IDEMPOTENT_METHODS,
     VIA_VALUE,
+    clean_response_head,
     connection_tokens,
     error_response,
     split_host_port,
-    status_line,
 )
 
 if TYPE_CHECKING:
     from fastgw.proxy.downstream import DownstreamProtocol
     from fastgw.proxy.upstream import UpstreamConnection
-    from fastgw.runtime import RoutePlan, TargetRuntime
+    from fastgw.runtime import RoutePlan, Snapshot, TargetRuntime
 
 log = logging.getLogger("fastgw.proxy")
 
+_METHOD_BYTES = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+# Router results kept per snapshot (Kong keeps an LRU of 5000 for the same reason).
+ROUTE_CACHE_SIZE = 8192
 REPLAY_LIMIT = 65536  # request body bytes kept for a retry; also the pre-connect buffer
 VIA_LINE = b"Via: " + VIA_VALUE + b"\r\n"
 CHUNK_END = b"0\r\n\r\n"
@@ -54,9 +57,6 @@ CRLF = b"\r\n"
 # states
 QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 
-# Upstream response headers never passed to the client. Content-Length is handled by the
-# framing logic; Transfer-Encoding is re-applied when we re-chunk.
-_RESPONSE_DROP = HOP_BY_HOP
 _REQUEST_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via"}
 
 
@@ -95,6 +95,8 @@ class Exchange:
         "status",
         "hash_cookie",
         "counted",
+        "pending",
+        "prefix_line",
     )
 
     def __init__(
@@ -143,6 +145,9 @@ class Exchange:
         self.status = 0
         self.hash_cookie: str | None = None
         self.counted = False  # the balancer counts this attempt (least-connections)
+        # Response bytes gathered during one upstream read, written with one syscall.
+        self.pending: list[bytes] | None = None
+        self.prefix_line = b""
 
     # -- routing ----------------------------------------------------------------------
 
@@ -161,25 +166,50 @@ class Exchange:
             if raw_path is None:
                 self.respond_error(400)
                 return
-        router = snapshot.router
-        headers_map = self.headers_map() if router.uses_headers else None
-        host = self.host.decode("latin-1") if self.host is not None else None
-        match = router.match(self.method, host, raw_path.decode("latin-1"), headers_map)
-        if match is None:
-            self.respond_error(404)
-            return
-        plan = snapshot.route_plans.get(match.route.id)
+        cache = snapshot.route_cache
+        key = (self.method, self.host, raw_path)
+        hit = cache.get(key) if cache is not None else None
+        if hit is None:
+            hit = self._route(snapshot, raw_path)
+            if cache is not None:
+                if len(cache) >= ROUTE_CACHE_SIZE:
+                    cache.clear()  # cheap bound; a working set that fits stays hot
+                cache[key] = hit
+        match, plan, upstream_path, prefix_line = hit
         if plan is None:
-            self.respond_error(503, "no Service found with those values")
+            if match is None:
+                self.respond_error(404)
+            else:
+                self.respond_error(503, "no Service found with those values")
             return
         self.plan = plan
         self.match = match
-        self.upstream_target = match.upstream_path(plan.service_path).encode("latin-1") + query
+        self.prefix_line = prefix_line
+        self.upstream_target = upstream_path + query if query else upstream_path
         if self.expect_continue and not self.request_complete and not self.continue_sent:
             # We answer 100 ourselves when ready for the body, as nginx does (RFC 9110 §10.1.1).
             self.continue_sent = True
             down.transport.write(CONTINUE_100)
         self._next_attempt()
+
+    def _route(
+        self, snapshot: Snapshot, raw_path: bytes
+    ) -> tuple[Any, RoutePlan | None, bytes, bytes]:
+        """Router match and upstream path (cached per method, Host and path, like Kong)."""
+        router = snapshot.router
+        headers_map = self.headers_map() if router.uses_headers else None
+        host = self.host.decode("latin-1") if self.host is not None else None
+        match = router.match(
+            self.method, host, raw_path.decode("latin-1"), headers_map, self.down.server_port_int
+        )
+        if match is None:
+            return None, None, b"", b""
+        plan = snapshot.route_plans.get(match.route.id)
+        if plan is None:
+            return match, None, b"", b""
+        prefix = match.stripped_prefix
+        prefix_line = b"X-Forwarded-Prefix: " + prefix.encode("latin-1") + CRLF if prefix else b""
+        return match, plan, match.upstream_path(plan.service_path).encode("latin-1"), prefix_line
 
     def headers_map(self) -> dict[str, str]:
         result: dict[str, str] = {}
@@ -258,7 +288,6 @@ class Exchange:
         # While the client is still sending the body, only a stalled backend write
         # (upstream_write_paused) arms a deadline; the client has its own body timeout.
         conn.deadline = self.down.loop.time() + plan.read_timeout if self.sent_complete else 0.0
-        self.down.server.io_sweeper.add(conn)
         if self.upgrade_buf:
             transport.write(b"".join(self.upgrade_buf))
             self.upgrade_buf = []
@@ -276,7 +305,7 @@ class Exchange:
         else:
             host = target.host_header
         parts = [
-            self.method.encode("latin-1"),
+            _METHOD_BYTES.get(self.method) or self.method.encode("latin-1"),
             b" ",
             self.upstream_target,
             b" HTTP/1.1\r\nHost: ",
@@ -299,18 +328,15 @@ class Exchange:
                 if lname == b"upgrade":
                     parts += (b"Upgrade: ", value, CRLF)
             parts.append(b"Connection: upgrade\r\n")
-        parts.append(VIA_LINE)
-        match = self.match
-        prefix = match.stripped_prefix if match is not None else None
         if incoming is None:
-            parts.append(down.forwarded_fragment)
-            if self.host is not None:
-                parts += (b"X-Forwarded-Host: ", split_host_port(self.host)[0], CRLF)
-            if prefix:
-                parts += (b"X-Forwarded-Prefix: ", prefix.encode("latin-1"), CRLF)
+            # Via, X-Forwarded-*, X-Real-IP and the blank line, cached per connection.
+            parts.append(down.forwarded_tail(self.host, self.prefix_line))
         else:
+            parts.append(VIA_LINE)
+            match = self.match
+            prefix = match.stripped_prefix if match is not None else None
             parts.append(down.forwarded_headers(incoming, self.host, prefix))
-        parts.append(CRLF)
+            parts.append(CRLF)
         return b"".join(parts)
 
     def feed_body(self, data: bytes) -> None:
@@ -379,24 +405,15 @@ class Exchange:
 
     # -- relaying the response --------------------------------------------------------
 
-    def on_response_head(
-        self, conn: UpstreamConnection, status: int, headers: list[tuple[bytes, bytes]]
-    ) -> None:
+    def on_response_head(self, conn: UpstreamConnection, status: int, raw_head: bytes) -> None:
+        """`raw_head`: the backend's status line and fields as received, CRLF-terminated."""
         self.state = RESPONDING
         self.response_started = True
         self.status = status
         down = self.down
-        parts = [status_line(status)]
         upgrade = status == 101
-        framing = _copy_response_headers(parts, headers, upgrade, None)
-        if framing is None:
-            del parts[1:]
-            tokens: set[bytes] = set()
-            for name, value in headers:
-                if name.lower() == b"connection":
-                    tokens |= connection_tokens(value)
-            framing = _copy_response_headers(parts, headers, upgrade, tokens - _CONN_KEYWORDS)
-        content_length, chunked = framing
+        head, content_length, chunked = clean_response_head(raw_head, status)
+        parts = [head]
         parts.append(VIA_LINE)
         if self.method == "HEAD" or status < 200 or status in (204, 304):
             pass  # no body on the wire (RFC 9112 §6.3 rule 1)
@@ -411,8 +428,9 @@ class Exchange:
                 self.keep_alive = False  # close-delimited body for HTTP/1.0
         if upgrade:
             pass
-        elif not self.keep_alive or down.draining or not self.request_complete:
+        elif not self.keep_alive or down.draining or not self.request_complete or self.upgrade:
             # An unread request body (upstream answered early) cannot be skipped cheaply.
+            # A refused upgrade closes too: the client parser stopped at the upgrade.
             self.keep_alive = False
             parts.append(b"Connection: close\r\n")
         elif not self.http11:
@@ -421,26 +439,48 @@ class Exchange:
         if cookie:
             parts.append(cookie)
         parts.append(CRLF)
-        down.transport.write(b"".join(parts))
+        # The head waits for the body bytes of the same read: one write per response
+        # instead of two for small ones (flushed by the upstream after each read).
+        self.pending = [b"".join(parts)]
         plan = self.plan
-        if plan is not None:
+        if down.write_paused:
+            # The client is still full from an earlier (pipelined) response: pause_writing
+            # will not fire again, so hold this backend now (resume_writing releases it).
+            conn.deadline = 0.0
+            conn.pause_reading()
+        elif plan is not None:
             conn.deadline = down.loop.time() + plan.read_timeout
 
     def on_response_body(self, data: bytes) -> None:
-        transport = self.down.transport
+        pending = self.pending
+        if pending is None:
+            self.pending = pending = []
         if self.rechunk:
-            transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+            pending += (b"%x\r\n" % len(data), data, CRLF)
         else:
-            transport.write(data)
+            pending.append(data)
         conn = self.conn
         if conn is not None and conn.deadline:
             plan = self.plan
             assert plan is not None
             conn.deadline = self.down.loop.time() + plan.read_timeout
 
+    def flush_pending(self) -> None:
+        """Write what this read produced for the client (called after each upstream read)."""
+        pending = self.pending
+        if pending is not None:
+            self.pending = None
+            if len(pending) == 1:
+                self.down.transport.write(pending[0])
+            else:
+                self.down.transport.writelines(pending)
+
     def on_response_complete(self, conn: UpstreamConnection) -> None:
         if self.rechunk:
-            self.down.transport.write(CHUNK_END)
+            if self.pending is None:
+                self.pending = []
+            self.pending.append(CHUNK_END)
+        self.flush_pending()
         self._release_conn()
         self.state = DONE
         self.down.exchange_done(self)
@@ -448,6 +488,7 @@ class Exchange:
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
         """101 Switching Protocols: from now on, bytes flow both ways untouched."""
         down = self.down
+        self.flush_pending()
         self._release_conn(keep=True)
         self.state = DONE
         conn.start_tunnel(down.transport)
@@ -492,11 +533,16 @@ class Exchange:
         self.status = status
         target = self.target
         if target is not None:
-            target.report_failure(reason)
-            if self.reused and reason == "connection reset" and target in self.tried:
-                # A pooled connection the backend had closed: the target itself may be
-                # fine, so it stays eligible for the retry (on a fresh connection).
-                self.tried.remove(target)
+            if self.reused and reason == "connection reset":
+                # A pooled connection the backend had closed (the idle-close race): the
+                # target itself may be fine, so it is not reported, stays eligible, and
+                # this attempt does not count against `retries` (nginx: `tries++` for a
+                # cached connection). Bounded: each such failure drops one idle connection.
+                self.attempts -= 1
+                if target in self.tried:
+                    self.tried.remove(target)
+            else:
+                target.report_failure(reason)
         plan = self.plan
         assert plan is not None
         if (
@@ -524,7 +570,6 @@ class Exchange:
         conn = self.conn
         if conn is not None:
             self.conn = None
-            self.down.server.io_sweeper.discard(conn)
             conn.deadline = 0.0
             if not keep and conn.exchange is self:
                 conn.detach()
@@ -553,6 +598,7 @@ class Exchange:
 
     def abort(self) -> None:
         """The response cannot be completed: cut the client connection."""
+        self.flush_pending()
         self._release_conn()
         self.state = DONE
         self.keep_alive = False
@@ -597,40 +643,6 @@ def _copy_request_headers(
             continue
         parts += (name, b": ", value, CRLF)
     return incoming
-
-
-def _copy_response_headers(
-    parts: list[bytes],
-    headers: list[tuple[bytes, bytes]],
-    upgrade: bool,
-    extra_drop: set[bytes] | None,
-) -> tuple[bool, bool] | None:
-    """Append forwardable response headers; return (has Content-Length, is chunked).
-
-    None means a Connection header names other headers: call again with them in
-    `extra_drop`.
-    """
-    content_length = False
-    chunked = False
-    for name, value in headers:
-        lname = name.lower()
-        if lname in _RESPONSE_DROP:
-            if lname == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif lname == b"connection":
-                if extra_drop is None and connection_tokens(value) - _CONN_KEYWORDS:
-                    return None
-                if upgrade:
-                    parts += (name, b": ", value, CRLF)
-            elif upgrade and lname == b"upgrade":
-                parts += (name, b": ", value, CRLF)
-            continue
-        if extra_drop is not None and lname in extra_drop:
-            continue
-        if lname == b"content-length":
-            content_length = True
-        parts += (name, b": ", value, CRLF)
-    return content_length, chunked
 
 
 def _absolute_form(url: bytes, path: bytes, query: bytes) -> tuple[bytes | None, bytes]:

@@ -14,6 +14,7 @@ References:
 from __future__ import annotations
 
 import os
+import re
 import time
 from email.utils import formatdate
 from http import HTTPStatus
@@ -173,3 +174,53 @@ def host_header_value(host: str, port: int, default_port: int = 80) -> bytes:
     if port == default_port:
         return host.encode("idna") if not host.isascii() else host.encode()
     return f"{host}:{port}".encode()
+
+
+_CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
+_HOP_NAMES = (
+    rb"connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
+    rb"|proxy-authenticate|proxy-authorization"
+)
+# One C-level scan finds every header the proxy must look at in a response head;
+# usually that is only Content-Length (and Connection), so the head passes through as is.
+_RESPONSE_SPECIAL = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):[ \t]*([^\r]*)", re.I)
+_HOP_LINES = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r]*", re.I)
+# 101 Switching Protocols keeps Connection and Upgrade: they are the handshake.
+_HOP_LINES_UPGRADE = re.compile(
+    rb"\r\n(?:keep-alive|proxy-connection|te|trailer|transfer-encoding"
+    rb"|proxy-authenticate|proxy-authorization):[^\r]*",
+    re.I,
+)
+
+
+def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
+    """Drop hop-by-hop fields from a raw response head (status line + fields, CRLF each).
+
+    Returns (head, has Content-Length, is chunked). The status line is rewritten to
+    HTTP/1.1 when the backend spoke another version (we speak 1.1 to clients).
+    """
+    content_length = False
+    chunked = False
+    dirty = False
+    listed: set[bytes] | None = None
+    for name, value in _RESPONSE_SPECIAL.findall(head):
+        lname = name.lower()
+        if lname == b"content-length":
+            content_length = True
+            continue
+        dirty = True
+        if lname == b"transfer-encoding":
+            chunked = value.rstrip().lower().endswith(b"chunked")
+        elif lname == b"connection":
+            tokens = connection_tokens(value) - _CONN_KEYWORDS
+            if tokens:
+                listed = tokens if listed is None else listed | tokens
+    if dirty:
+        head = (_HOP_LINES_UPGRADE if status == 101 else _HOP_LINES).sub(b"", head)
+        if listed:
+            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+            names = b"|".join(re.escape(n) for n in listed)
+            head = re.sub(rb"\r\n(?:" + names + rb"):[^\r]*", b"", head, flags=re.I)
+    if not head.startswith(b"HTTP/1.1 "):
+        head = status_line(status) + head[head.find(b"\r\n") + 2 :]
+    return head, content_length, chunked

@@ -55,7 +55,8 @@ class UpstreamConnection(asyncio.Protocol):
         "deadline",
         "closed",
         "status",
-        "headers",
+        "head_buf",
+        "awaiting_head",
         "head_only",
         "tunnel",
         "read_paused",
@@ -70,7 +71,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.closed = False
         self.status = 0
-        self.headers: list[tuple[bytes, bytes]] = []
+        # Bytes of the response head seen so far: the head is passed on raw (no per-field
+        # callbacks), see Exchange.on_response_head.
+        self.head_buf = b""
+        self.awaiting_head = False
         self.head_only = False
         self.tunnel: asyncio.Transport | None = None
         self.read_paused = False
@@ -89,8 +93,12 @@ class UpstreamConnection(asyncio.Protocol):
             # Bytes on an idle connection: the backend is confused or closing. Drop it.
             self.close()
             return
+        if self.awaiting_head:
+            self.head_buf = self.head_buf + data if self.head_buf else data
         try:
             self.parser.feed_data(data)
+            if exchange.pending is not None:
+                exchange.flush_pending()
         except httptools.HttpParserUpgrade as exc:
             if self.exchange is not None:
                 self.exchange.on_upstream_upgrade(self, data[exc.args[0] :])
@@ -128,24 +136,25 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.headers = []
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
+        raw = self.head_buf
+        end = raw.find(b"\r\n\r\n")  # llhttp insists on CRLF line ends, so this is found
         if status < 200 and status != 101:
-            return  # interim response (100 Continue, 103): not forwarded, see on_message_complete
+            # Interim response (100 Continue, 103): not forwarded; the final head follows.
+            self.head_buf = raw[end + 4 :]
+            return
+        self.awaiting_head = False
+        self.head_buf = b""
         exchange = self.exchange
         if exchange is not None:
-            exchange.on_response_head(self, status, self.headers)
+            exchange.on_response_head(self, status, raw[: end + 2])
             if self.head_only and self.exchange is exchange:
                 # HEAD: there is no body whatever Content-Length says (RFC 9110 §9.3.2).
+                keep_alive = self.parser.should_keep_alive()
                 self.parser = httptools.HttpResponseParser(self)
-                self._finish(self.parser_keep_alive_for_head())
+                self._finish(keep_alive)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
@@ -161,17 +170,13 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- exchange interface -----------------------------------------------------------
 
-    def parser_keep_alive_for_head(self) -> bool:
-        for name, value in self.headers:
-            if name.lower() == b"connection" and b"close" in value.lower():
-                return False
-        return True
-
     def begin(self, exchange: Exchange, head_only: bool) -> None:
         self.exchange = exchange
         self.head_only = head_only
         self.requests += 1
         self.status = 0
+        self.awaiting_head = True
+        self.head_buf = b""
 
     def _finish(self, keep_alive: bool) -> None:
         exchange = self.exchange
@@ -259,14 +264,12 @@ class UpstreamPool:
         "host",
         "port",
         "idle",
-        "busy",
         "max_idle",
         "max_requests",
         "idle_timeout",
         "sweeper",
         "closed",
         "stats",
-        "in_flight",
         "loop",
     )
 
@@ -285,23 +288,22 @@ class UpstreamPool:
         self.host = host
         self.port = port
         self.idle: deque[UpstreamConnection] = deque()
-        self.busy: set[UpstreamConnection] = set()
         self.max_idle = max_idle
         self.max_requests = max_requests
         self.idle_timeout = idle_timeout
-        self.sweeper = sweeper  # the slow sweeper (1 s tick) for idle timeouts
+        # Every open connection stays in the sweeper from connect to close; its deadline
+        # says what it waits for (idle timeout, or the exchange's read/write timeout), so
+        # handing a connection out and back costs no set operations.
+        self.sweeper = sweeper
         self.closed = False
         self.stats = PoolStats()
-        self.in_flight = 0
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
         while idle:
             conn = idle.pop()
             if not conn.closed:
-                self.sweeper.discard(conn)
                 conn.deadline = 0.0
-                self.busy.add(conn)
                 self.stats.reused += 1
                 return conn
         return None
@@ -318,11 +320,12 @@ class UpstreamPool:
             self.stats.connect_errors += 1
             raise
         self.stats.created += 1
-        self.busy.add(conn)
+        if conn.closed:  # lost between connect and now (already forgotten)
+            return conn
+        self.sweeper.add(conn)
         return conn
 
     def release(self, conn: UpstreamConnection) -> None:
-        self.busy.discard(conn)
         if (
             self.closed
             or conn.requests >= self.max_requests
@@ -333,12 +336,10 @@ class UpstreamPool:
             return
         conn.resume_reading()  # an idle socket must be read to notice the backend closing it
         conn.deadline = self.loop.time() + self.idle_timeout
-        self.sweeper.add(conn)
         self.idle.append(conn)
 
     def forget(self, conn: UpstreamConnection) -> None:
-        """Drop a closed connection from every list (idle or busy)."""
-        self.busy.discard(conn)
+        """Drop a closed connection from the sweeper and the idle list."""
         self.sweeper.discard(conn)
         try:
             self.idle.remove(conn)
@@ -355,7 +356,6 @@ class UpstreamPool:
         return {
             "address": f"{self.host}:{self.port}",
             "idle": len(self.idle),
-            "busy": len(self.busy),
             "reused": self.stats.reused,
             "created": self.stats.created,
             "connect_errors": self.stats.connect_errors,

@@ -1,0 +1,250 @@
+"""The load benchmark: two backends, several targets in front of them, interleaved runs.
+
+Shape of a run (why it is done this way):
+* Every target runs for the whole benchmark, side by side, in front of the *same* two
+  backends. An idle target costs nothing, and keeping them up lets us interleave: for each
+  repeat, for each workload, every target in turn (A B C A B C ...). Noise on a shared box
+  comes in waves of seconds to minutes; interleaving spreads it over all targets instead of
+  handing one target a bad minute. Medians over repeats are what we quote.
+* `direct` is the load generator talking to backend A alone: the ceiling, and its "proxy
+  CPU" is the backend's own CPU (as in reference/performance.md).
+* Emulator backends are pinned with taskset (to the last allowed CPU) when there are at
+  least two CPUs, so they do not migrate onto the core the proxy under test is using.
+* CPU per request is measured around each run on the target's process tree
+  (bench/procstat.py); requests come from the load generator's own count.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import os
+import shutil
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, Callable
+from urllib.parse import urlsplit
+
+from bench.anchors import HAPROXY, NGINX, AnchorProcess
+from bench.gateway import GatewayProcess, config_for_targets
+from bench.loadgen import WORKLOADS, LoadResult, Workload, loadgen_name, run_load
+from bench.procs import IrisProcess
+from bench.procstat import RssSampler, cpu_seconds_between, cpu_snapshot, memory_kb
+
+__all__ = ["Options", "ALL_TARGETS", "DEFAULT_WORKLOADS", "QUICK_WORKLOADS", "run_benchmark"]
+
+ALL_TARGETS = ("direct", "fastgw1", "fastgwN", "nginx", "haproxy")
+DEFAULT_WORKLOADS = ("get_c1", "get_c64", "get_c512", "bytes_1m", "post_1m", "get_close")
+QUICK_WORKLOADS = ("get_c8", "bytes_1m")
+INSTALL_HINT = {
+    "wrk": "apt-get install wrk",
+    NGINX: "apt-get install nginx-light",
+    HAPROXY: "apt-get install haproxy",
+    "taskset": "apt-get install util-linux",
+}
+
+
+@dataclass
+class Options:
+    targets: list[str] = field(default_factory=lambda: list(ALL_TARGETS))
+    workloads: list[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
+    duration: int = 4
+    repeats: int = 3
+    backends: list[str] = field(default_factory=list)  # external backend URLs; empty = emulator
+    user: str | None = None
+    password: str | None = None
+    warmup: int = 1
+    workers_n: int = 0  # 0 = CPU count
+    pin: bool = True
+    log: Callable[[str], None] = print
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # direct | fastgw | nginx | haproxy
+    url: str
+    roots: list[int]  # pids whose process trees are "the proxy" for CPU and RSS
+    config: Any  # exact configuration (text for anchors, dict for fastgw)
+    command: list[str]
+    version: str = ""
+
+
+def cpu_list() -> list[int]:
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def _auth_header(opts: Options) -> list[str]:
+    if opts.user is None:
+        return []
+    token = base64.b64encode(f"{opts.user}:{opts.password or ''}".encode()).decode()
+    return [f"Authorization: Basic {token}"]
+
+
+def _check(url: str, headers: list[str]) -> None:
+    """One GET /api/atelier/ through the target: fail early and clearly, not after minutes."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=10)
+    try:
+        conn.request("GET", "/api/atelier/", headers=dict(h.split(": ", 1) for h in headers))
+        resp = conn.getresponse()
+        body = resp.read()
+        if resp.status != 200:
+            raise RuntimeError(f"{url}/api/atelier/ answered {resp.status}: {body[:200]!r}")
+    finally:
+        conn.close()
+
+
+def missing_tools(opts: Options) -> list[str]:
+    """Install hints for what this run would use but cannot find (nothing is installed)."""
+    hints = []
+    if shutil.which("wrk") is None:
+        hints.append(f"wrk not found ({INSTALL_HINT['wrk']}); using the built-in load generator")
+    for kind in (NGINX, HAPROXY):
+        if kind in opts.targets and shutil.which(kind) is None:
+            hints.append(f"{kind} not found ({INSTALL_HINT[kind]}); target '{kind}' skipped")
+    if opts.pin and not opts.backends and shutil.which("taskset") is None:
+        hints.append(f"taskset not found ({INSTALL_HINT['taskset']}); backends not pinned")
+    return hints
+
+
+def _start_backends(stack: ExitStack, opts: Options) -> tuple[list[str], list[int], dict[str, Any]]:
+    """(host:port list, pids, description). Two emulators unless --backend URLs were given."""
+    if opts.backends:
+        addrs = []
+        for url in opts.backends:
+            parts = urlsplit(url if "//" in url else "http://" + url)
+            if parts.path not in ("", "/"):
+                opts.log(f"note: backend path {parts.path!r} ignored; targets proxy / as is")
+            addrs.append(f"{parts.hostname}:{parts.port or 80}")
+        return addrs, [], {"kind": "external", "urls": opts.backends, "pinned": None}
+    cpus = cpu_list()
+    pin = str(cpus[-1]) if opts.pin and len(cpus) >= 2 and shutil.which("taskset") else None
+    pids, addrs = [], []
+    for ident in ("A", "B"):
+        iris = stack.enter_context(
+            IrisProcess(ident, user=opts.user, password=opts.password, taskset=pin))
+        pids.append(iris.pid)
+        addrs.append(f"127.0.0.1:{iris.port}")
+    return addrs, pids, {"kind": "emulator (bench/iris.py)", "addresses": addrs, "pinned_cpu": pin}
+
+
+def _start_target(stack: ExitStack, name: str, backends: list[str], backend_pids: list[int],
+                  opts: Options) -> Target:
+    if name == "direct":
+        return Target(name, "direct", f"http://{backends[0]}", backend_pids[:1], None,
+                      [], "backend A alone (the ceiling)")
+    if name in ("fastgw1", "fastgwN"):
+        workers = 1 if name == "fastgw1" else (opts.workers_n or len(cpu_list()))
+        # Route "/" (not just /api/atelier) so the /_emulator/ workloads pass too, exactly
+        # like the anchors' `location /`.
+        config = config_for_targets(backends, route={"paths": ["/"]})
+        gw = stack.enter_context(GatewayProcess(config, workers=workers))
+        return Target(name, "fastgw", gw.url, [gw.pid], gw.config,
+                      [sys.executable, "-m", "fastgw", "run", "-c", "<config>"],
+                      f"fastgw --workers {workers}")
+    if name in (NGINX, HAPROXY):
+        anchor = stack.enter_context(AnchorProcess(name, backends))
+        return Target(name, name, anchor.url, [anchor.pid], anchor.config_text, anchor.args,
+                      anchor.version())
+    raise ValueError(f"unknown target {name!r} (choose from {', '.join(ALL_TARGETS)})")
+
+
+def _measure(target: Target, workload: Workload, opts: Options, headers: list[str],
+             tool: str, backend_pids: list[int]) -> dict[str, Any]:
+    before = cpu_snapshot(target.roots) if target.roots else None
+    backend_before = cpu_snapshot(backend_pids) if backend_pids else None
+    with RssSampler(target.roots) as rss:
+        result: LoadResult = run_load(target.url, workload, opts.duration, headers, tool)
+    cpu_s = cpu_seconds_between(before, cpu_snapshot(target.roots)) if before else None
+    backend_s = (cpu_seconds_between(backend_before, cpu_snapshot(backend_pids))
+                 if backend_before else None)
+    _, hwm = memory_kb(target.roots) if target.roots else (0, 0)
+    n = result.requests
+    return {
+        "target": target.name,
+        "workload": workload.name,
+        "tool": result.tool,
+        "requests": n,
+        "duration_s": round(result.duration_s, 3),
+        "rps": round(result.rps, 1),
+        "bytes": result.bytes,
+        "non2xx": result.non2xx,
+        "errors": result.errors,
+        "error_count": result.error_count,
+        "latency_us": result.latency_us,
+        "cpu_s": cpu_s,
+        "cpu_us_per_request": round(cpu_s / n * 1e6, 2) if cpu_s is not None and n else None,
+        "backend_cpu_us_per_request": (round(backend_s / n * 1e6, 2)
+                                       if backend_s is not None and n else None),
+        "rss_peak_kb": rss.peak_kb if target.roots else None,
+        "hwm_kb": hwm or None,
+    }
+
+
+def run_benchmark(opts: Options) -> dict[str, Any]:
+    """Start everything, run the interleaved matrix, return the raw results document."""
+    log = opts.log
+    for hint in missing_tools(opts):
+        log(f"note: {hint}")
+    targets = [t for t in opts.targets
+               if t not in (NGINX, HAPROXY) or shutil.which(t) is not None]
+    workloads = [WORKLOADS[w] for w in opts.workloads]
+    if opts.backends:
+        skipped = [w.name for w in workloads if w.emulator_only]
+        if skipped:
+            log(f"note: {', '.join(skipped)} need the emulator's /_emulator/ endpoints; skipped")
+        workloads = [w for w in workloads if not w.emulator_only]
+    headers = _auth_header(opts)
+    tool = "wrk" if shutil.which("wrk") else "builtin"
+    doc: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "loadgen": loadgen_name(),
+        "duration_s": opts.duration,
+        "repeats": opts.repeats,
+        "cpus": len(cpu_list()),
+        "python": sys.version.split()[0],
+        "workloads": {w.name: w.description for w in workloads},
+        "notes": missing_tools(opts),
+    }
+    t0 = time.monotonic()
+    with ExitStack() as stack:
+        addrs, backend_pids, backend_desc = _start_backends(stack, opts)
+        doc["backends"] = backend_desc
+        running: list[Target] = []
+        for name in targets:
+            target = _start_target(stack, name, addrs, backend_pids, opts)
+            _check(target.url, headers)
+            running.append(target)
+            log(f"started {name:8s} {target.url}  ({target.version})")
+        doc["targets"] = {
+            t.name: {"kind": t.kind, "url": t.url, "version": t.version, "command": t.command,
+                     "config": t.config}
+            for t in running
+        }
+        if opts.warmup:
+            # Fill upstream pools and let the allocator settle before anything is recorded.
+            warm = WORKLOADS["get_c8"]
+            for target in running:
+                run_load(target.url, warm, opts.warmup, headers, tool)
+        runs: list[dict[str, Any]] = []
+        total = opts.repeats * len(workloads) * len(running)
+        for repeat in range(opts.repeats):
+            for workload in workloads:
+                for target in running:
+                    run = _measure(target, workload, opts, headers, tool, backend_pids)
+                    run["repeat"] = repeat
+                    runs.append(run)
+                    log(f"[{len(runs):3d}/{total}] r{repeat} {workload.name:9s} "
+                        f"{target.name:8s} {run['rps']:9.0f} req/s  "
+                        f"p99 {run['latency_us'].get('p99', 0) / 1000:7.2f} ms  "
+                        f"cpu {run['cpu_us_per_request'] or 0:7.1f} us/req  "
+                        f"err {run['error_count'] + run['non2xx']}")
+        doc["runs"] = runs
+    doc["elapsed_s"] = round(time.monotonic() - t0, 1)
+    return doc

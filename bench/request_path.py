@@ -1,0 +1,114 @@
+"""Pure-Python cost of one proxied request, with fake transports (no syscalls).
+
+    python -m bench.request_path [-n 200000]
+
+Feeds a keep-alive `GET /api/atelier/` into a `DownstreamProtocol`, answers it through a
+pooled `UpstreamConnection`, and reports nanoseconds per request. This isolates the
+gateway's own Python work from the kernel's: the number every hot-path change must not
+grow (compare before/after in one run; see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from fastgw.config import load_declarative
+from fastgw.proxy.downstream import DownstreamProtocol
+from fastgw.server import ProxyServer
+
+REQUEST = b"GET /api/atelier/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+BODY = b'{"status":{"errors":[],"summary":""},"console":[],"result":{"content":{"id":"A"}}}'
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
+    b"Content-Length: %d\r\nX-Iris-Id: A\r\nDate: Thu, 26 Nov 2026 14:00:06 GMT\r\n"
+    b"Connection: keep-alive\r\n\r\n%s" % (len(BODY), BODY)
+)
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self, peer: tuple[str, int], sock: tuple[str, int]) -> None:
+        super().__init__()
+        self.peer = peer
+        self.sock = sock
+        self.written = 0
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": self.peer, "sockname": self.sock}.get(name, default)
+
+    def write(self, data: bytes) -> None:  # type: ignore[override]
+        self.written += len(data)
+
+    def writelines(self, parts) -> None:  # type: ignore[override]
+        for part in parts:
+            self.written += len(part)
+
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def config():
+    return load_declarative(
+        {
+            "_format_version": "3.0",
+            "upstreams": [{"name": "iris", "targets": [{"target": "127.0.0.1:52773"}, {"target": "127.0.0.1:52774"}]}],
+            "services": [{"name": "atelier", "host": "iris", "routes": [{"paths": ["/api/atelier"], "strip_path": False}]}],
+        }
+    )
+
+
+def measure(n: int) -> float:
+    import uvloop
+
+    loop = uvloop.new_event_loop()  # the loop fastgw runs on (its time() is C, unlike asyncio's)
+    asyncio.set_event_loop(loop)
+    server = ProxyServer(config(), loop)
+    down = DownstreamProtocol(server)
+    down.connection_made(FakeTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
+    # Warm one pooled connection per target so every request takes the keep-alive path.
+    from fastgw.proxy.upstream import UpstreamConnection
+
+    for upstream in server.snapshot.upstreams.values():
+        for target in upstream.targets:
+            conn = UpstreamConnection(target.pool)
+            conn.connection_made(FakeTransport((target.host, target.port), ("127.0.0.1", 50000)))
+            target.pool.idle.append(conn)
+            target.pool.max_requests = 1 << 62  # never retire the fake connections
+
+    def one() -> None:
+        down.data_received(REQUEST)
+        conn = down.active.conn  # type: ignore[union-attr]
+        conn.data_received(RESPONSE)
+
+    for _ in range(200):
+        one()
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        one()
+    elapsed = time.perf_counter_ns() - start
+    loop.close()
+    return elapsed / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("-n", type=int, default=200_000)
+    parser.add_argument("--once", action="store_true", help="one run (for instruction counting)")
+    args = parser.parse_args()
+    if args.once:
+        print(f"request path: {measure(args.n):.0f} ns/request")
+        return
+    results = sorted(measure(args.n) for _ in range(5))
+    print(f"request path: median {results[2]:.0f} ns/request (min {results[0]:.0f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The Admin API and the status listener, served by the supervisor (see DESIGN.md)."""
