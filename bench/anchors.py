@@ -6,11 +6,11 @@ follow reference/performance.md: upstream keep-alive on (nginx `keepalive 128` +
 HTTP/1.1 + empty Connection header; HAProxy `http-reuse always`), one worker, no access log.
 
 Both run in a temporary prefix directory, in the foreground, so they work as root and as an
-ordinary user and leave nothing behind (Basic auth for real backends needs no config line:
-the load generator sends the Authorization header and both forward it untouched): nginx gets `-p DIR -e DIR/error.log` (so it never
+ordinary user and leave nothing behind: nginx gets `-p DIR -e DIR/error.log` (so it never
 touches /var/log/nginx, which a non-root user cannot open) and every temp path inside DIR;
 as root, `user` is set to root's own account because the default (`nobody`) could not write
-the temp dirs we created.
+the temp dirs we created. Basic auth for real backends needs no config line: the load
+generator sends the Authorization header and both proxies forward it untouched.
 """
 
 from __future__ import annotations
@@ -121,7 +121,8 @@ class AnchorProcess:
     """nginx or HAProxy in the foreground on a free port, in a temp prefix directory."""
 
     def __init__(
-        self, kind: str, backends: Sequence[str], *, startup_timeout: float = 10.0, taskset: str | None = None,
+        self, kind: str, backends: Sequence[str], *, startup_timeout: float = 10.0,
+        taskset: str | None = None,
     ) -> None:
         assert kind in (NGINX, HAPROXY)
         self.kind = kind

@@ -102,7 +102,8 @@ def _headers(raw: bytes) -> tuple[str, bytes, list[tuple[bytes, bytes, bytes]], 
 
 class _FakeTransport:
     def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+        extra = {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}
+        return extra.get(name, default)
 
     def close(self) -> None:
         pass

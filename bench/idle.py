@@ -180,7 +180,8 @@ def format_idle(result: dict[str, Any]) -> str:
         f"  per idle connection: {result['gateway_rss_per_connection_bytes']} bytes",
         f"  still open after settling: {result['still_open']}; a sample of "
         f"{result['sample_still_served']} re-used connections answered 200",
-        f"  open-files limits: client {result['client_nofile']}, gateway {result['gateway_nofile']}",
+        f"  open-files limits: client {result['client_nofile']}, "
+        f"gateway {result['gateway_nofile']}",
     ]
     if "diagnosis" in result:
         lines.append("  PROBLEM: " + result["diagnosis"])

@@ -164,7 +164,8 @@ PATH_ROWS = [
     # service /_emulator/echo/, route /slashns, strip_path false
     ("/slashns/x", "/_emulator/echo/slashns/x"),
     # query strings pass unchanged
-    ("/strip/q?b=%25&a=1&a=2&empty=&flag&sp=a+b", "/_emulator/echo/q?b=%25&a=1&a=2&empty=&flag&sp=a+b"),
+    ("/strip/q?b=%25&a=1&a=2&empty=&flag&sp=a+b",
+     "/_emulator/echo/q?b=%25&a=1&a=2&empty=&flag&sp=a+b"),
     # percent-encoding: unreserved characters decoded, the rest kept (upper-cased)
     ("/strip/a%20b/%7euser/%2f", "/_emulator/echo/a%20b/~user/%2F"),
     # dot segments and doubled slashes are normalized before matching and joining

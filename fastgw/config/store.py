@@ -215,6 +215,26 @@ def atomic_write(path: str, data: bytes) -> None:
         os.close(dfd)
 
 
+def _dangling_references(configs: Mapping[str, Config]) -> Errors:
+    """Foreign keys to nothing. Checked before the dump, which nests children under their
+    parents and would otherwise drop an orphan silently instead of refusing it."""
+    errors: Errors = []
+    for ws, cfg in configs.items():
+        prefix = "" if ws == DEFAULT_WORKSPACE else f"workspaces.{ws}."
+        ids = {k: {e.id for e in getattr(cfg, k)} for k in ("services", "routes", "upstreams",
+                                                            "consumers")}
+        refs = [("routes", "service", "services"), ("targets", "upstream", "upstreams"),
+                ("plugins", "service", "services"), ("plugins", "route", "routes"),
+                ("plugins", "consumer", "consumers")]
+        for kind, fk, target in refs:
+            for i, e in enumerate(getattr(cfg, kind)):
+                ref = getattr(e, fk)
+                if ref is not None and ref not in ids[target]:
+                    errors.append((f"{prefix}{kind}[{i}].{fk}", f"invalid reference '{fk}: {ref}' "
+                                   f"(no such entry in '{target}')"))
+    return errors
+
+
 # --------------------------------------------------------------------------- the store
 
 Listener = Callable[[StoreState], None]
@@ -273,6 +293,9 @@ class FileConfigStore:
                  configs: Mapping[str, Config]) -> StoreState:
         """The state these would make, validated as a whole; raises ConfigError. Pure."""
         cur = self.state
+        dangling = _dangling_references(configs)
+        if dangling:
+            raise ConfigError(dangling)
         draft = StoreState(cur.version, workspaces, dict(configs), cur.gateway_raw)
         # Round-trip through the very path a restart takes, so what is accepted now is
         # exactly what the file will load as (canonical order, derived fields).

@@ -570,9 +570,10 @@ class Exchange:
         conn = self.conn
         if conn is not None:
             self.conn = None
-            conn.deadline = 0.0
-            if not keep and conn.exchange is self:
-                conn.detach()
+            if conn.exchange is self:
+                conn.deadline = 0.0
+                if not keep:
+                    conn.detach()
 
     # -- endings ----------------------------------------------------------------------
 

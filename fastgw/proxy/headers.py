@@ -184,13 +184,7 @@ _HOP_NAMES = (
 # One C-level scan finds every header the proxy must look at in a response head;
 # usually that is only Content-Length (and Connection), so the head passes through as is.
 _RESPONSE_SPECIAL = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):[ \t]*([^\r]*)", re.I)
-_HOP_LINES = re.compile(rb"\r\n(?:" + _HOP_NAMES + rb"):[^\r]*", re.I)
-# 101 Switching Protocols keeps Connection and Upgrade: they are the handshake.
-_HOP_LINES_UPGRADE = re.compile(
-    rb"\r\n(?:keep-alive|proxy-connection|te|trailer|transfer-encoding"
-    rb"|proxy-authenticate|proxy-authorization):[^\r]*",
-    re.I,
-)
+_CONN_PLAIN_VALUES = frozenset({b"keep-alive", b"close"})
 
 
 def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
@@ -201,26 +195,42 @@ def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
     """
     content_length = False
     chunked = False
-    dirty = False
+    drop: list[tuple[int, int]] | None = None
     listed: set[bytes] | None = None
-    for name, value in _RESPONSE_SPECIAL.findall(head):
+    for match in _RESPONSE_SPECIAL.finditer(head):
+        name, value = match.groups()
         lname = name.lower()
         if lname == b"content-length":
             content_length = True
             continue
-        dirty = True
         if lname == b"transfer-encoding":
             chunked = value.rstrip().lower().endswith(b"chunked")
         elif lname == b"connection":
-            tokens = connection_tokens(value) - _CONN_KEYWORDS
-            if tokens:
-                listed = tokens if listed is None else listed | tokens
-    if dirty:
-        head = (_HOP_LINES_UPGRADE if status == 101 else _HOP_LINES).sub(b"", head)
-        if listed:
-            # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
-            names = b"|".join(re.escape(n) for n in listed)
-            head = re.sub(rb"\r\n(?:" + names + rb"):[^\r]*", b"", head, flags=re.I)
+            # The common case is a plain "keep-alive"/"close": no token to look at.
+            if value.lower() not in _CONN_PLAIN_VALUES:
+                tokens = connection_tokens(value) - _CONN_KEYWORDS
+                if tokens:
+                    listed = tokens if listed is None else listed | tokens
+            if status == 101:
+                continue  # the handshake keeps Connection and Upgrade
+        elif lname == b"upgrade" and status == 101:
+            continue
+        if drop is None:
+            drop = []
+        drop.append(match.span())
+    if drop:
+        # Cut the matched "\r\nName: value" spans out (each ends before its own CRLF).
+        pieces = []
+        last = 0
+        for begin, end in drop:
+            pieces.append(head[last:begin])
+            last = end
+        pieces.append(head[last:])
+        head = b"".join(pieces)
+    if listed:
+        # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
+        names = b"|".join(re.escape(n) for n in listed)
+        head = re.sub(rb"\r\n(?:" + names + rb"):[^\r]*", b"", head, flags=re.I)
     if not head.startswith(b"HTTP/1.1 "):
         head = status_line(status) + head[head.find(b"\r\n") + 2 :]
     return head, content_length, chunked

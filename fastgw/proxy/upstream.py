@@ -183,12 +183,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         if exchange is None:
             return
-        reusable = keep_alive and exchange.request_fully_sent()
-        exchange.on_response_complete(self)
-        if reusable and not self.closed:
+        # Back to the pool before the exchange completes: completing may start the client's
+        # next pipelined request, which should find this connection idle, not open another.
+        if keep_alive and exchange.request_fully_sent() and not self.closed:
             self.pool.release(self)
         else:
             self.close()
+        exchange.on_response_complete(self)
 
     def detach(self) -> None:
         """The exchange gives this connection up (client gone, timeout): it is not reusable."""
