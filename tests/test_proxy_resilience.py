@@ -281,8 +281,8 @@ class OneRequestBackend:
                 return
             if b"content-length:" in head.lower():
                 return  # keep it simple: GETs only get an answer
+            self.answered += 1  # counted before the client can see the answer
             conn.sendall(self.RESPONSE)
-            self.answered += 1
             head = self._read_head(conn)
             if head is not None:
                 self.dropped.append(head.split(b"\r\n", 1)[0])

@@ -143,7 +143,7 @@ class AdminAPI:
         segs = crud_segments(req.path)
         ws = "default"
         routes = self.entity_routes
-        if segs and segs[0] in _NODE_ROOTS or not segs:
+        if not segs or segs[0] in _NODE_ROOTS:
             routes = self.node_routes
         elif segs[0] not in ENTITY_ROOTS and len(segs) >= 2 and segs[1] in ENTITY_ROOTS:
             target = self.store.state.workspace(segs[0])
