@@ -22,7 +22,9 @@ import httptools
 import pytest
 
 from bench.gateway import config_for_targets
+from fastgw.accesslog import RequestIds
 from fastgw.config.declarative import load_declarative
+from fastgw.metrics import WorkerStats
 from fastgw.proxy.downstream import DownstreamProtocol
 from fastgw.proxy.exchange import Exchange
 from fastgw.router import Router
@@ -123,6 +125,8 @@ def _downstream() -> DownstreamProtocol:
         slow_sweeper=SimpleNamespace(add=lambda conn: None, discard=lambda conn: None),
         client_header_timeout=60.0,
         draining=False,
+        stats=WorkerStats(),
+        request_ids=RequestIds(),
     )
     down = DownstreamProtocol(server)  # type: ignore[arg-type]
     down.connection_made(_FakeTransport())  # type: ignore[arg-type]

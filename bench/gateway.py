@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import orjson
 
-from bench.procs import REPO_ROOT
+from bench.procs import REPO_ROOT, stop_process
 
 __all__ = ["GatewayProcess", "free_port", "config_for_targets", "wait_port"]
 
@@ -201,16 +201,10 @@ class GatewayProcess:
         proc, self.proc = self.proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(self.stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(self.stop_timeout)
+        code = stop_process(proc, self.stop_timeout)
         self._log.close()
         self._release_port()
-        return proc.returncode
+        return code
 
     def __enter__(self) -> GatewayProcess:
         return self.start()

@@ -17,10 +17,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Sequence
 
-__all__ = ["IrisProcess", "REPO_ROOT"]
+__all__ = ["IrisProcess", "REPO_ROOT", "stop_process"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _READY = re.compile(rb"^iris (\S+) listening on (\S+):(\d+)\s*$")
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:
+    """SIGTERM, then SIGKILL after `timeout` seconds; always reaps. Returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    return proc.returncode
 
 
 class IrisProcess:
@@ -111,14 +123,7 @@ class IrisProcess:
         proc, self.proc = self.proc, None
         rc: int | None = None
         if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(self.stop_timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(self.stop_timeout)
-            rc = proc.returncode
+            rc = stop_process(proc, self.stop_timeout)
             if proc.stdout is not None:
                 proc.stdout.close()
         if self._stderr is not None:

@@ -1,11 +1,15 @@
 """Pure-Python cost of one proxied request, with fake transports (no syscalls).
 
-    python -m bench.request_path [-n 200000]
+    python -m bench.request_path [-n 200000] [--metrics-off | --compare-metrics]
 
 Feeds a keep-alive `GET /api/atelier/` into a `DownstreamProtocol`, answers it through a
 pooled `UpstreamConnection`, and reports nanoseconds per request. This isolates the
 gateway's own Python work from the kernel's: the number every hot-path change must not
 grow (compare before/after in one run; see DESIGN.md).
+
+`--compare-metrics` alternates runs with the per-route counters on and off (off:
+`RouteStats.record` replaced by a no-op) in one process and reports both minima: the
+cost of counting a request for Prometheus.
 """
 
 from __future__ import annotations
@@ -65,6 +69,17 @@ def config():
     )
 
 
+def set_metrics(enabled: bool) -> None:
+    """Metrics off = the per-request RouteStats.record call does nothing (bench only)."""
+    from fastgw.metrics import RouteStats
+
+    if not hasattr(RouteStats, "_bench_record"):
+        RouteStats._bench_record = RouteStats.record  # type: ignore[attr-defined]
+    RouteStats.record = (  # type: ignore[method-assign]
+        RouteStats._bench_record if enabled else (lambda self, *args: None)  # type: ignore[attr-defined]
+    )
+
+
 def measure(n: int) -> float:
     import uvloop
 
@@ -102,7 +117,21 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--once", action="store_true", help="one run (for instruction counting)")
+    parser.add_argument("--metrics-off", action="store_true", help="RouteStats.record as a no-op")
+    parser.add_argument("--compare-metrics", action="store_true",
+                        help="alternate metrics on/off runs, report both")
     args = parser.parse_args()
+    if args.compare_metrics:
+        runs: dict[bool, list[float]] = {True: [], False: []}
+        for _ in range(5):
+            for enabled in (False, True):
+                set_metrics(enabled)
+                runs[enabled].append(measure(args.n))
+        off, on = min(runs[False]), min(runs[True])
+        print(f"request path, metrics off: min {off:.0f} ns/request; on: min {on:.0f} ns/request "
+              f"({(on - off) / off * 100:+.1f}%)")
+        return
+    set_metrics(not args.metrics_off)
     if args.once:
         print(f"request path: {measure(args.n):.0f} ns/request")
         return

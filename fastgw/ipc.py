@@ -5,13 +5,30 @@ JSON object with a ``type``:
 
 supervisor -> worker
     ``{"type": "config", "version": N, "workspaces": {name: <declarative dict>},
-    "health": {"overrides": [{"upstream": id, "target": id, "health": "HEALTHY"|"UNHEALTHY"}]}}``
+    "health": <a full health message, below>}``
     A whole snapshot each time, never a diff: a worker that missed one (or just started)
     is correct after the next. ``version`` only grows.
 worker -> supervisor
     ``{"type": "ack", "version": N, "ok": true, "pid": P, "apply_ms": x}`` after a
     snapshot is live (the first ack also means "listening"), or ``"ok": false`` with
     ``"error"`` when the worker refused it and kept the previous one.
+
+health (fastgw.healthcheck, fastgw.passive)
+    supervisor -> worker ``{"type": "health", "seq": n, "full": bool, "upstreams":
+    {upstream id: {"host:port": [healthy 0|1, weight percent]}}}``: the node's one health
+    state (active probes, passive reports, manual overrides, timed ejection, slow start),
+    for the upstreams that changed (``full``: all of them; sent after each spawn). Small
+    and frequent: never a new config version.
+    worker -> supervisor ``{"type": "passive", "events": [[upstream id, "host:port",
+    [[kind, count], ...]], ...]}``: what live traffic said since the last batch, as
+    ordered runs (kinds ``s`` success, ``h`` http failure, ``t`` tcp failure, ``o``
+    timeout), at most every 100 ms per worker, sooner when a run reaches a limit.
+
+metrics (fastgw.exporter)
+    supervisor -> worker ``{"type": "stats", "seq": n}``; the worker answers
+    ``{"type": "stats", "seq": n, "pid": P, "final": false, ...counters}`` (the
+    ``fastgw.metrics.WorkerStats`` snapshot), and sends one more with ``"final": true``
+    after draining, so the node's totals keep what it served.
 
 Drain and stop stay signals (SIGTERM), as for any process; EOF on the socket means the
 other side is gone (a worker whose supervisor died drains and exits).

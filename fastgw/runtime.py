@@ -14,9 +14,13 @@ import uuid
 from typing import TYPE_CHECKING, Any, Sequence
 
 from fastgw.balancer import balancer_key, hash_cookie_header, make_balancer
+from fastgw.canary import CanaryBalancer, CanaryConfig
+from fastgw.health import HealthPolicy
+from fastgw.metrics import RouteStats, route_label, service_label
+from fastgw.passive import PassiveRecorder, failure_kind
 from fastgw.proxy.headers import host_header_value
 from fastgw.proxy.timers import DeadlineSweeper
-from fastgw.proxy.upstream import UpstreamPool
+from fastgw.proxy.upstream import PoolStats, UpstreamPool
 from fastgw.router import Router
 
 if TYPE_CHECKING:
@@ -29,7 +33,7 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 80, "gr
 class PoolRegistry:
     """Per-worker upstream pools, shared by successive snapshots."""
 
-    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout")
+    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout", "pool_stats")
 
     def __init__(
         self,
@@ -43,6 +47,9 @@ class PoolRegistry:
         self.loop = loop
         self.sweeper = sweeper
         self.pools: dict[tuple[str, int], UpstreamPool] = {}
+        # Counters by "host:port", outliving the pools: a pool closed by a config change
+        # and opened again later keeps counting where it left off (metrics never reset).
+        self.pool_stats: dict[str, PoolStats] = {}
         self.max_idle = max_idle
         self.max_requests = max_requests
         self.idle_timeout = idle_timeout
@@ -59,6 +66,7 @@ class PoolRegistry:
                 idle_timeout=self.idle_timeout,
                 sweeper=self.sweeper,
             )
+            pool.stats = self.pool_stats.setdefault(f"{host}:{port}", pool.stats)
             self.pools[(host, port)] = pool
         return pool
 
@@ -71,7 +79,8 @@ class PoolRegistry:
 
 
 class TargetRuntime:
-    __slots__ = ("key", "host", "port", "weight", "index", "pool", "host_header", "owner")
+    __slots__ = ("key", "host", "port", "weight", "index", "pool", "host_header", "owner",
+                 "passive")
 
     def __init__(
         self, key: str, host: str, port: int, weight: int, index: int, pool: UpstreamPool,
@@ -85,9 +94,15 @@ class TargetRuntime:
         self.pool = pool
         self.host_header = host_header
         self.owner = owner
+        # Passive health recorder (fastgw.passive), None when the upstream has no
+        # passive checks: then a response costs one attribute test and nothing else.
+        self.passive: PassiveRecorder | None = None
 
     def report_failure(self, reason: str) -> None:
-        """Hook for passive health checks (a transport failure on this target)."""
+        """A transport failure on this target (connect error, reset, timeout)."""
+        passive = self.passive
+        if passive is not None:
+            passive.on_failure(failure_kind(reason))
 
     def __repr__(self) -> str:
         return f"<target {self.key}>"
@@ -98,6 +113,7 @@ class UpstreamRuntime:
 
     __slots__ = (
         "upstream", "targets", "balancer", "available", "needs_key", "cookie_name", "counts",
+        "weights", "effective", "policy", "mode",
     )
 
     def __init__(self, upstream: Upstream, targets: list[TargetRuntime], weights: list[int]) -> None:
@@ -105,6 +121,10 @@ class UpstreamRuntime:
         self.targets = targets
         for target in targets:
             target.owner = self
+        self.weights = list(weights)  # as configured
+        self.effective = list(weights)  # after slow start
+        self.policy = HealthPolicy()  # set by WorkerHealth.bind
+        self.mode = "normal"  # or "panic" / "unhealthy" (fastgw.health.availability)
         self.balancer = make_balancer(upstream, [t.key for t in targets], weights)
         # least-connections needs to know when an attempt starts and ends
         self.counts = hasattr(self.balancer, "acquire")
@@ -126,6 +146,21 @@ class UpstreamRuntime:
     def release(self, target: TargetRuntime) -> None:
         if self.counts:
             self.balancer.release(target.index)
+
+    def set_health(self, available: bytearray, effective: list[int], mode: str) -> None:
+        """Node health from the supervisor: availability in place, weights if they moved."""
+        if effective != self.effective:
+            # Slow start: a new balancer with the ramped weights (a few times per window).
+            balancer = make_balancer(self.upstream, [t.key for t in self.targets], effective)
+            if self.counts:
+                balancer.counts[:] = self.balancer.counts  # type: ignore[union-attr]
+                for i in range(len(effective)):  # rescore from the carried-over counts
+                    balancer.acquire(i)  # type: ignore[union-attr]
+                    balancer.release(i)  # type: ignore[union-attr]
+            self.balancer = balancer
+            self.effective = effective
+        self.available[:] = available
+        self.mode = mode
 
     def _key(self, exchange: Exchange) -> str | None:
         url = exchange.url
@@ -178,9 +213,13 @@ class RoutePlan:
         "write_timeout",
         "balancer",
         "hashes_cookie",
+        "stats",
     )
 
-    def __init__(self, route: Route, service: Service, balancer: UpstreamRuntime | DirectRuntime) -> None:
+    def __init__(
+        self, route: Route, service: Service,
+        balancer: UpstreamRuntime | DirectRuntime | CanaryBalancer,
+    ) -> None:
         self.route = route
         self.service = service
         self.service_path = service.path
@@ -190,7 +229,12 @@ class RoutePlan:
         self.read_timeout = service.read_timeout / 1000.0
         self.write_timeout = service.write_timeout / 1000.0
         self.balancer = balancer
-        self.hashes_cookie = isinstance(balancer, UpstreamRuntime) and balancer.cookie_name is not None
+        sides = (balancer.stable, balancer.canary) if isinstance(balancer, CanaryBalancer) \
+            else (balancer,)
+        self.hashes_cookie = any(
+            isinstance(side, UpstreamRuntime) and side.cookie_name is not None for side in sides)
+        # Replaced by the worker's long-lived object (WorkerStats.bind); never None.
+        self.stats = RouteStats(route.id, service_label(service), route_label(route))
 
     def pick(self, exchange: Exchange, tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
         return self.balancer.pick(exchange, tried)
@@ -198,9 +242,10 @@ class RoutePlan:
     def set_cookie(self, exchange: Exchange) -> bytes | None:
         if exchange.hash_cookie is None:
             return None
-        balancer = self.balancer
-        assert isinstance(balancer, UpstreamRuntime)
-        return b"Set-Cookie: " + hash_cookie_header(balancer.upstream, exchange.hash_cookie) + b"\r\n"
+        owner = exchange.target.owner if exchange.target is not None else None
+        if not isinstance(owner, UpstreamRuntime):
+            return None
+        return b"Set-Cookie: " + hash_cookie_header(owner.upstream, exchange.hash_cookie) + b"\r\n"
 
 
 class Snapshot:
@@ -270,6 +315,13 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snap
             used.add((service.host, service.port))
             balancers[service.id] = DirectRuntime(direct)
 
+    # Enabled canary plugins by route id, else service id (the route's own one wins).
+    canaries: dict[str, CanaryConfig] = {}
+    for plugin in config.plugins:
+        if plugin.name == "canary" and plugin.enabled and plugin.consumer is None:
+            scope = plugin.route or plugin.service
+            if scope is not None and (plugin.route or scope not in canaries):
+                canaries[scope] = CanaryConfig.from_plugin(plugin.config)
     plans: dict[str, RoutePlan] = {}
     live_routes = []
     for route in config.routes:
@@ -278,7 +330,32 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snap
             continue  # Kong: a disabled service's routes do not match
         live_routes.append(route)
         if service is not None:
-            plans[route.id] = RoutePlan(route, service, balancers[service.id])
+            balancer: Any = balancers[service.id]
+            canary = canaries.get(route.id) or canaries.get(service.id)
+            if canary is not None:
+                balancer = _canary_balancer(canary, service, balancer, upstreams, registry, used)
+            plans[route.id] = RoutePlan(route, service, balancer)
     router = Router.compile(live_routes)
     registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)
+
+
+def _canary_balancer(
+    cfg: CanaryConfig, service: Service, stable: UpstreamRuntime | DirectRuntime,
+    upstreams: dict[str, UpstreamRuntime], registry: PoolRegistry, used: set[tuple[str, int]],
+) -> CanaryBalancer:
+    """The canary side: an Upstream by name, a plain host, or the stable side (uri only)."""
+    canary: UpstreamRuntime | DirectRuntime = stable
+    host = cfg.upstream_host
+    if host is not None:
+        upstream_rt = upstreams.get(host)
+        if upstream_rt is not None:
+            canary = upstream_rt
+        else:
+            port = cfg.upstream_port or service.port
+            default = DEFAULT_PORTS.get(service.protocol, 80)
+            canary = DirectRuntime(TargetRuntime(
+                f"{host}:{port}", host, port, 100, 0, registry.get(host, port),
+                host_header_value(host, port, default), None))
+            used.add((host, port))
+    return CanaryBalancer(cfg, stable, canary)

@@ -15,10 +15,13 @@ import os
 import signal
 import socket
 import time
-from typing import Callable
+from typing import Any, Callable
 
+from fastgw.accesslog import AccessLog, RequestIds
 from fastgw.config import Config, ConfigError
 from fastgw.config.settings import parse_listen
+from fastgw.passive import WorkerHealth
+from fastgw.metrics import WorkerStats
 from fastgw.proxy.downstream import DownstreamProtocol
 from fastgw.proxy.headers import DATE
 from fastgw.proxy.timers import DeadlineSweeper
@@ -76,7 +79,15 @@ class ProxyServer:
         self.connections: set[DownstreamProtocol] = set()
         self.draining = False
         self.version = 0
+        # Node health from the supervisor, and passive batches back to it (every 100 ms).
+        self.health = WorkerHealth(loop)
+        self.io_sweeper.on_tick.append(self.health.flush)
         self._servers: list[asyncio.AbstractServer] = []
+        self.stats = WorkerStats()
+        self.stats.pools = self.registry.pool_stats
+        self.request_ids = RequestIds()
+        self.access_log: AccessLog | None = None
+        self.slow_sweeper.on_tick.append(self._flush_access_log)
         self._apply_settings(config)
         self.snapshot: Snapshot = self._build(config)
 
@@ -90,10 +101,26 @@ class ProxyServer:
         self.client_body_timeout = float(s.client_body_timeout)
         self.client_keepalive_timeout = float(s.client_keepalive_timeout)
         self.is_trusted = cached_trust(s.is_trusted)
+        target = s.access_log
+        if (self.access_log.target if self.access_log is not None else None) != target:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = AccessLog(target) if target else None
+
+    def _flush_access_log(self, now: float | None = None) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """This worker's counters as a plain dict (sent to the supervisor on request)."""
+        return {**self.stats.snapshot(self.connections), "config_version": self.version}
 
     def _build(self, config: Config) -> Snapshot:
         self.version += 1
-        return build_snapshot(config, self.registry, self.version)
+        snapshot = build_snapshot(config, self.registry, self.version)
+        self.stats.bind(snapshot)
+        self.health.bind(snapshot)  # before it goes live: no request sees stale health
+        return snapshot
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -141,6 +168,8 @@ class ProxyServer:
         self.registry.close_all()
         self.io_sweeper.stop()
         self.slow_sweeper.stop()
+        if self.access_log is not None:
+            self.access_log.close()
 
 
 def install_uvloop() -> None:

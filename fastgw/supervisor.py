@@ -6,9 +6,10 @@ Process model (DESIGN.md): one supervisor process with its own asyncio loop, and
 interpreter, never a fork of a process whose event loop is running). Each worker binds
 its own SO_REUSEPORT socket on ``proxy_listen`` and gets one socketpair end; the
 protocol is in ``fastgw.ipc``. Every accepted change (Admin API write, ``POST /config``,
-SIGHUP reload, manual health override) becomes a new store version, which is pushed to
-every worker as a whole snapshot; workers ack each version, which is how the supervisor
-measures propagation and answers ``/status/ready``.
+SIGHUP reload) becomes a new store version, which is pushed to every worker as a whole
+snapshot; workers ack each version, which is how the supervisor measures propagation and
+answers ``/status/ready``. Target health is node state, not config: ``HealthService``
+(``fastgw.healthcheck``) pushes small ``health`` messages instead.
 
 ``--workers 1`` is the same shape (supervisor + one worker), on purpose: one code path
 for reload, drain and respawn; an admin write (whole-config validation, fsync) never
@@ -38,9 +39,11 @@ from typing import Any
 from fastgw.admin.api import AdminAPI
 from fastgw.admin.http import HTTPServer
 from fastgw.admin.status import StatusAPI
+from fastgw.exporter import MetricsHub
 from fastgw.config import ConfigError
 from fastgw.config.settings import GatewaySettings, parse_listen
 from fastgw.config.store import FileConfigStore, StoreState
+from fastgw.healthcheck import HealthService
 from fastgw.ipc import Channel
 from fastgw.server import bind_socket
 
@@ -102,8 +105,13 @@ class Supervisor:
         self.pushed_at: dict[int, float] = {}
         self.propagation_ms: dict[int, float] = {}
         self.servers: list[HTTPServer] = []
-        self.api = AdminAPI(store, self, admin_token=self.settings.admin_token)
+        # One health state per node: active probes here, passive batches from workers.
+        self.health = HealthService(self._send_health)
+        self.api = AdminAPI(store, self, admin_token=self.settings.admin_token,
+                            health=self.health)
         self.status_api = StatusAPI(self.api.status_body, self.readiness)
+        self.metrics = MetricsHub(self)  # /metrics on both listeners, worker stats over IPC
+        self.metrics.install()
         self._message: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -126,7 +134,8 @@ class Supervisor:
                            "all_workers_current": all(w.acked >= version for w in self.workers.values()),
                            "propagated_version": latest,
                            "propagation_ms": self.propagation_ms.get(latest) if latest else None},
-                "pids": self.pids()}
+                "pids": self.pids(),
+                "server": self.metrics.server_status()}
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
@@ -142,9 +151,13 @@ class Supervisor:
 
     # -- snapshots ------------------------------------------------------------------------
     def _snapshot(self, state: StoreState) -> dict[str, Any]:
-        self.api.manual_health.prune(state.merged)
+        self.health.configure(state.merged)
         return {"type": "config", "version": state.version, "workspaces": state.snapshot(),
-                "health": self.api.manual_health.message()}
+                "health": self.health.full_message()}
+
+    def _send_health(self, message: dict[str, Any]) -> None:
+        for w in self.workers.values():
+            w.channel.send(message)
 
     def _on_change(self, state: StoreState) -> None:
         """Store listener: push the new version to every worker, now."""
@@ -187,6 +200,7 @@ class Supervisor:
         if self._message is None:
             self._message = self._snapshot(self.store.state)
         channel.send(self._message)
+        channel.send(self.health.full_message())  # the cached snapshot's may be stale
         self._track(self._read_acks(w))
         self._track(self._watch(w))
 
@@ -206,6 +220,10 @@ class Supervisor:
                 return
             if msg.get("type") == "ack":
                 self._on_ack(w, msg)
+            elif msg.get("type") == "stats":
+                self.metrics.on_stats(w, msg)
+            elif msg.get("type") == "passive":
+                self.health.on_passive(msg)
 
     async def _watch(self, w: WorkerHandle) -> None:
         code = await w.proc.wait()
@@ -250,11 +268,13 @@ class Supervisor:
         try:
             state = await self.store.reload_file()
         except ConfigError as exc:
+            self.metrics.reload_failed()
             log.error("reload refused, keeping the running config: %s", exc)
             for path, message in exc.errors:
                 log.error("  %s: %s", path, message)
             return
         except Exception as exc:  # unreadable file and the like
+            self.metrics.reload_failed()
             log.error("reload refused, keeping the running config: %s", exc)
             return
         for warning in state.merged.warnings:
@@ -273,6 +293,8 @@ class Supervisor:
         await self._listen(self.settings.status_listen, self.status_api.handle, "status")
         self.store.subscribe(self._on_change)
         self.pushed_at[self.store.state.version] = time.monotonic()
+        self.health.configure(self.store.state.merged)
+        self.health.start()
         for slot in range(self.count):
             await self._spawn(slot)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
@@ -284,6 +306,7 @@ class Supervisor:
         return self.status_code
 
     async def _drain(self) -> None:
+        self.health.stop()
         bound = float(self.settings.drain_timeout) + 5.0
         procs = [w.proc for w in self.workers.values()]
         if procs:

@@ -25,6 +25,7 @@ from typing import Any
 from fastgw.config import ConfigError, load_declarative
 from fastgw.config.model import Config
 from fastgw.config.workspaces import merge_configs
+from fastgw.exporter import stats_reply
 from fastgw.ipc import Channel
 from fastgw.server import ProxyServer, install_uvloop
 
@@ -51,9 +52,6 @@ class Worker:
         self.sock = sock
         self.server: ProxyServer | None = None
         self.version = 0
-        # Manual target health set through the Admin API ({(upstream id, target id): state}).
-        # Kept here for the data plane's health checker (a later issue) to honour.
-        self.health_overrides: dict[tuple[str, str], str] = {}
         self.stop = asyncio.Event()
 
     async def run(self) -> int:
@@ -73,6 +71,7 @@ class Worker:
             return 1
         self.server = ProxyServer(config, loop)
         await self.server.start()  # binds our own SO_REUSEPORT socket
+        self.server.health.attach(channel.send)  # passive health batches go upstream
         self._set_health(first)
         self.version = int(first.get("version", 0))
         for host, port in self.server.addresses:
@@ -91,6 +90,9 @@ class Worker:
         timeout = float(self.server.settings.drain_timeout)
         log.info("worker %d draining (up to %ss)", os.getpid(), timeout)
         await self.server.drain(timeout)
+        # Last counters, so the node's totals keep what this worker served.
+        channel.send(stats_reply(self.server, {}, final=True))
+        await channel.drain()
         channel.close()
         return 0
 
@@ -101,6 +103,12 @@ class Worker:
             if message is None:
                 log.warning("worker %d: supervisor gone, stopping", os.getpid())
                 return
+            if message.get("type") == "stats":
+                channel.send(stats_reply(self.server, message))
+                continue
+            if message.get("type") == "health":
+                self.server.health.update(message)  # node health (fastgw.healthcheck)
+                continue
             if message.get("type") != "config":
                 continue
             version = int(message.get("version", 0))
@@ -121,8 +129,10 @@ class Worker:
                           "apply_ms": round((time.perf_counter() - started) * 1000, 3)})
 
     def _set_health(self, message: dict[str, Any]) -> None:
-        overrides = (message.get("health") or {}).get("overrides") or []
-        self.health_overrides = {(o["upstream"], o["target"]): o["health"] for o in overrides}
+        """The node health a config message carries (a full ``health`` table)."""
+        health = message.get("health")
+        if isinstance(health, dict) and self.server is not None:
+            self.server.health.update(health)
 
 
 def main(ipc_fd: int) -> int:

@@ -223,8 +223,13 @@ class OneRequestBackend:
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Iris-Id: one\r\n"
         b"Connection: keep-alive\r\n\r\nok"
     )
+    CLOSE_RESPONSE = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Iris-Id: one\r\n"
+        b"Connection: close\r\n\r\nok"
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, *, say_close: bool = False) -> None:
+        self.say_close = say_close  # answer with `Connection: close` (and close)
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(64)
@@ -282,6 +287,9 @@ class OneRequestBackend:
             if b"content-length:" in head.lower():
                 return  # keep it simple: GETs only get an answer
             self.answered += 1  # counted before the client can see the answer
+            if self.say_close:
+                conn.sendall(self.CLOSE_RESPONSE)
+                return
             conn.sendall(self.RESPONSE)
             head = self._read_head(conn)
             if head is not None:
@@ -447,6 +455,20 @@ def test_post_retried_after_connect_error(iris_pair, gateway_factory) -> None:
             assert r.json()["body_length"] == len(body)
 
 
+def test_large_post_retried_after_connect_error(iris_pair, gateway_factory) -> None:
+    """A body bigger than the replay buffer waits (paused) while the connect fails and is
+    retried: nothing had been sent, so the whole body goes to the next target."""
+    a, _ = iris_pair
+    dead = free_port()
+    gw = gateway_factory(cfg([dead, a]), workers=1)
+    body = os.urandom(4 << 20)
+    with requests.Session() as s:
+        for _ in range(4):
+            r = s.post(gw.url + "/_emulator/sink", data=body, timeout=T)
+            assert r.status_code == 200 and backend_id(r) == "A"
+            assert r.json()["received"] == len(body)
+
+
 def test_chunked_post_retried_after_connect_error(iris_pair, gateway_factory) -> None:
     a, _ = iris_pair
     dead = free_port()
@@ -475,6 +497,18 @@ def test_stale_pooled_connection_retried(gateway_factory, retries) -> None:
                 assert r.status_code == 200 and r.content == b"ok"
         assert one.answered == 20
         assert wait_until(lambda: len(one.dropped) == 19, 2.0), one.dropped
+
+
+def test_backend_connection_close_not_reused(gateway_factory) -> None:
+    """`Connection: close` from the backend: that connection is never pooled."""
+    with OneRequestBackend(say_close=True) as one:
+        gw = gateway_factory(cfg([one.port], service={"retries": 0}), workers=1)
+        with requests.Session() as s:
+            for _ in range(30):
+                r = s.get(gw.url + ATELIER, timeout=T)
+                assert r.status_code == 200 and r.content == b"ok"
+                assert r.headers.get("Connection") != "close"  # the client's stays open
+        assert one.answered == 30 and one.dropped == []
 
 
 def test_stale_pooled_connection_post_not_resent(gateway_factory) -> None:
@@ -512,6 +546,59 @@ def test_read_timeout_retried_then_504(iris_pair, gateway_factory) -> None:
     r = requests.get(gw.url + "/_emulator/delay/2000", timeout=T)
     assert r.status_code == 504
     assert time.monotonic() - t0 < 1.8  # two attempts of ~300 ms
+
+
+def test_write_timeout_backend_not_reading(gateway_factory) -> None:
+    """A backend that accepts but never reads: the upload stalls, write_timeout answers 504
+    within its bound, and the client connection is not left paused (the rest of the body
+    is read and dropped), so nothing hangs and the drain is not held."""
+    lsock = socket.socket()
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        lsock.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(lsock.accept()[0])
+            except (socket.timeout, OSError):
+                pass
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        gw = gateway_factory(
+            cfg([lsock.getsockname()[1]], service={"write_timeout": 500, "retries": 0},
+                gateway={"drain_timeout": 5}),
+            workers=1,
+        )
+        n = 256 << 20
+        piece = b"w" * 65536
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=T) as s:
+            s.sendall(b"POST /_emulator/sink HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % n)
+            s.settimeout(0.3)
+            t0 = time.monotonic()
+            sent = 0
+            with pytest.raises(socket.timeout):  # back-pressure reaches the client
+                while time.monotonic() - t0 < 8:
+                    sent += s.send(piece)
+            s.settimeout(5)
+            head = s.recv(65536)
+            assert head.startswith(b"HTTP/1.1 504 "), head[:200]
+            assert time.monotonic() - t0 < 3.0
+            # the gateway reads on: 32 MB more go through without a stall
+            s.settimeout(3)
+            for _ in range(512):
+                s.sendall(piece)
+        assert gw.stop() == 0, gw.log()
+    finally:
+        stop.set()
+        acceptor.join(2)
+        for c in held:
+            c.close()
+        lsock.close()
 
 
 def test_connect_timeout_gives_504(iris_pair, gateway_factory) -> None:
@@ -558,10 +645,18 @@ def test_connect_timeout_gives_504(iris_pair, gateway_factory) -> None:
 # -- SIGHUP reload under load ---------------------------------------------------------------------
 
 
-def test_sighup_under_load(iris_pair, gateway_factory) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sighup_under_load(iris_pair, gateway_factory, workers) -> None:
     a, b = iris_pair
-    configs = [cfg([a]), cfg([a, b], weights=[100, 300]), cfg([b, a]), cfg([a, b], weights=[0, 100]), cfg([b])]
-    gw = gateway_factory(configs[0], workers=1)
+    configs = [
+        cfg([a]),
+        cfg([a, b], weights=[100, 300]),
+        cfg([b, a]),
+        cfg([a, b], weights=[0, 100]),
+        cfg([b]),
+    ]
+    gw = gateway_factory(configs[0], workers=workers)
+    assert wait_until(lambda: listening(gw) == workers, 15.0, 0.05), gw.log()
 
     def reloads(progress: Callable[[], int]) -> None:
         for i, config in enumerate(configs[1:], 1):
@@ -635,6 +730,30 @@ def test_sigterm_drains_in_flight(iris_pair, gateway_factory, workers) -> None:
     code = wait_exit(gw, 5 + 5)
     assert code == 0, gw.log()
     assert time.monotonic() - t0 < 5 + 3
+
+
+def test_sigterm_drain_bound_enforced(iris_pair, gateway_factory) -> None:
+    """A response slower than drain_timeout does not hold the exit past the bound."""
+    a, _ = iris_pair
+    gw = gateway_factory(cfg([a], gateway={"drain_timeout": 1}), workers=1)
+    assert wait_until(lambda: listening(gw) == 1, 15.0, 0.05), gw.log()
+    outcome: list[Any] = []
+
+    def slow() -> None:
+        try:
+            outcome.append(requests.get(gw.url + "/_emulator/delay/10000", timeout=T).status_code)
+        except requests.RequestException as exc:
+            outcome.append(type(exc).__name__)
+
+    t = threading.Thread(target=slow)
+    t.start()
+    assert wait_until(lambda: iris_stats(a)["active_connections"] >= 2, 3.0, 0.05)
+    t0 = time.monotonic()
+    gw.signal(signal.SIGTERM)
+    assert wait_exit(gw, 8) == 0, gw.log()
+    assert time.monotonic() - t0 < 3.5
+    t.join(T)
+    assert outcome == ["ConnectionError"]  # cut at the bound, not answered late
 
 
 def test_sigterm_idle_exits_fast(iris_pair, gateway_factory) -> None:
@@ -806,7 +925,9 @@ def test_client_body_timeout(iris_pair, gateway_factory) -> None:
     a, _ = iris_pair
     gw = gateway_factory(cfg([a], gateway={"client_body_timeout": 1}), workers=1)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=T) as s:
-        s.sendall(b"POST /_emulator/sink HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        s.sendall(
+            b"POST /_emulator/sink HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+        )
         data, elapsed = _recv_all(s, 6.0)
     assert data.startswith(b"HTTP/1.1 408 "), data
     assert 0.9 < elapsed < 3.5
@@ -912,3 +1033,39 @@ def test_sighup_removes_target_with_requests_in_flight(iris_pair, gateway_factor
     assert outcome == [(200, "A")] * 4
     # and the removed target's pool let its connections go once they were done
     assert wait_until(lambda: iris_stats(a)["active_connections"] == 1, 3.0, 0.1)
+
+
+# -- many connections at once ------------------------------------------------------------------
+
+
+def test_many_concurrent_connections(iris_pair, gateway_factory) -> None:
+    """256 clients connect at once, each sends 5 keep-alive requests (raw asyncio)."""
+    import asyncio
+
+    a, b = iris_pair
+    gw = gateway_factory(cfg([a, b]), workers=1)
+    request = b"GET /api/atelier/ HTTP/1.1\r\nHost: t\r\n\r\n"
+
+    async def client() -> list[int]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+        statuses = []
+        try:
+            for _ in range(5):
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                statuses.append(int(head.split(b" ", 2)[1]))
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+        return statuses
+
+    async def main() -> list[Any]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(client() for _ in range(256)), return_exceptions=True), 60
+        )
+
+    results = asyncio.run(main())
+    errors = [r for r in results if not isinstance(r, list)]
+    assert errors == []
+    assert all(r == [200] * 5 for r in results)

@@ -42,7 +42,7 @@ KONG_API_VERSION = "3.4.0"
 
 Route = tuple[tuple[str, ...], dict[str, Callable[[crud.Call], Awaitable[Response]]]]
 ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins")
-_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json"})
+_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics"})
 
 
 class RuntimeInfo(Protocol):
@@ -124,8 +124,7 @@ class AdminAPI:
         self.runtime = runtime
         self.node_id = runtime.node_id
         self.admin_token = admin_token.encode() if admin_token else None
-        self.manual_health = ManualHealth()
-        self.health: HealthSource = health or self.manual_health
+        self.health: HealthSource = health or ManualHealth()
         self.entity_routes = _entity_routes()
         self.node_routes: list[Route] = [
             ((), {"GET": self._root}),
@@ -165,9 +164,6 @@ class AdminAPI:
         assert self.admin_token is not None
         # compare_digest: the time taken must not reveal how much of a guess was right.
         return given is not None and hmac.compare_digest(given.encode("latin-1"), self.admin_token)
-
-    async def publish_health(self) -> None:
-        await self.store.touch()  # a new version carries the overrides to every worker
 
     # -- node endpoints ------------------------------------------------------------------
     async def _root(self, call: crud.Call) -> Response:

@@ -167,4 +167,12 @@ def coerce_record(schema: Mapping[str, Field] | None, data: dict[str, Any]) -> d
     (validation reports them)."""
     if schema is None:
         return {k: (None if v == "" else v) for k, v in data.items()}
-    return {k: _coerce(schema.get(k), v) for k, v in data.items()}
+    out = {k: _coerce(schema.get(k), v) for k, v in data.items()}
+    name, config = out.get("name"), out.get("config")
+    if "config" in schema and isinstance(name, str) and isinstance(config, dict):
+        # A plugin fastgw executes has a typed config: `config.percentage=10` is a number.
+        from fastgw.config.plugins import PLUGIN_SCHEMAS
+
+        if name in PLUGIN_SCHEMAS:
+            out["config"] = coerce_record(PLUGIN_SCHEMAS[name], config)
+    return out

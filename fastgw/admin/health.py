@@ -1,12 +1,13 @@
-"""Target health as the Admin API reports it, and Kong's manual health overrides.
+"""Target health as the Admin API reports and sets it (Kong's endpoints and shapes).
 
-``HealthSource`` is the one question the Admin API asks ("what is this target's health?").
-Until active/passive health checks exist, ``ManualHealth`` answers it: a target is
-``HEALTHCHECKS_OFF`` unless an operator set it ``HEALTHY``/``UNHEALTHY`` through
-``PUT|POST /upstreams/{u}/targets/{t}/healthy|unhealthy``. Those overrides are node
-state, not configuration (Kong keeps them in memory and broadcasts them), so they are not
-saved in config.json; the supervisor passes them to every worker with each snapshot.
-The health checker will implement ``HealthSource`` itself and take overrides as input.
+``HealthSource`` is what the Admin API asks and tells: in a running gateway it is the
+supervisor's ``fastgw.healthcheck.HealthService`` (one state per node, fed by active
+probes, passive reports and these manual overrides, pushed to every worker at once).
+``ManualHealth`` is the stand-alone fallback for an AdminAPI without a supervisor.
+
+Manual overrides (``PUT|POST /upstreams/{u}/targets/{t}/healthy|unhealthy``) are node
+state, not configuration (Kong keeps them in memory and broadcasts them): they are not
+saved in config.json and take effect on every worker without a new config version.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.admin import entities as E
 from fastgw.admin.http import Response, json_response
-from fastgw.config.model import Config, Target, Upstream
+from fastgw.config.model import Target, Upstream
+from fastgw.health import HEALTHCHECKS_OFF as OFF
+from fastgw.health import HEALTHY, UNHEALTHY
 
 if TYPE_CHECKING:
     from fastgw.admin.crud import Call
 
 __all__ = ["HealthSource", "ManualHealth", "get_health", "set_health"]
-
-HEALTHY, UNHEALTHY, OFF = "HEALTHY", "UNHEALTHY", "HEALTHCHECKS_OFF"
 
 
 class HealthSource(Protocol):
@@ -30,33 +31,24 @@ class HealthSource(Protocol):
         """HEALTHY, UNHEALTHY, HEALTHCHECKS_OFF or DNS_ERROR."""
         ...
 
+    def set_manual(self, upstream: Upstream, address: str, healthy: bool) -> None:
+        """An operator's override for one target address."""
+        ...
+
 
 class ManualHealth:
-    """Operator overrides keyed by (upstream id, target id)."""
+    """Overrides only, keyed by (upstream id, target address); no checks, no workers."""
 
     def __init__(self) -> None:
         self.overrides: dict[tuple[str, str], str] = {}
 
     def target_health(self, upstream: Upstream, target: Target) -> str:
-        return self.overrides.get((upstream.id, target.id), OFF)
+        if target.weight == 0:
+            return OFF
+        return self.overrides.get((upstream.id, target.target), OFF)
 
-    def set(self, upstream_id: str, target_id: str, healthy: bool) -> bool:
-        """Record an override; True if it changed anything."""
-        value = HEALTHY if healthy else UNHEALTHY
-        changed = self.overrides.get((upstream_id, target_id)) != value
-        self.overrides[(upstream_id, target_id)] = value
-        return changed
-
-    def prune(self, config: Config) -> None:
-        """Forget overrides of targets that no longer exist (or were replaced)."""
-        live = {(t.upstream, t.id) for t in config.targets}
-        for key in [k for k in self.overrides if k not in live]:
-            del self.overrides[key]
-
-    def message(self) -> dict[str, Any]:
-        """The ``health`` part of a worker snapshot message."""
-        return {"overrides": [{"upstream": u, "target": t, "health": h}
-                              for (u, t), h in self.overrides.items()]}
+    def set_manual(self, upstream: Upstream, address: str, healthy: bool) -> None:
+        self.overrides[(upstream.id, address)] = HEALTHY if healthy else UNHEALTHY
 
 
 def _split(target: str) -> tuple[str, int]:
@@ -100,7 +92,8 @@ async def get_health(call: "Call") -> Response:
         total = sum(r["data"]["weight"]["total"] for r in reports)
         available = sum(r["data"]["weight"]["available"] for r in reports)
         threshold = float(upstream.healthchecks.get("threshold") or 0)
-        healthy = available > 0 and available * 100 >= threshold * total
+        # Kong: healthy iff the available share is strictly above the threshold.
+        healthy = total > 0 and available * 100 > threshold * total
         states = {r["health"] for r in reports}
         overall = OFF if states <= {OFF} else (HEALTHY if healthy else UNHEALTHY)
         return json_response(200, {"data": {
@@ -130,6 +123,5 @@ async def set_health(call: "Call", healthy: bool) -> Response:
     if address is not None and address not in (getattr(target, "target"),) and \
             E.find(cfg, "targets", address, scope=("upstream", upstream.id)) is not target:
         raise E.not_found()  # no DNS here: a target has exactly one address, itself
-    if call.api.manual_health.set(upstream.id, target.id, healthy):
-        await call.api.publish_health()
+    call.api.health.set_manual(upstream, target.target, healthy)
     return Response(204, content_type=None)

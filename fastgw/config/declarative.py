@@ -34,7 +34,7 @@ __all__ = ["load_declarative", "dump_declarative", "build_entity", "FORMAT_VERSI
 
 FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 # Plugins fastgw executes; every other plugin is kept as data and reported.
-SUPPORTED_PLUGINS: frozenset[str] = frozenset()
+SUPPORTED_PLUGINS: frozenset[str] = frozenset({"canary"})
 
 _COLLECTIONS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
 _TOP_META = {"_format_version", "_transform", "_comment", "_ignore", "_workspace", "gateway"}

@@ -67,9 +67,14 @@ __all__ = [
 
 DEFAULT_TARGET_PORT = 8000  # kong/db/dao/targets.lua DEFAULT_PORT
 
-# Kong's healthchecks record, all defaults filled (kong.md §4, upstreams.lua).
+# Kong's healthchecks record, all defaults filled (kong.md §4, upstreams.lua), plus
+# fastgw's own fields (see fastgw/health.py and docs/traffic.md): ``panic_threshold``
+# (percent, 0 = off), ``slow_start`` (seconds, 0 = off), and the passive side's
+# ``base_ejection_time``/``max_ejection_time`` (seconds; base 0 = Kong: no timed return).
 DEFAULT_HEALTHCHECKS: dict[str, Any] = {
     "threshold": 0,
+    "panic_threshold": 0,
+    "slow_start": 0,
     "active": {
         "type": "http",
         "timeout": 1,
@@ -89,6 +94,8 @@ DEFAULT_HEALTHCHECKS: dict[str, Any] = {
     },
     "passive": {
         "type": "http",
+        "base_ejection_time": 30,
+        "max_ejection_time": 300,
         "healthy": {
             "successes": 0,
             "http_statuses": [200, 201, 202, 203, 204, 205, 206, 207, 208, 226,

@@ -39,6 +39,7 @@ class GatewaySettings:
     drain_timeout: float = 30
     admin_token: str | None = None
     access_log: str | None = None
+    metrics_prefix: str = "fastgw"  # Prometheus metric name prefix ("kong" for Kong dashboards)
     # Parsed form of trusted_ips, derived in __post_init__ (not part of identity).
     _networks: tuple[_Net, ...] = field(default=(), init=False, repr=False, compare=False)
     _trust_all: bool = field(default=False, init=False, repr=False, compare=False)
@@ -101,6 +102,7 @@ _FLOATS = (
     "drain_timeout",
 )
 _OPT_STRS = ("admin_token", "access_log")
+_METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _LISTEN_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$")
 
@@ -203,6 +205,10 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
+    if key == "metrics_prefix":
+        if not isinstance(raw, str) or not _METRIC_PREFIX_RE.match(raw):
+            return None, "expected a Prometheus name prefix ([a-zA-Z_][a-zA-Z0-9_]*)"
+        return raw, None
     if key in _OPT_STRS:
         if raw is None:
             return None, None

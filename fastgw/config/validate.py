@@ -349,6 +349,9 @@ def _hc(default: dict[str, Any]) -> Field:
     """Build the healthchecks record schema from its defaults (as Kong's gen_fields does)."""
     types: dict[str, Field] = {
         "threshold": Field("number", between=(0, 100)),
+        # fastgw-only (Kong has no such fields; documented in docs/traffic.md)
+        "panic_threshold": Field("number", between=(0, 100)),
+        "slow_start": _SECONDS, "base_ejection_time": _SECONDS, "max_ejection_time": _SECONDS,
         "type": Field("string", one_of=("tcp", "http", "https", "grpc", "grpcs")),
         "timeout": _SECONDS, "interval": _SECONDS,
         "concurrency": Field("integer", between=(1, 2**31)),
@@ -548,6 +551,20 @@ _CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
 }
 
 
+def _check_plugin_config(plugin: dict[str, Any], path: str, errs: Errors) -> None:
+    """Schema and checks of a plugin fastgw executes (``fastgw.config.plugins``)."""
+    from fastgw.config.plugins import PLUGIN_CHECKS, PLUGIN_SCHEMAS  # imports this module
+
+    schema = PLUGIN_SCHEMAS.get(plugin.get("name") or "")
+    if schema is None:
+        return
+    n = len(errs)
+    config = check_record(schema, plugin["config"], join(path, "config"), errs)
+    if len(errs) == n:
+        PLUGIN_CHECKS[plugin["name"]](config, path, errs)
+    plugin["config"] = config
+
+
 def validate_entity(
     kind: str,
     data: Any,
@@ -577,6 +594,8 @@ def validate_entity(
     n = len(errors)
     ent_errs: Errors = []
     out = check_record(schema, data, path, ent_errs, ignore=skip)
+    if kind == "plugins" and isinstance(out.get("config"), dict) and not ent_errs:
+        _check_plugin_config(out, path, ent_errs)
     check = _CHECKS.get(kind)
     if check is not None and not ent_errs:  # like Kong: no entity checks over invalid fields
         check(out, path, ent_errs)

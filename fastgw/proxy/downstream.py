@@ -17,8 +17,10 @@ another still holds.
 Malformed input: a parser error answers 400 (414 and 431 for the configured limits) and
 closes this connection only; the worker keeps serving every other one.
 
-Timeouts (client_header_timeout, client_keepalive_timeout) go through the worker's slow
-`DeadlineSweeper`; nothing here arms a timer per request.
+Timeouts (client_header_timeout, client_body_timeout, client_keepalive_timeout) go
+through the worker's slow `DeadlineSweeper`; nothing here arms a timer per request.
+client_body_timeout is nginx's: the longest pause between two reads of a request body
+(408 and close), suspended while we ourselves have stopped reading (back-pressure).
 """
 
 from __future__ import annotations
@@ -82,6 +84,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "tunnel_conn",
         "requests",
         "client_eof",
+        "started",
         "_tail_host",
         "_tail_prefix",
         "_tail",
@@ -122,6 +125,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self._tail_prefix = b""
         self._tail = b""
         self.client_eof = False
+        self.started = 0.0  # loop time at the current request's first byte (metrics, logs)
 
     # -- asyncio protocol interface ---------------------------------------------------
 
@@ -145,6 +149,7 @@ class DownstreamProtocol(asyncio.Protocol):
             )
         )
         server.connections.add(self)
+        server.stats.accepted += 1
         self.deadline = self.loop.time() + server.client_header_timeout
         server.slow_sweeper.add(self)
         if server.draining:
@@ -223,8 +228,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self.chunked = False
         self.expect = False
         self.content_length = -1
+        now = self.started = self.loop.time()
         if self.active is None:
-            self.deadline = self.loop.time() + self.server.client_header_timeout
+            self.deadline = now + self.server.client_header_timeout
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -278,6 +284,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.chunked,
             self.expect,
         )
+        exchange.head_size = self.header_bytes  # for the ingress byte count
         self.parsing = exchange
         self.last = exchange
         limit = self.server.max_body_size
@@ -336,6 +343,10 @@ class DownstreamProtocol(asyncio.Protocol):
         if not exchange.keep_alive:
             self._close()
             return
+        if self.pause_reasons & (PAUSE_BODY | PAUSE_UPSTREAM):
+            # Back-pressure of the exchange that just ended (e.g. a 504 while its backend
+            # had stopped reading the body): the rest of that body is read and dropped.
+            self._resume(PAUSE_BODY | PAUSE_UPSTREAM)
         if self.pending_error:
             self.transport.write(error_response(self.pending_error, keep_alive=False))
             self._close()

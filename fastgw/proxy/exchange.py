@@ -27,6 +27,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from fastgw.accesslog import valid_request_id
 from fastgw.proxy.headers import (
     CONTINUE_100,
     FORWARDED,
@@ -57,7 +58,8 @@ CRLF = b"\r\n"
 # states
 QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
 
-_REQUEST_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via"}
+# x-request-id: replaced by exactly one (the client's when valid, else ours).
+_REQUEST_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via", b"x-request-id"}
 
 
 class Exchange:
@@ -97,6 +99,12 @@ class Exchange:
         "counted",
         "pending",
         "prefix_line",
+        "t0",
+        "t_head",
+        "head_size",
+        "bytes_out",
+        "request_id",
+        "finished",
     )
 
     def __init__(
@@ -148,6 +156,15 @@ class Exchange:
         # Response bytes gathered during one upstream read, written with one syscall.
         self.pending: list[bytes] | None = None
         self.prefix_line = b""
+        # Metrics and access log (see _finish): loop clock at the request head and at the
+        # backend's response head (0.0: no upstream response), head bytes as received
+        # (set by the downstream), response bytes handed to the client.
+        self.t0 = down.started  # the request's first byte (Kong: ngx.req.start_time)
+        self.t_head = 0.0
+        self.head_size = 0
+        self.bytes_out = 0
+        self.request_id = b""  # the client's valid X-Request-Id, else ours (set lazily)
+        self.finished = False
 
     # -- routing ----------------------------------------------------------------------
 
@@ -312,7 +329,7 @@ class Exchange:
             host,
             CRLF,
         ]
-        incoming = _copy_request_headers(parts, self.headers, down.trusted, None)
+        incoming = _copy_request_headers(parts, self.headers, down.trusted, None, self)
         if incoming is _RESTART:
             # Connection named extra hop-by-hop headers (RFC 9110 §7.6.1): copy again without them.
             del parts[6:]
@@ -320,7 +337,7 @@ class Exchange:
             for lname, _, value in self.headers:
                 if lname == b"connection":
                     tokens |= connection_tokens(value)
-            incoming = _copy_request_headers(parts, self.headers, down.trusted, tokens)
+            incoming = _copy_request_headers(parts, self.headers, down.trusted, tokens, self)
         if self.chunked_in:
             parts.append(b"Transfer-Encoding: chunked\r\n")
         if self.upgrade:
@@ -328,6 +345,10 @@ class Exchange:
                 if lname == b"upgrade":
                     parts += (b"Upgrade: ", value, CRLF)
             parts.append(b"Connection: upgrade\r\n")
+        request_id = self.request_id
+        if not request_id:
+            request_id = self.request_id = down.server.request_ids.new()
+        parts += (b"X-Request-Id: ", request_id, CRLF)
         if incoming is None:
             # Via, X-Forwarded-*, X-Real-IP and the blank line, cached per connection.
             parts.append(down.forwarded_tail(self.host, self.prefix_line))
@@ -410,7 +431,11 @@ class Exchange:
         self.state = RESPONDING
         self.response_started = True
         self.status = status
+        passive = self.target.passive if self.target is not None else None
+        if passive is not None:  # passive health checks (fastgw.passive); None = off
+            passive.on_status(status)
         down = self.down
+        self.t_head = now = down.loop.time()
         upgrade = status == 101
         head, content_length, chunked = clean_response_head(raw_head, status)
         parts = [head]
@@ -438,10 +463,12 @@ class Exchange:
         cookie = self.plan.set_cookie(self) if self.plan is not None and self.plan.hashes_cookie else None
         if cookie:
             parts.append(cookie)
-        parts.append(CRLF)
+        parts += (b"X-Request-Id: ", self.request_id, CRLF, CRLF)
         # The head waits for the body bytes of the same read: one write per response
         # instead of two for small ones (flushed by the upstream after each read).
-        self.pending = [b"".join(parts)]
+        head = b"".join(parts)
+        self.bytes_out = len(head)
+        self.pending = [head]
         plan = self.plan
         if down.write_paused:
             # The client is still full from an earlier (pipelined) response: pause_writing
@@ -449,16 +476,19 @@ class Exchange:
             conn.deadline = 0.0
             conn.pause_reading()
         elif plan is not None:
-            conn.deadline = down.loop.time() + plan.read_timeout
+            conn.deadline = now + plan.read_timeout
 
     def on_response_body(self, data: bytes) -> None:
         pending = self.pending
         if pending is None:
             self.pending = pending = []
         if self.rechunk:
-            pending += (b"%x\r\n" % len(data), data, CRLF)
+            size = b"%x\r\n" % len(data)
+            pending += (size, data, CRLF)
+            self.bytes_out += len(size) + len(data) + 2
         else:
             pending.append(data)
+            self.bytes_out += len(data)
         conn = self.conn
         if conn is not None and conn.deadline:
             plan = self.plan
@@ -480,9 +510,11 @@ class Exchange:
             if self.pending is None:
                 self.pending = []
             self.pending.append(CHUNK_END)
+            self.bytes_out += 5
         self.flush_pending()
         self._release_conn()
         self.state = DONE
+        self._finish(self.status)
         self.down.exchange_done(self)
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
@@ -491,6 +523,7 @@ class Exchange:
         self.flush_pending()
         self._release_conn(keep=True)
         self.state = DONE
+        self._finish(101)  # the tunnel that follows is not an HTTP request any more
         conn.start_tunnel(down.transport)
         if rest:
             down.transport.write(rest)
@@ -593,8 +626,14 @@ class Exchange:
         self.keep_alive = keep
         self.response_started = True
         self.status = status
-        down.transport.write(error_response(status, message, keep_alive=keep, head_only=self.method == "HEAD"))
+        response = error_response(
+            status, message, keep_alive=keep, head_only=self.method == "HEAD",
+            request_id=self._request_id().decode("latin-1"),
+        )
+        self.bytes_out += len(response)
+        down.transport.write(response)
         self.state = DONE
+        self._finish(status)
         down.exchange_done(self)
 
     def abort(self) -> None:
@@ -603,12 +642,49 @@ class Exchange:
         self._release_conn()
         self.state = DONE
         self.keep_alive = False
+        self._finish(self.status)
         self.down.abort()
 
     def client_gone(self) -> None:
         """The client connection closed under us."""
         self._release_conn()  # also ends a pending connect attempt's accounting
         self.state = DONE
+        # nginx's 499: the client closed before it got a status (else the status it got).
+        self._finish(self.status if self.response_started else 499)
+
+    def _request_id(self) -> bytes:
+        """This request's id: the client's valid X-Request-Id, else a new one (off the fast path)."""
+        if not self.request_id:
+            for lname, _, value in self.headers:
+                if lname == b"x-request-id" and valid_request_id(value):
+                    self.request_id = value
+                    break
+            else:
+                self.request_id = self.down.server.request_ids.new()
+        return self.request_id
+
+    def _finish(self, status: int) -> None:
+        """Count this request, once, however it ended (metrics and access log)."""
+        if self.finished:
+            return
+        self.finished = True
+        down = self.down
+        t0 = self.t0
+        request_ms = (down.loop.time() - t0) * 1000.0
+        t_head = self.t_head
+        upstream_ms = (t_head - t0) * 1000.0 if t_head else -1.0
+        # Request line ("GET <url> HTTP/1.1\r\n"), fields, blank line, body: what Kong's
+        # $request_length counts (body bytes are counted decoded when chunked).
+        size_in = len(self.method) + len(self.url) + 14 + self.head_size + self.body_size
+        plan = self.plan
+        if plan is not None:
+            plan.stats.record(status, request_ms, upstream_ms, size_in, self.bytes_out, self.attempts)
+        else:
+            down.server.stats.count_unmatched(status)
+        access_log = down.server.access_log
+        if access_log is not None:
+            access_log.add(self, request_ms, upstream_ms, size_in, self.bytes_out, status,
+                           self._request_id())
 
 
 _RESTART: dict[bytes, bytes] = {}
@@ -620,11 +696,13 @@ def _copy_request_headers(
     headers: list[tuple[bytes, bytes, bytes]],
     trusted: bool,
     extra_drop: set[bytes] | None,
+    exchange: Exchange,
 ) -> dict[bytes, bytes] | None:
     """Append forwardable request headers to `parts`.
 
     Returns the incoming X-Forwarded-* values of a trusted client (None when there are
-    none), or `_RESTART` when a Connection header names other headers to drop.
+    none), or `_RESTART` when a Connection header names other headers to drop. A valid
+    X-Request-Id becomes `exchange.request_id` (the caller writes the one header).
     """
     incoming: dict[bytes, bytes] | None = None
     for lname, name, value in headers:
@@ -639,6 +717,8 @@ def _copy_request_headers(
                     incoming[lname] = value
             elif lname == b"via":
                 parts += (b"Via: ", value, CRLF)
+            elif lname == b"x-request-id" and valid_request_id(value):
+                exchange.request_id = value
             continue
         if extra_drop is not None and lname in extra_drop:
             continue

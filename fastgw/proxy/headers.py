@@ -137,6 +137,8 @@ def error_response(
         b"Content-Length: %d\r\n" % len(body),
         b"Server: " + SERVER_TOKEN + b"\r\n",
     ]
+    if request_id:
+        head.append(b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n")
     if not keep_alive:
         head.append(b"Connection: close\r\n")
     head.append(b"\r\n")
