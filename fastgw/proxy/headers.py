@@ -185,12 +185,16 @@ _HOP_NAMES = (
 )
 # One C-level scan finds every header the proxy must look at in a response head;
 # usually that is only Content-Length (and Connection), so the head passes through as is.
-_RESPONSE_SPECIAL = re.compile(rb"\r\n(" + _HOP_NAMES + rb"|content-length):[ \t]*([^\r]*)", re.I)
+# X-Request-Id is matched too: the gateway sets exactly one on every response, so a
+# backend's echo of it is dropped rather than duplicated.
+_RESPONSE_SPECIAL = re.compile(
+    rb"\r\n(" + _HOP_NAMES + rb"|content-length|x-request-id):[ \t]*([^\r]*)", re.I
+)
 _CONN_PLAIN_VALUES = frozenset({b"keep-alive", b"close"})
 
 
 def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
-    """Drop hop-by-hop fields from a raw response head (status line + fields, CRLF each).
+    """Drop hop-by-hop fields (and a backend X-Request-Id) from a raw response head.
 
     Returns (head, has Content-Length, is chunked). The status line is rewritten to
     HTTP/1.1 when the backend spoke another version (we speak 1.1 to clients).
@@ -205,7 +209,9 @@ def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
         if lname == b"content-length":
             content_length = True
             continue
-        if lname == b"transfer-encoding":
+        if lname == b"x-request-id":
+            pass
+        elif lname == b"transfer-encoding":
             chunked = value.rstrip().lower().endswith(b"chunked")
         elif lname == b"connection":
             # The common case is a plain "keep-alive"/"close": no token to look at.
