@@ -35,6 +35,7 @@ SETTING_FLAGS = (
     "client_body_timeout",
     "client_keepalive_timeout",
     "drain_timeout",
+    "metrics",
 )
 
 

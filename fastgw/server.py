@@ -100,6 +100,7 @@ class ProxyServer:
         self.client_header_timeout = float(s.client_header_timeout)
         self.client_body_timeout = float(s.client_body_timeout)
         self.client_keepalive_timeout = float(s.client_keepalive_timeout)
+        self.count_requests = s.metrics
         self.is_trusted = cached_trust(s.is_trusted)
         target = s.access_log
         if (self.access_log.target if self.access_log is not None else None) != target:

@@ -600,3 +600,22 @@ def test_entities_are_frozen() -> None:
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
     assert not hasattr(s, "__dict__")
+
+
+@pytest.mark.parametrize(
+    "raw,expected",
+    [(True, True), (False, False), ("off", False), ("on", True), ("false", False), ("1", True)],
+)
+def test_metrics_setting_parses_booleans(raw: object, expected: bool) -> None:
+    from fastgw.config.settings import load_settings
+
+    assert load_settings({"metrics": raw}).metrics is expected
+    assert load_settings(None, env={"FASTGW_METRICS": str(raw).lower()}).metrics is expected
+
+
+def test_metrics_setting_rejects_non_booleans() -> None:
+    from fastgw.config.settings import load_settings
+
+    with pytest.raises(ConfigError) as err:
+        load_settings({"metrics": "maybe"})
+    assert err.value.errors == [("gateway.metrics", "expected a boolean")]

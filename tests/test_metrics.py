@@ -292,3 +292,19 @@ def test_status_ready_503_while_workers_start(tmp_path) -> None:
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_metrics_off_counts_nothing_and_still_serves(
+    iris_pair: tuple[IrisProcess, IrisProcess],
+) -> None:
+    """`gateway.metrics: false` (the benchmark's metrics-off side) skips per-request counting."""
+    a, b = iris_pair
+    config = metrics_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"], metrics=False)
+    with GatewayProcess(config) as gw:
+        wait_ready(gw)
+        for _ in range(3):
+            assert raw_request(gw.port, get_request("/api/atelier/")).startswith(b"HTTP/1.1 200 ")
+        s = scrape(gw)
+        assert value(s, "fastgw_http_requests_total", **ATELIER, code="200", source="service",
+                     consumer="") is None
+        assert value(s, "fastgw_request_latency_ms_count", **ATELIER) in (None, 0)

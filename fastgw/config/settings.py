@@ -40,6 +40,9 @@ class GatewaySettings:
     admin_token: str | None = None
     access_log: str | None = None
     metrics_prefix: str = "fastgw"  # Prometheus metric name prefix ("kong" for Kong dashboards)
+    # Per-request counting for /metrics. Off only to measure what counting costs (the
+    # benchmark's metrics-on/off comparison) or where nothing scrapes the node.
+    metrics: bool = True
     # Parsed form of trusted_ips, derived in __post_init__ (not part of identity).
     _networks: tuple[_Net, ...] = field(default=(), init=False, repr=False, compare=False)
     _trust_all: bool = field(default=False, init=False, repr=False, compare=False)
@@ -102,6 +105,7 @@ _FLOATS = (
     "drain_timeout",
 )
 _OPT_STRS = ("admin_token", "access_log")
+_BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 _LISTEN_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$")
@@ -205,6 +209,12 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
+    if key == "metrics":
+        if isinstance(raw, bool):
+            return raw, None
+        if isinstance(raw, str) and raw.lower() in _BOOL_WORDS:
+            return _BOOL_WORDS[raw.lower()], None
+        return None, "expected a boolean"
     if key == "metrics_prefix":
         if not isinstance(raw, str) or not _METRIC_PREFIX_RE.match(raw):
             return None, "expected a Prometheus name prefix ([a-zA-Z_][a-zA-Z0-9_]*)"

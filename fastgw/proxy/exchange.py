@@ -37,7 +37,6 @@ from fastgw.proxy.headers import (
     clean_response_head,
     connection_tokens,
     error_response,
-    split_host_port,
 )
 
 if TYPE_CHECKING:
@@ -669,6 +668,9 @@ class Exchange:
             return
         self.finished = True
         down = self.down
+        server = down.server
+        if not server.count_requests and server.access_log is None:
+            return  # gateway.metrics off and no access log: nothing to record
         t0 = self.t0
         request_ms = (down.loop.time() - t0) * 1000.0
         t_head = self.t_head
@@ -677,11 +679,14 @@ class Exchange:
         # $request_length counts (body bytes are counted decoded when chunked).
         size_in = len(self.method) + len(self.url) + 14 + self.head_size + self.body_size
         plan = self.plan
-        if plan is not None:
-            plan.stats.record(status, request_ms, upstream_ms, size_in, self.bytes_out, self.attempts)
-        else:
-            down.server.stats.count_unmatched(status)
-        access_log = down.server.access_log
+        if server.count_requests:
+            if plan is not None:
+                plan.stats.record(
+                    status, request_ms, upstream_ms, size_in, self.bytes_out, self.attempts
+                )
+            else:
+                server.stats.count_unmatched(status)
+        access_log = server.access_log
         if access_log is not None:
             access_log.add(self, request_ms, upstream_ms, size_in, self.bytes_out, status,
                            self._request_id())
