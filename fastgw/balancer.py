@@ -376,7 +376,8 @@ def make_balancer(upstream: Any, target_keys: Sequence[str], weights: Sequence[i
     raise ValueError(f"unknown balancer algorithm: {algorithm!r}")
 
 
-def _cookie(raw: str, name: str) -> str | None:
+def cookie_value(raw: str, name: str) -> str | None:
+    """The value of cookie `name` in a Cookie header, or None."""
     for part in raw.split(";"):
         k, sep, v = part.partition("=")
         if sep and k.strip() == name:
@@ -436,7 +437,7 @@ def hash_input(upstream: Any, side: str = "on", *, client_ip: str = "",
             return None
         if isinstance(raw, (list, tuple)):
             raw = "; ".join(raw)
-        return _cookie(raw, name)
+        return cookie_value(raw, name)
     if kind == "path":
         return path
     if kind == "query_arg":

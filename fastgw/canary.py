@@ -35,6 +35,8 @@ from hashlib import blake2b
 from math import floor
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from fastgw.balancer import cookie_value
+
 if TYPE_CHECKING:
     from fastgw.proxy.exchange import Exchange
     from fastgw.runtime import DirectRuntime, TargetRuntime, UpstreamRuntime
@@ -120,14 +122,6 @@ def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
     return b < limit
 
 
-def _cookie(raw: str, name: str) -> str | None:
-    for part in raw.split(";"):
-        k, sep, v = part.partition("=")
-        if sep and k.strip() == name:
-            return v.strip()
-    return None
-
-
 class CanaryBalancer:
     """A route plan's balancer that splits between a stable and a canary side."""
 
@@ -155,7 +149,7 @@ class CanaryBalancer:
                 text = b", ".join(values).decode("latin-1")
                 if kind == "header":
                     return text
-                found = _cookie(text.replace(",", ";"), cfg.hash_cookie or "")
+                found = cookie_value(text.replace(",", ";"), cfg.hash_cookie or "")
                 if found:
                     return found
         return exchange.down.client_ip  # consumer, ip, and every missing value

@@ -26,7 +26,7 @@ import ssl
 import time
 from typing import Any, Callable
 
-from fastgw.config.model import Config, Upstream
+from fastgw.config.model import Config, Upstream, split_target
 from fastgw.health import (
     ACTIVE,
     HEALTHCHECKS_OFF,
@@ -46,14 +46,6 @@ log = logging.getLogger("fastgw.health")
 
 Send = Callable[[dict[str, Any]], None]
 _KINDS = frozenset({SUCCESS, HTTP_FAILURE, TCP_FAILURE, TIMEOUT})
-
-
-def _split(target: str) -> tuple[str, int]:
-    if target.startswith("["):
-        host, _, port = target[1:].partition("]:")
-        return host, int(port)
-    host, _, port = target.rpartition(":")
-    return host, int(port)
 
 
 async def probe(policy: HealthPolicy, host: str, port: int, host_header: str) -> str | None:
@@ -145,7 +137,7 @@ class ActiveProber:
                 pass
 
     async def _probe(self, addr: str) -> None:
-        host, port = _split(addr)
+        host, port = split_target(addr)
         try:
             async with self.limit:
                 outcome = await probe(self.policy, host, port, self.host_header or addr)

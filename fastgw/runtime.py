@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from fastgw.balancer import balancer_key, hash_cookie_header, make_balancer
 from fastgw.canary import CanaryBalancer, CanaryConfig
+from fastgw.config.model import split_target
 from fastgw.health import HealthPolicy
 from fastgw.metrics import RouteStats, route_label, service_label
 from fastgw.passive import PassiveRecorder, failure_kind
@@ -263,15 +264,6 @@ class Snapshot:
         # (method, Host, raw path) -> (match, plan, upstream path); header-matching routes
         # make a request's route depend on more than that, so then there is no cache.
         self.route_cache: dict[tuple[Any, ...], Any] | None = None if router.uses_headers else {}
-
-
-def split_target(target: str) -> tuple[str, int]:
-    """`host:port` or `[v6]:port` -> (host, port)."""
-    if target.startswith("["):
-        host, _, port = target[1:].partition("]:")
-        return host, int(port)
-    host, _, port = target.rpartition(":")
-    return host, int(port)
 
 
 def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snapshot:

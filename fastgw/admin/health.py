@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from fastgw.admin import entities as E
 from fastgw.admin.http import Response, json_response
-from fastgw.config.model import Target, Upstream
+from fastgw.config.model import Target, Upstream, split_target
 from fastgw.health import HEALTHCHECKS_OFF as OFF
 from fastgw.health import HEALTHY, UNHEALTHY
 
@@ -51,16 +51,8 @@ class ManualHealth:
         self.overrides[(upstream.id, address)] = HEALTHY if healthy else UNHEALTHY
 
 
-def _split(target: str) -> tuple[str, int]:
-    if target.startswith("["):
-        host, _, port = target[1:].partition("]:")
-        return host, int(port)
-    host, _, port = target.rpartition(":")
-    return host, int(port)
-
-
 def _target_report(upstream: Upstream, target: Target, health: str) -> dict[str, Any]:
-    host, port = _split(target.target)
+    host, port = split_target(target.target)
     up = health != UNHEALTHY
     available = target.weight if up else 0
     return {

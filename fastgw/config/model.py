@@ -411,6 +411,15 @@ def normalize_host(value: str) -> tuple[str, str, int | None] | None:
     return kind, host, None
 
 
+def split_target(target: str) -> tuple[str, int]:
+    """`host:port` or `[v6]:port` -> (host, port)."""
+    if target.startswith("["):
+        host, _, port = target[1:].partition("]:")
+        return host, int(port)
+    host, _, port = target.rpartition(":")
+    return host, int(port)
+
+
 def normalize_target(value: str, default_port: int = 8000) -> str | None:
     """``10.0.0.1`` -> ``10.0.0.1:8000``; ``::1`` -> ``[::1]:8000``; None if invalid."""
     p = normalize_host(value)
