@@ -220,9 +220,6 @@ class WorkerStats:
 
 # -- aggregation (supervisor side) ---------------------------------------------------------
 
-COUNTER_KEYS = ("requests", "unmatched", "routes", "pools")
-
-
 def empty_snapshot() -> dict[str, Any]:
     return {
         "connections": {"accepted": 0, "active": 0, "reading": 0, "writing": 0, "waiting": 0},

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import socket
 import time
 from typing import Any, Callable
 
 from fastgw.accesslog import AccessLog, RequestIds
-from fastgw.config import Config, ConfigError
+from fastgw.config import Config
 from fastgw.config.settings import parse_listen
 from fastgw.passive import WorkerHealth
 from fastgw.metrics import WorkerStats
@@ -180,46 +178,3 @@ def install_uvloop() -> None:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
-
-async def serve(
-    config: Config,
-    *,
-    reload: Callable[[], Config] | None = None,
-    sock: socket.socket | None = None,
-    ready: Callable[[ProxyServer], None] | None = None,
-) -> None:
-    """Run one proxy process until SIGTERM/SIGINT; SIGHUP calls `reload` and swaps."""
-    loop = asyncio.get_running_loop()
-    server = ProxyServer(config, loop)
-    await server.start(sock)
-    stop = asyncio.Event()
-
-    def on_hup() -> None:
-        if reload is None:
-            return
-        try:
-            new = reload()
-        except ConfigError as exc:
-            log.error("reload refused, keeping the running config: %s", exc)
-            for path, message in getattr(exc, "errors", []):
-                log.error("  %s: %s", path, message)
-            return
-        except Exception as exc:  # unreadable file, bad JSON...
-            log.error("reload refused, keeping the running config: %s", exc)
-            return
-        for warning in new.warnings:
-            log.warning("%s", warning)
-        server.apply(new)
-        log.info("config reloaded (version %d)", server.version)
-
-    loop.add_signal_handler(signal.SIGHUP, on_hup)
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    for host, port in server.addresses:
-        log.info("fastgw %d proxy listening on %s:%d", os.getpid(), host, port)
-    if ready is not None:
-        ready(server)
-    await stop.wait()
-    log.info("draining (up to %ss)", config.gateway.drain_timeout)
-    await server.drain(float(config.gateway.drain_timeout))
-    log.info("stopped")

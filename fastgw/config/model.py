@@ -17,7 +17,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastgw.config.settings import GatewaySettings
@@ -299,9 +299,6 @@ class Config:
     def consumer(self, key: str) -> Consumer | None:
         return _find(self.consumers, key, "username")
 
-    def routes_for(self, service_id: str) -> tuple[Route, ...]:
-        return tuple(r for r in self.routes if r.service == service_id)
-
     def targets_for(self, upstream_id: str) -> tuple[Target, ...]:
         return tuple(t for t in self.targets if t.upstream == upstream_id)
 
@@ -340,17 +337,6 @@ def entity_to_dict(entity: Entity) -> dict[str, Any]:
         else:
             out[f.name] = _jsonable(v)
     return out
-
-
-def fields_of(cls: type) -> tuple[str, ...]:
-    return tuple(f.name for f in fields(cls))
-
-
-def replace_fields(entity: Entity, changes: Mapping[str, Any]) -> Entity:
-    """dataclasses.replace with a mapping (convenience for PATCH-style updates)."""
-    from dataclasses import replace
-
-    return replace(entity, **changes)
 
 
 # --------------------------------------------------------------------------- value normalization

@@ -332,15 +332,6 @@ class FileConfigStore:
             self._publish(new)
             return new
 
-    async def touch(self) -> StoreState:
-        """A new version with the same content (e.g. health overrides changed)."""
-        async with self.lock:
-            cur = self.state
-            new = StoreState(cur.version + 1, cur.workspaces, cur.configs, cur.gateway_raw,
-                             cur.etag, cur.merged)
-            self._publish(new)
-            return new
-
     async def _save_and_publish(self, new: StoreState) -> None:
         data = orjson.dumps(dump_document(new), option=orjson.OPT_INDENT_2) + b"\n"
         loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ import asyncio
 import socket
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -353,11 +353,3 @@ class UpstreamPool:
         while self.idle:
             self.idle.pop().close()
 
-    def snapshot_stats(self) -> dict[str, Any]:
-        return {
-            "address": f"{self.host}:{self.port}",
-            "idle": len(self.idle),
-            "reused": self.stats.reused,
-            "created": self.stats.created,
-            "connect_errors": self.stats.connect_errors,
-        }
