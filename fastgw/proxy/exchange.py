@@ -510,8 +510,11 @@ class Exchange:
                 self.pending = []
             self.pending.append(CHUNK_END)
             self.bytes_out += 5
-        self.flush_pending()
+        # Let go of the connection first: if this last write fills the client's buffer,
+        # pause_writing must not pause a connection that is already back in the pool
+        # (nothing would resume it and the next request on it would hang).
         self._release_conn()
+        self.flush_pending()
         self.state = DONE
         self._finish(self.status)
         self.down.exchange_done(self)
