@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
+import httptools
 import pytest
 
-from fastgw.proxy.headers import clean_response_head
+from fastgw.proxy.headers import RESPONSE_SPECIAL, clean_response_head
+
+
+def parse_special(raw: bytes) -> list[tuple[bytes, bytes, bytes]]:
+    """The special fields as the upstream connection collects them: from llhttp's
+    on_header callbacks, names exactly as sent."""
+    special: list[tuple[bytes, bytes, bytes]] = []
+
+    class Collector:
+        def on_header(self, name: bytes, value: bytes) -> None:
+            if name.lower() in RESPONSE_SPECIAL:
+                special.append((name.lower(), name, value))
+
+    parser = httptools.HttpResponseParser(Collector())
+    try:
+        parser.feed_data(raw + b"\r\n")
+    except httptools.HttpParserUpgrade:
+        pass  # 101: the parser stops at the end of the head
+    return special
 
 CASES = [
     # (raw head, status, expected head, content-length?, chunked?)
@@ -20,6 +39,13 @@ CASES = [
      b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n", True, False),
     (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", 101,
      b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n", False, False),
+    # duplicates and any casing are all cut; other fields stay byte for byte
+    (b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\nX-A:  1 \r\nCONNECTION: keep-alive\r\n"
+     b"Content-Length: 0\r\n", 200,
+     b"HTTP/1.1 200 OK\r\nX-A:  1 \r\nContent-Length: 0\r\n", True, False),
+    (b"HTTP/1.1 200 OK\r\nConnection: close, X-Gone\r\nx-gone: 1\r\nTE: trailers\r\n"
+     b"Trailer: X-T\r\nProxy-Authenticate: Basic\r\nX-Kept: 2\r\n", 200,
+     b"HTTP/1.1 200 OK\r\nX-Kept: 2\r\n", False, False),
     # the gateway writes its own X-Request-Id: a backend's echo is not duplicated
     (b"HTTP/1.1 200 OK\r\nX-Request-Id: abc\r\nContent-Length: 0\r\n", 200,
      b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n", True, False),
@@ -28,4 +54,4 @@ CASES = [
 
 @pytest.mark.parametrize("raw,status,head,content_length,chunked", CASES)
 def test_clean_response_head(raw: bytes, status: int, head: bytes, content_length: bool, chunked: bool) -> None:
-    assert clean_response_head(raw, status) == (head, content_length, chunked)
+    assert clean_response_head(raw, status, parse_special(raw)) == (head, content_length, chunked)

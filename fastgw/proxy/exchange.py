@@ -425,8 +425,15 @@ class Exchange:
 
     # -- relaying the response --------------------------------------------------------
 
-    def on_response_head(self, conn: UpstreamConnection, status: int, raw_head: bytes) -> None:
-        """`raw_head`: the backend's status line and fields as received, CRLF-terminated."""
+    def on_response_head(
+        self,
+        conn: UpstreamConnection,
+        status: int,
+        raw_head: bytes,
+        special: list[tuple[bytes, bytes, bytes]],
+    ) -> None:
+        """`raw_head`: the backend's status line and fields as received, CRLF-terminated;
+        `special`: its fields the proxy acts on (see headers.clean_response_head)."""
         self.state = RESPONDING
         self.response_started = True
         self.status = status
@@ -436,7 +443,7 @@ class Exchange:
         down = self.down
         self.t_head = now = down.loop.time()
         upgrade = status == 101
-        head, content_length, chunked = clean_response_head(raw_head, status)
+        head, content_length, chunked = clean_response_head(raw_head, status, special)
         parts = [head]
         parts.append(VIA_LINE)
         if self.method == "HEAD" or status < 200 or status in (204, 304):

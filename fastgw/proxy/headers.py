@@ -179,33 +179,28 @@ def host_header_value(host: str, port: int, default_port: int = 80) -> bytes:
 
 
 _CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-_HOP_NAMES = (
-    rb"connection|keep-alive|proxy-connection|te|trailer|transfer-encoding|upgrade"
-    rb"|proxy-authenticate|proxy-authorization"
-)
-# One C-level scan finds every header the proxy must look at in a response head;
-# usually that is only Content-Length (and Connection), so the head passes through as is.
-# X-Request-Id is matched too: the gateway sets exactly one on every response, so a
+# The response fields the proxy must look at; the upstream parser's on_header collects
+# them (a C callback per field is far cheaper than scanning the head again in Python).
+# Usually that is only Content-Length (and Connection), so the head passes through as is.
+# X-Request-Id is among them: the gateway sets exactly one on every response, so a
 # backend's echo of it is dropped rather than duplicated.
-_RESPONSE_SPECIAL = re.compile(
-    rb"\r\n(" + _HOP_NAMES + rb"|content-length|x-request-id):[ \t]*([^\r]*)", re.I
-)
+RESPONSE_SPECIAL = frozenset(HOP_BY_HOP | {b"content-length", b"x-request-id"})
 _CONN_PLAIN_VALUES = frozenset({b"keep-alive", b"close"})
 
 
-def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
+def clean_response_head(
+    head: bytes, status: int, special: list[tuple[bytes, bytes, bytes]]
+) -> tuple[bytes, bool, bool]:
     """Drop hop-by-hop fields (and a backend X-Request-Id) from a raw response head.
 
-    Returns (head, has Content-Length, is chunked). The status line is rewritten to
-    HTTP/1.1 when the backend spoke another version (we speak 1.1 to clients).
+    `special` holds (lower name, name as sent, value) of the head's RESPONSE_SPECIAL
+    fields, in order. Returns (head, has Content-Length, is chunked). The status line is
+    rewritten to HTTP/1.1 when the backend spoke another version (we speak 1.1 to clients).
     """
     content_length = False
     chunked = False
-    drop: list[tuple[int, int]] | None = None
     listed: set[bytes] | None = None
-    for match in _RESPONSE_SPECIAL.finditer(head):
-        name, value = match.groups()
-        lname = name.lower()
+    for lname, name, value in special:
         if lname == b"content-length":
             content_length = True
             continue
@@ -223,18 +218,15 @@ def clean_response_head(head: bytes, status: int) -> tuple[bytes, bool, bool]:
                 continue  # the handshake keeps Connection and Upgrade
         elif lname == b"upgrade" and status == 101:
             continue
-        if drop is None:
-            drop = []
-        drop.append(match.span())
-    if drop:
-        # Cut the matched "\r\nName: value" spans out (each ends before its own CRLF).
-        pieces = []
-        last = 0
-        for begin, end in drop:
-            pieces.append(head[last:begin])
-            last = end
-        pieces.append(head[last:])
-        head = b"".join(pieces)
+        # Cut "\r\nName: value" (up to its own CRLF). Names arrive exactly as sent, and
+        # llhttp allows no space before the colon, so the first match is this field (or
+        # an earlier duplicate already cut).
+        begin = head.find(b"\r\n" + name + b":")
+        if begin == -1:
+            listed = {lname} if listed is None else listed | {lname}  # cut below by regex
+            continue
+        end = head.find(b"\r\n", begin + 2)
+        head = head[:begin] + head[end:]
     if listed:
         # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         names = b"|".join(re.escape(n) for n in listed)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from fastgw.proxy.headers import RESPONSE_SPECIAL
 from fastgw.proxy.timers import DeadlineSweeper
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ class UpstreamConnection(asyncio.Protocol):
         "closed",
         "status",
         "head_buf",
+        "special",
         "awaiting_head",
         "head_only",
         "tunnel",
@@ -71,9 +73,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.closed = False
         self.status = 0
-        # Bytes of the response head seen so far: the head is passed on raw (no per-field
-        # callbacks), see Exchange.on_response_head.
+        # Bytes of the response head seen so far: the head is passed on raw, minus the
+        # fields in `special` (see headers.clean_response_head).
         self.head_buf = b""
+        self.special: list[tuple[bytes, bytes, bytes]] = []
         self.awaiting_head = False
         self.head_only = False
         self.tunnel: asyncio.Transport | None = None
@@ -136,6 +139,11 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- parser callbacks -------------------------------------------------------------
 
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lname = name.lower()
+        if lname in RESPONSE_SPECIAL and self.awaiting_head:  # not trailer fields
+            self.special.append((lname, name, value))
+
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self.status = status
@@ -144,12 +152,13 @@ class UpstreamConnection(asyncio.Protocol):
         if status < 200 and status != 101:
             # Interim response (100 Continue, 103): not forwarded; the final head follows.
             self.head_buf = raw[end + 4 :]
+            self.special = []
             return
         self.awaiting_head = False
         self.head_buf = b""
         exchange = self.exchange
         if exchange is not None:
-            exchange.on_response_head(self, status, raw[: end + 2])
+            exchange.on_response_head(self, status, raw[: end + 2], self.special)
             if self.head_only and self.exchange is exchange:
                 # HEAD: there is no body whatever Content-Length says (RFC 9110 §9.3.2).
                 keep_alive = self.parser.should_keep_alive()
@@ -177,6 +186,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.status = 0
         self.awaiting_head = True
         self.head_buf = b""
+        self.special = []
 
     def _finish(self, keep_alive: bool) -> None:
         exchange = self.exchange
