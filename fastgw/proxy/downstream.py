@@ -45,6 +45,11 @@ PAUSE_ERROR = 8  # a parse error waits for the active exchange to finish
 
 PIPELINE_LIMIT = 16
 _CRLF = b"\r\n"
+# Request fields the parser callbacks act on (all others are only collected).
+_REQUEST_SPECIAL = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
+)
+_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
 class _LimitExceeded(Exception):
@@ -73,6 +78,8 @@ class DownstreamProtocol(asyncio.Protocol):
         "chunked",
         "expect",
         "content_length",
+        "connection_field",
+        "upgrade_field",
         "pause_reasons",
         "write_paused",
         "closed",
@@ -111,6 +118,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.chunked = False
         self.expect = False
         self.content_length = -1
+        self.connection_field = False  # the current head has a Connection field
+        self.upgrade_field = False  # ... an Upgrade field
         self.pause_reasons = 0
         self.write_paused = False
         self.closed = False
@@ -228,6 +237,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.chunked = False
         self.expect = False
         self.content_length = -1
+        self.connection_field = False
+        self.upgrade_field = False
         now = self.started = self.loop.time()
         if self.active is None:
             self.deadline = now + self.server.client_header_timeout
@@ -245,6 +256,8 @@ class DownstreamProtocol(asyncio.Protocol):
             raise _LimitExceeded
         lname = name.lower()
         self.headers.append((lname, name, value))
+        if lname not in _REQUEST_SPECIAL:
+            return  # most fields: one set lookup
         if lname == b"host":
             if self.host is not None:
                 # Two Hosts could route on one and reach the backend with the other
@@ -258,12 +271,23 @@ class DownstreamProtocol(asyncio.Protocol):
             self.chunked = value.lower().endswith(b"chunked")
         elif lname == b"expect":
             self.expect = value.lower() == b"100-continue"
+        elif lname == b"connection":
+            self.connection_field = True
+        else:
+            self.upgrade_field = True
 
     def on_headers_complete(self) -> None:
         if self.closed or self.error_status:
             return
         parser = self.parser
-        upgrade = parser.should_upgrade()
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+        keep_alive = parser.should_keep_alive()
+        # Keep-alive without a Connection field is HTTP/1.1 by definition (1.0 needs
+        # "Connection: keep-alive"): only the other cases pay for the version string.
+        http11 = (keep_alive and not self.connection_field) or parser.get_http_version() == "1.1"
+        # llhttp flags an upgrade for an Upgrade field or CONNECT only.
+        upgrade = (self.upgrade_field or method == "CONNECT") and parser.should_upgrade()
         if upgrade:
             # Only WebSocket upgrades are relayed (as Kong does); any other Upgrade header
             # is dropped and the request proxied as plain HTTP/1.1 (see _on_upgrade).
@@ -274,11 +298,11 @@ class DownstreamProtocol(asyncio.Protocol):
                 return
         exchange = Exchange(
             self,
-            parser.get_method().decode("latin-1"),
+            method,
             self.url,
             self.headers,
-            parser.get_http_version() == "1.1",
-            parser.should_keep_alive(),
+            http11,
+            keep_alive,
             upgrade,
             self.host,
             self.chunked,
@@ -298,7 +322,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 if self.content_length > 0 or self.chunked
                 else 0.0
             )
-            self._begin(exchange)
+            exchange.begin()
         else:
             self.queue.append(exchange)
             if len(self.queue) >= PIPELINE_LIMIT:
@@ -325,13 +349,6 @@ class DownstreamProtocol(asyncio.Protocol):
     def draining(self) -> bool:
         return self.server.draining
 
-    def _begin(self, exchange: Exchange) -> None:
-        if exchange.body_size < 0:
-            exchange.body_size = 0
-            exchange.respond_error(413, close=True)
-            return
-        exchange.begin()
-
     def exchange_done(self, exchange: Exchange) -> None:
         """The response of the active exchange is complete (or it failed)."""
         if exchange is not self.active:
@@ -356,7 +373,7 @@ class DownstreamProtocol(asyncio.Protocol):
             if len(self.queue) < PIPELINE_LIMIT:
                 self._resume(PAUSE_PIPELINE)
             self.active = nxt
-            self._begin(nxt)
+            nxt.begin()
             return
         if self.server.draining or self.client_eof:
             self._close()

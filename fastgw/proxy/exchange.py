@@ -151,7 +151,7 @@ class Exchange:
         self.reused = False
         self.status = 0
         self.hash_cookie: str | None = None
-        self.counted = False  # the balancer counts this attempt (least-connections)
+        self.counted = False  # the balancer counts this attempt (least-connections only)
         # Response bytes gathered during one upstream read, written with one syscall.
         self.pending: list[bytes] | None = None
         self.prefix_line = b""
@@ -169,6 +169,10 @@ class Exchange:
 
     def begin(self) -> None:
         """Route the request and start the first attempt (called when it becomes active)."""
+        if self.body_size < 0:  # the downstream's mark: Content-Length over the limit
+            self.body_size = 0
+            self.respond_error(413, close=True)
+            return
         down = self.down
         snapshot = down.server.snapshot
         url = self.url
@@ -246,7 +250,8 @@ class Exchange:
                 self.respond_error(self.status or 502)
             return
         self.target = target
-        self.counted = True
+        owner = target.owner
+        self.counted = owner is not None and owner.counts  # least-connections only
         self.tried.append(target)
         self.attempts += 1
         conn = target.pool.acquire()
@@ -608,7 +613,8 @@ class Exchange:
                 target.owner.release(target)
 
     def _release_conn(self, keep: bool = False) -> None:
-        self._end_attempt()
+        if self.counted:
+            self._end_attempt()
         conn = self.conn
         if conn is not None:
             self.conn = None

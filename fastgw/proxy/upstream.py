@@ -345,7 +345,8 @@ class UpstreamPool:
         ):
             conn.close()
             return
-        conn.resume_reading()  # an idle socket must be read to notice the backend closing it
+        if conn.read_paused:  # an idle socket must be read to notice the backend closing it
+            conn.resume_reading()
         conn.deadline = self.loop.time() + self.idle_timeout
         self.idle.append(conn)
 
