@@ -36,6 +36,7 @@ from fastgw.proxy.headers import (
     VIA_VALUE,
     clean_response_head,
     connection_tokens,
+    cut_field,
     error_response,
 )
 
@@ -448,9 +449,8 @@ class Exchange:
         down = self.down
         self.t_head = now = down.loop.time()
         upgrade = status == 101
-        head, content_length, chunked = clean_response_head(raw_head, status, special)
-        parts = [head]
-        parts.append(VIA_LINE)
+        head, content_length, chunked, kept = clean_response_head(raw_head, status, special)
+        parts = [head, VIA_LINE]
         if self.method == "HEAD" or status < 200 or status in (204, 304):
             pass  # no body on the wire (RFC 9112 §6.3 rule 1)
         elif content_length and not chunked:
@@ -468,8 +468,10 @@ class Exchange:
             # An unread request body (upstream answered early) cannot be skipped cheaply.
             # A refused upgrade closes too: the client parser stopped at the upgrade.
             self.keep_alive = False
+            if kept is not None:
+                parts[0] = cut_field(head, kept) or head
             parts.append(b"Connection: close\r\n")
-        elif not self.http11:
+        elif not self.http11 and kept is None:
             parts.append(b"Connection: keep-alive\r\n")
         cookie = self.plan.set_cookie(self) if self.plan is not None and self.plan.hashes_cookie else None
         if cookie:

@@ -185,20 +185,26 @@ _CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
 # X-Request-Id is among them: the gateway sets exactly one on every response, so a
 # backend's echo of it is dropped rather than duplicated.
 RESPONSE_SPECIAL = frozenset(HOP_BY_HOP | {b"content-length", b"x-request-id"})
-_CONN_PLAIN_VALUES = frozenset({b"keep-alive", b"close"})
 
 
 def clean_response_head(
     head: bytes, status: int, special: list[tuple[bytes, bytes, bytes]]
-) -> tuple[bytes, bool, bool]:
+) -> tuple[bytes, bool, bool, bytes | None]:
     """Drop hop-by-hop fields (and a backend X-Request-Id) from a raw response head.
 
     `special` holds (lower name, name as sent, value) of the head's RESPONSE_SPECIAL
-    fields, in order. Returns (head, has Content-Length, is chunked). The status line is
-    rewritten to HTTP/1.1 when the backend spoke another version (we speak 1.1 to clients).
+    fields, in order. Returns (head, has Content-Length, is chunked, kept Connection).
+    The status line is rewritten to HTTP/1.1 when the backend spoke another version (we
+    speak 1.1 to clients).
+
+    A backend's plain `Connection: keep-alive` is the one exception to the cut: it says
+    what the gateway says to a keep-alive client anyway (nginx sends it on every such
+    response), so it is left in place and its name returned; the caller cuts it with
+    `cut_field` only when the client connection is to close.
     """
     content_length = False
     chunked = False
+    kept: bytes | None = None
     listed: set[bytes] | None = None
     for lname, name, value in special:
         if lname == b"content-length":
@@ -209,28 +215,40 @@ def clean_response_head(
         elif lname == b"transfer-encoding":
             chunked = value.rstrip().lower().endswith(b"chunked")
         elif lname == b"connection":
-            # The common case is a plain "keep-alive"/"close": no token to look at.
-            if value.lower() not in _CONN_PLAIN_VALUES:
+            if status == 101:
+                continue  # the handshake keeps Connection and Upgrade
+            plain = value.lower()
+            if plain == b"keep-alive" and kept is None:
+                kept = name
+                continue
+            if plain != b"close":
                 tokens = connection_tokens(value) - _CONN_KEYWORDS
                 if tokens:
                     listed = tokens if listed is None else listed | tokens
-            if status == 101:
-                continue  # the handshake keeps Connection and Upgrade
         elif lname == b"upgrade" and status == 101:
             continue
-        # Cut "\r\nName: value" (up to its own CRLF). Names arrive exactly as sent, and
-        # llhttp allows no space before the colon, so the first match is this field (or
-        # an earlier duplicate already cut).
-        begin = head.find(b"\r\n" + name + b":")
-        if begin == -1:
+        cut = cut_field(head, name)
+        if cut is None:
             listed = {lname} if listed is None else listed | {lname}  # cut below by regex
-            continue
-        end = head.find(b"\r\n", begin + 2)
-        head = head[:begin] + head[end:]
+        else:
+            head = cut
     if listed:
         # Fields named in Connection are hop-by-hop too (RFC 9110 §7.6.1).
         names = b"|".join(re.escape(n) for n in listed)
         head = re.sub(rb"\r\n(?:" + names + rb"):[^\r]*", b"", head, flags=re.I)
     if not head.startswith(b"HTTP/1.1 "):
         head = status_line(status) + head[head.find(b"\r\n") + 2 :]
-    return head, content_length, chunked
+    return head, content_length, chunked, kept
+
+
+def cut_field(head: bytes, name: bytes) -> bytes | None:
+    """`head` without its first "\r\nName: value" (up to that line's CRLF), or None.
+
+    `name` is exactly as sent (llhttp's on_header), and llhttp allows no space before
+    the colon, so the first match is the field itself (or an earlier duplicate).
+    """
+    begin = head.find(b"\r\n" + name + b":")
+    if begin == -1:
+        return None
+    end = head.find(b"\r\n", begin + 2)
+    return head[:begin] + head[end:]
