@@ -142,14 +142,11 @@ class NodeCollector:
                 health.add_metric([upstream, target, address, s, "http"], 1.0 if s == state else 0.0)
         yield health
         probes = CounterMetricFamily(
-            f"{p}_upstream_health_probes", "Active health check probes by result (none until "
-            "active health checks are configured)", labels=["upstream", "target", "result"])
-        # The health checker may count its probes: probe_counts() ->
-        # {(upstream name, target, result): n}. Without it the family stays empty.
-        counts = getattr(hub.supervisor.api.health, "probe_counts", None)
-        if callable(counts):
-            for (upstream, target, result), n in sorted(counts().items()):
-                probes.add_metric([upstream, target, result], n)
+            f"{p}_upstream_health_probes", "Active health check probes by result (success, "
+            "http_failure, tcp_failure, timeout, unclassified)", labels=["upstream", "target", "result"])
+        # Probes run once per node, in the supervisor: its own counts are the node's.
+        for (upstream, target, result), n in sorted(hub.supervisor.api.health.probe_counts().items()):
+            probes.add_metric([upstream, target, result], n)
         yield probes
         reused = CounterMetricFamily(
             f"{p}_upstream_connections_reused", "Upstream requests sent on a pooled keep-alive connection",

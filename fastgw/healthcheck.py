@@ -46,6 +46,10 @@ log = logging.getLogger("fastgw.health")
 
 Send = Callable[[dict[str, Any]], None]
 _KINDS = frozenset({SUCCESS, HTTP_FAILURE, TCP_FAILURE, TIMEOUT})
+# Probe outcome -> the `result` label of the probe counter (None: a status in neither
+# the healthy nor the unhealthy list, which moves no counter).
+PROBE_RESULTS = {SUCCESS: "success", HTTP_FAILURE: "http_failure", TCP_FAILURE: "tcp_failure",
+                 TIMEOUT: "timeout", None: "unclassified"}
 
 
 async def probe(policy: HealthPolicy, host: str, port: int, host_header: str) -> str | None:
@@ -141,6 +145,7 @@ class ActiveProber:
         try:
             async with self.limit:
                 outcome = await probe(self.policy, host, port, self.host_header or addr)
+            self.service.count_probe(self.uid, addr, outcome)
             if outcome is not None:
                 self.service.record((self.uid, addr), ACTIVE, outcome)
         finally:
@@ -161,7 +166,9 @@ class HealthService:
         self.send = send
         self.clock = clock
         self.board = HealthBoard()
-        self.names: dict[str, str] = {}  # upstream id -> name, for log lines
+        self.names: dict[str, str] = {}  # upstream id -> name, for log lines and metrics
+        # (upstream id, target, result label) -> active probes so far (never reset)
+        self.probes: dict[tuple[str, str, str], int] = {}
         self.probers: dict[str, ActiveProber] = {}
         self._probe_keys: dict[str, tuple[Any, ...]] = {}
         self._dirty: set[str] = set()
@@ -228,6 +235,16 @@ class HealthService:
                 self._probe_keys[uid] = key
 
     # -- events --------------------------------------------------------------------------
+    def count_probe(self, uid: str, addr: str, outcome: str | None) -> None:
+        key = (uid, addr, PROBE_RESULTS[outcome])
+        self.probes[key] = self.probes.get(key, 0) + 1
+
+    def probe_counts(self) -> dict[tuple[str, str, str], int]:
+        """{(upstream name, target, result): probes} for the upstreams configured now."""
+        names = self.names
+        return {(names[uid], addr, result): n
+                for (uid, addr, result), n in self.probes.items() if uid in names}
+
     def record(self, key: tuple[str, str], source: str, kind: str, count: int = 1) -> None:
         change = self.board.record(key, source, kind, self.clock(), count)
         if change is not None:

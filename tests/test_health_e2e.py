@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 import requests
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from bench.gateway import GatewayProcess, config_for_targets
 from bench.procs import IrisProcess
 from tests.admin_support import admin_config, wait_ready, wait_until
@@ -92,6 +94,41 @@ def test_backend_killed_mid_load_nothing_lost_and_back_by_itself() -> None:
             log = gw.log()
             assert log.count(f"target {addr(b)} is UNHEALTHY") == 1, log[-3000:]
             assert log.count(f"target {addr(b)} is HEALTHY: active check: 1 successes") == 1
+
+
+def probe_counts(gw: GatewayProcess) -> dict[tuple[str, str, str], float]:
+    """{(upstream, target, result): probes} from a scrape of the admin listener."""
+    text = requests.get(gw.admin_url + "/metrics", timeout=5).text
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "fastgw_upstream_health_probes_total":
+                labels = sample.labels
+                out[(labels["upstream"], labels["target"], labels["result"])] = sample.value
+    return out
+
+
+def test_active_probe_results_counted_once_per_node() -> None:
+    """Every active probe is counted by result, once per node (2 workers, 1 prober), and
+    a dead target's failures show up next to the live one's successes."""
+    with IrisProcess("A") as a, IrisProcess("B") as b:
+        with gateway([a, b], ACTIVE) as gw:
+            started = time.monotonic()  # probing starts no earlier than this
+            wait_ready(gw, 2)
+            wait_until(lambda: all(probe_counts(gw).get(("iris", addr(p), "success"), 0) >= 2
+                                   for p in (a, b)), timeout=4 * INTERVAL)
+            b.stop()
+            wait_until(lambda: probe_counts(gw).get(("iris", addr(b), "tcp_failure"), 0) >= 2,
+                       timeout=4 * INTERVAL)
+            before = probe_counts(gw)
+            time.sleep(1.5 * INTERVAL)  # at least one more probe of each target
+            after = probe_counts(gw)
+            assert {result for (_, _, result) in after} == {"success", "tcp_failure"}
+            assert all(after[key] >= n for key, n in before.items())  # counters only grow
+            assert after[("iris", addr(a), "success")] > before[("iris", addr(a), "success")]
+            # one prober per node: about one probe per interval per target, not one per worker
+            elapsed_probes = after[("iris", addr(a), "success")]
+            assert elapsed_probes <= 2 + (time.monotonic() - started) / INTERVAL
 
 
 def test_500_backend_ejected_by_passive_checks_and_readmitted() -> None:
