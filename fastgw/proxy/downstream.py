@@ -52,6 +52,16 @@ _REQUEST_SPECIAL = frozenset(
 _METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 
 
+class _ClosedParser:
+    """Stands in for the parser after connection_lost (see there)."""
+
+    def feed_data(self, data: bytes) -> None:
+        pass
+
+
+_CLOSED_PARSER = _ClosedParser()
+
+
 class _LimitExceeded(Exception):
     """Raised from a parser callback to stop parsing; the status is in `error_status`."""
 
@@ -204,6 +214,10 @@ class DownstreamProtocol(asyncio.Protocol):
             active.client_gone()
         while self.queue:
             self.queue.popleft().client_gone()
+        # The parser holds our bound callbacks: drop it so reference counting frees this
+        # connection now instead of leaving a cycle for the garbage collector.
+        self.parser = _CLOSED_PARSER
+        self.last = self.parsing = None
 
     def pause_writing(self) -> None:
         """Called by the transport when its buffer exceeds the high-water mark."""

@@ -115,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.parser = None  # type: ignore[assignment]  # breaks the parser <-> self cycle
         self.pool.forget(self)
         if self.tunnel is not None:
             self.tunnel.close()
