@@ -96,12 +96,26 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
     issue: dict[str, Any] = {}
     r = ratios.get(ISSUE_WORKLOAD, {}).get("fastgw1/nginx")
     if r is not None:
+        fg, ng = summary[ISSUE_WORKLOAD]["fastgw1"], summary[ISSUE_WORKLOAD]["nginx"]
+        # Best run against best run (most req/s, least CPU, lowest p99): interference
+        # from other load only ever makes a run worse, so the best runs are the least
+        # disturbed view of both (timeit's reasoning); reported next to the medians.
+        best = {
+            "rps": _ratio(*(s["rps_spread"][1] if s["rps_spread"] else None for s in (fg, ng))),
+            "cpu_us_per_request": _ratio(
+                *(s["cpu_spread"][0] if s["cpu_spread"] else None for s in (fg, ng))),
+            "p99_us": _ratio(*(s["p99_spread"][0] if s["p99_spread"] else None for s in (fg, ng))),
+        }
         for key, (op, bound) in ISSUE_TARGETS.items():
             value = r[key]
-            ok = value is not None and (value >= bound if op == ">=" else value <= bound)
-            issue[key] = {"ratio": value, "target": f"{op} {bound}", "pass": ok}
+            issue[key] = {"ratio": value, "target": f"{op} {bound}", "pass": _meets(value, op, bound),
+                          "best_ratio": best[key], "best_pass": _meets(best[key], op, bound)}
     doc["issue_targets"] = issue
     return doc
+
+
+def _meets(value: float | None, op: str, bound: float) -> bool:
+    return value is not None and (value >= bound if op == ">=" else value <= bound)
 
 
 def _fmt(v: float | None, scale: float = 1.0, digits: int = 0) -> str:
@@ -147,10 +161,12 @@ def format_table(doc: dict[str, Any]) -> str:
                          f"{a['p99_us']:>6.0f}")
         lines.append("")
     if doc["issue_targets"]:
-        lines.append(f"issue targets ({ISSUE_WORKLOAD}, fastgw --workers 1 vs nginx 1 worker):")
+        lines.append(f"issue targets ({ISSUE_WORKLOAD}, fastgw --workers 1 vs nginx 1 worker; "
+                     "medians, and best run vs best run):")
         for key, t in doc["issue_targets"].items():
             lines.append(f"  {key:20s} {_fmt(t['ratio'], 1, 2):>6s}  target {t['target']:7s} "
-                         f"{'PASS' if t['pass'] else 'FAIL'}")
+                         f"{'PASS' if t['pass'] else 'FAIL'}   best {_fmt(t.get('best_ratio'), 1, 2):>5s} "
+                         f"{'PASS' if t.get('best_pass') else 'FAIL'}")
     return "\n".join(lines)
 
 
