@@ -526,8 +526,12 @@ class Exchange:
             self.bytes_out += 5
         # Let go of the connection first: if this last write fills the client's buffer,
         # pause_writing must not pause a connection that is already back in the pool
-        # (nothing would resume it and the next request on it would hang).
-        self._release_conn()
+        # (nothing would resume it and the next request on it would hang). The
+        # connection has already dropped us (pooled or closed), so of _release_conn only
+        # this part applies.
+        if self.counted:
+            self._end_attempt()
+        self.conn = None
         self.flush_pending()
         self.state = DONE
         self._finish(self.status)
