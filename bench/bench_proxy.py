@@ -128,7 +128,7 @@ def _downstream() -> DownstreamProtocol:
         stats=WorkerStats(),
         request_ids=RequestIds(),
     )
-    down = DownstreamProtocol(server)  # type: ignore[arg-type]
+    down = DownstreamProtocol(server, 8000)  # type: ignore[arg-type]
     down.connection_made(_FakeTransport())  # type: ignore[arg-type]
     server.loop.close()  # only loop.time() was needed
     return down

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import orjson
 
@@ -24,10 +24,40 @@ from bench.procs import REPO_ROOT, stop_process
 __all__ = ["GatewayProcess", "free_port", "config_for_targets", "wait_port"]
 
 
+# Ports this process has handed out. A port from free_port() is free again until its
+# listener binds it, so the kernel may offer it once more (to free_port() or to
+# reserve_port()); two of our own listeners would then collide. Never hand one out twice.
+_handed_out: set[int] = set()
+
+
+def _bind_fresh(make_socket: Callable[[], socket.socket]) -> socket.socket:
+    """A new socket bound to 127.0.0.1 on a free port that this process never handed out."""
+    held = []
+    try:
+        while True:
+            sock = make_socket()
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return sock
+            held.append(sock)  # keep it bound so the next pick differs
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+    """A port free now, and never one this process handed out before."""
+    with _bind_fresh(socket.socket) as sock:
         return sock.getsockname()[1]
+
+
+def _reusable_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
 
 
 def reserve_port() -> socket.socket:
@@ -36,12 +66,9 @@ def reserve_port() -> socket.socket:
     Holding it keeps every other `bind(port 0)` on the machine off that port (tests run
     in parallel), while fastgw, which binds with SO_REUSEPORT too, can still listen there.
     A socket that never listens gets no connections; close it once the gateway is up.
+    Like free_port(), never a port this process handed out before.
     """
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
+    return _bind_fresh(_reusable_socket)
 
 
 def wait_port(host: str, port: int, timeout: float) -> None:

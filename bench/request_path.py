@@ -86,7 +86,7 @@ def measure(n: int) -> float:
     loop = uvloop.new_event_loop()  # the loop fastgw runs on (its time() is C, unlike asyncio's)
     asyncio.set_event_loop(loop)
     server = ProxyServer(config(), loop)
-    down = DownstreamProtocol(server)
+    down = DownstreamProtocol(server, 8000)
     down.connection_made(FakeTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
     # Warm one pooled connection per target so every request takes the keep-alive path.
     from fastgw.proxy.upstream import UpstreamConnection

@@ -126,8 +126,10 @@ class ProxyServer:
     async def start(self, sock: socket.socket | None = None) -> None:
         if sock is None:
             sock = bind_socket(self.settings.proxy_listen)
+        # An accepted socket's local port is the listener's: no getsockname per connection.
+        port = sock.getsockname()[1]
         server = await self.loop.create_server(
-            lambda: DownstreamProtocol(self), sock=sock, backlog=2048
+            lambda: DownstreamProtocol(self, port), sock=sock, backlog=2048
         )
         self._servers.append(server)
         self.io_sweeper.start()

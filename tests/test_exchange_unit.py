@@ -45,7 +45,7 @@ def gateway():
     asyncio.set_event_loop(loop)
     server = ProxyServer(config(), loop)
     client = FillingTransport()
-    down = DownstreamProtocol(server)
+    down = DownstreamProtocol(server, 8000)
     down.connection_made(client)
     client.protocol = down
     pooled = []

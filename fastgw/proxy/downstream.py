@@ -107,14 +107,15 @@ class DownstreamProtocol(asyncio.Protocol):
         "_tail",
     )
 
-    def __init__(self, server: ProxyServer) -> None:
+    def __init__(self, server: ProxyServer, port: int) -> None:
+        """`port`: the listening port this connection was accepted on."""
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.parser = httptools.HttpRequestParser(self)
         self.client_ip = ""
-        self.server_port = b""
-        self.server_port_int = 0
+        self.server_port = str(port).encode()
+        self.server_port_int = port
         self.trusted = False
         self.forwarded_fragment = b""
         self.active: Exchange | None = None
@@ -152,11 +153,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         server = self.server
         peer = transport.get_extra_info("peername")
-        sock = transport.get_extra_info("sockname")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        port = sock[1] if isinstance(sock, tuple) else 0
-        self.server_port = str(port).encode()
-        self.server_port_int = port
         self.trusted = server.is_trusted(self.client_ip)
         ip = self.client_ip.encode()
         self.forwarded_fragment = b"".join(
