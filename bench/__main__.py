@@ -3,6 +3,8 @@
     python -m bench run                      # everything, ~6-8 min on 2 cores
     python -m bench run --quick              # ~1 s per target and workload, 1 repeat
     python -m bench run --targets fastgw1,nginx --workloads get_c64 --repeats 5
+    git worktree add /tmp/before HEAD~3 && python -m bench run --baseline /tmp/before \
+        --targets fastgw1,nginx --workloads get_c64 --repeats 5   # before/after, one run
     python -m bench run --backend http://iris1:52773 --backend http://iris2:52773 \
         --user _SYSTEM --password SYS
     python -m bench idle --connections 10000
@@ -54,7 +56,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--password", help="Basic auth password")
     run.add_argument("--workers", type=int, default=0, help="N of fastgwN (default: CPU count)")
     run.add_argument("--no-pin", action="store_true", help="do not taskset the emulators")
-    run.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results directory")
+    run.add_argument("--out", type=Path, default=None,
+                     help=f"results directory (default {DEFAULT_OUT}; {DEFAULT_OUT}/baseline "
+                          "with --baseline, so the README's latest results stay)")
+    run.add_argument("--baseline", type=Path, metavar="DIR",
+                     help="another fastgw checkout (e.g. `git worktree add /tmp/old <commit>`): "
+                          "its --workers 1 runs as target 'baseline', interleaved with fastgw1, "
+                          "and the ratios give fastgw1/baseline (before/after in one run)")
 
     idle = sub.add_parser("idle", help="RSS of fastgw per idle keep-alive client connection")
     idle.add_argument("--connections", type=int, default=10000)
@@ -68,6 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     bad_targets = [t for t in args.targets if t not in ALL_TARGETS]
     if unknown or bad_targets:
         print(f"unknown workloads {unknown} / targets {bad_targets}", file=sys.stderr)
+        return 2
+    if args.baseline is not None and not (args.baseline / "fastgw" / "__main__.py").is_file():
+        print(f"--baseline {args.baseline}: not a fastgw checkout", file=sys.stderr)
         return 2
     if len(args.backend) not in (0, 2):
         print("give exactly two --backend URLs (or none for the emulator)", file=sys.stderr)
@@ -83,17 +94,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         warmup=1,
         workers_n=args.workers,
         pin=not args.no_pin,
+        baseline=args.baseline.resolve() if args.baseline else None,
         log=lambda line: print(line, flush=True),
     )
+    out = args.out or (DEFAULT_OUT / "baseline" if args.baseline else DEFAULT_OUT)
     doc = summarize(run_benchmark(opts))
     print()
     print(format_table(doc))
-    path, latest = write_results(doc, args.out)
+    path, latest = write_results(doc, out)
     print(f"\nresults: {path}\n         {latest}")
     png = path.with_suffix(".png")
     message = draw_chart(doc, png)
     if png.exists():
-        (args.out / "latest.png").write_bytes(png.read_bytes())
+        (out / "latest.png").write_bytes(png.read_bytes())
     print(message)
     return 0
 

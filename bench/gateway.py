@@ -133,7 +133,11 @@ class GatewayProcess:
         stop_timeout: float = 10.0,
         extra_args: Sequence[str] = (),
         taskset: str | None = None,
+        root: Path | None = None,
     ) -> None:
+        """`root`: the checkout whose fastgw runs (default this one; e.g. a git worktree
+        of an older commit for a before/after comparison)."""
+        self.root = root or REPO_ROOT
         self.config = copy.deepcopy(config)
         self._reserved = reserve_port() if port is None else None
         self.port = port or self._reserved.getsockname()[1]  # type: ignore[union-attr]
@@ -178,7 +182,7 @@ class GatewayProcess:
 
     def start(self) -> GatewayProcess:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.root), env.get("PYTHONPATH")]))
         env.update(self.env)
         args = [sys.executable, "-m", "fastgw", "run", "-c", str(self.config_path), *self.extra_args]
         if self.taskset:
@@ -186,7 +190,7 @@ class GatewayProcess:
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env,
-            cwd=str(REPO_ROOT),
+            cwd=str(self.root),
         )
         deadline = time.monotonic() + self.startup_timeout
         while True:

@@ -20,9 +20,11 @@ import base64
 import http.client
 import os
 import shutil
+import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 from urllib.parse import urlsplit
@@ -58,6 +60,7 @@ class Options:
     warmup: int = 1
     workers_n: int = 0  # 0 = CPU count
     pin: bool = True
+    baseline: Path | None = None  # another checkout: its fastgw --workers 1 as target "baseline"
     log: Callable[[str], None] = print
 
 
@@ -148,11 +151,27 @@ def _start_target(stack: ExitStack, name: str, backends: list[str], backend_pids
         return Target(name, "fastgw", gw.url, [gw.pid], gw.config,
                       [sys.executable, "-m", "fastgw", "run", "-c", "<config>"],
                       f"fastgw --workers {workers}")
+    if name == "baseline" and opts.baseline is not None:
+        config = config_for_targets(backends, route={"paths": ["/"]})
+        gw = stack.enter_context(GatewayProcess(config, workers=1, root=opts.baseline))
+        return Target(name, "fastgw", gw.url, [gw.pid], gw.config,
+                      [sys.executable, "-m", "fastgw", "run", "-c", "<config>"],
+                      f"fastgw --workers 1 from {opts.baseline} ({_commit(opts.baseline)})")
     if name in (NGINX, HAPROXY):
         anchor = stack.enter_context(AnchorProcess(name, backends))
         return Target(name, name, anchor.url, [anchor.pid], anchor.config_text, anchor.args,
                       anchor.version())
     raise ValueError(f"unknown target {name!r} (choose from {', '.join(ALL_TARGETS)})")
+
+
+def _commit(root: Path) -> str:
+    """The checkout's commit, for the record (or "?" outside git)."""
+    try:
+        out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+                             capture_output=True, text=True, timeout=10)
+    except OSError:
+        return "?"
+    return out.stdout.strip()[:72] or "?"
 
 
 def _measure(target: Target, workload: Workload, opts: Options, headers: list[str],
@@ -194,6 +213,10 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         log(f"note: {hint}")
     targets = [t for t in opts.targets
                if t not in (NGINX, HAPROXY) or shutil.which(t) is not None]
+    if opts.baseline is not None:
+        # Right after fastgw1 (its counterpart), so the two alternate most closely.
+        at = targets.index("fastgw1") + 1 if "fastgw1" in targets else len(targets)
+        targets.insert(at, "baseline")
     workloads = [WORKLOADS[w] for w in opts.workloads]
     if opts.backends:
         skipped = [w.name for w in workloads if w.emulator_only]

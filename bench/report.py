@@ -72,7 +72,7 @@ def summarize(doc: dict[str, Any]) -> dict[str, Any]:
         for fg in FASTGW:
             if fg not in by_target:
                 continue
-            for ref in ("nginx", "direct"):
+            for ref in ("baseline", "nginx", "direct"):  # baseline: a --baseline checkout
                 if ref not in by_target:
                     continue
                 a, b = by_target[fg], by_target[ref]

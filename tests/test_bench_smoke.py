@@ -47,3 +47,23 @@ def test_quick_run_writes_sane_json(tmp_path: Path) -> None:
     assert "fastgw1/nginx" in doc["ratios"]["get_c8"]
     assert "fastgw1/direct" in doc["ratios"]["bytes_1m"]
     assert "requests/s" in proc.stdout or "req/s" in proc.stdout  # the table was printed
+
+
+def test_baseline_checkout_runs_as_its_own_target(tmp_path: Path) -> None:
+    """--baseline DIR: another checkout's fastgw (here: this one) runs next to fastgw1 and
+    the ratios give fastgw1/baseline; its commit is on record."""
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--quick", "--targets", "fastgw1",
+         "--workloads", "get_c8", "--baseline", str(REPO_ROOT), "--out", str(out)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((out / "latest.json").read_text())
+    assert [run["target"] for run in doc["runs"]] == ["fastgw1", "baseline"]
+    assert all(run["requests"] > 0 and run["error_count"] == 0 for run in doc["runs"])
+    assert str(REPO_ROOT) in doc["targets"]["baseline"]["version"]
+    assert doc["ratios"]["get_c8"]["fastgw1/baseline"]["rps"] > 0
+    bad = subprocess.run([sys.executable, "-m", "bench", "run", "--baseline", str(tmp_path)],
+                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "not a fastgw checkout" in bad.stderr
