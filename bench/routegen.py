@@ -15,10 +15,10 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class BenchRoute:
-    """Minimal Kong Route stand-in (attribute names as in Kong)."""
+    """Minimal Kong Route stand-in (attribute names as in Kong), for the router's
+    benchmarks and unit tests."""
 
     id: str
-    name: str | None = None
     paths: tuple[str, ...] | None = None
     hosts: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
@@ -28,6 +28,7 @@ class BenchRoute:
     strip_path: bool = True
     preserve_host: bool = False
     path_handling: str = "v0"
+    name: str | None = None
     service: str | None = None
 
 

@@ -4,29 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from bench.routegen import generate_routes, sample_path
+from bench.routegen import BenchRoute, generate_routes, sample_path
 from fastgw.router import RouteMatch, Router, _literals
 
-
-@dataclass(frozen=True, slots=True)
-class R:
-    id: str
-    paths: tuple[str, ...] | None = None
-    hosts: tuple[str, ...] | None = None
-    methods: tuple[str, ...] | None = None
-    headers: dict[str, tuple[str, ...]] | None = field(default=None, hash=False)
-    regex_priority: int = 0
-    created_at: Any = 0
-    strip_path: bool = True
-    preserve_host: bool = False
-    path_handling: str = "v0"
-    name: str | None = None
-    service: str | None = "svc"
+R = BenchRoute  # short name for the tables below
 
 
 def _ids(m: RouteMatch | None) -> str | None:
