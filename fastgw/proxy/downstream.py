@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from fastgw.proxy.exchange import DONE, VIA_LINE, Exchange
-from fastgw.proxy.headers import error_response, split_host_port
+from fastgw.proxy.headers import METHOD_NAMES, error_response, split_host_port
 
 if TYPE_CHECKING:
     from fastgw.proxy.upstream import UpstreamConnection
@@ -49,17 +49,6 @@ _CRLF = b"\r\n"
 _REQUEST_SPECIAL = frozenset(
     {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
 )
-_METHODS = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-
-
-class _ClosedParser:
-    """Stands in for the parser after connection_lost (see there)."""
-
-    def feed_data(self, data: bytes) -> None:
-        pass
-
-
-_CLOSED_PARSER = _ClosedParser()
 
 
 class _LimitExceeded(Exception):
@@ -213,7 +202,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.queue.popleft().client_gone()
         # The parser holds our bound callbacks: drop it so reference counting frees this
         # connection now instead of leaving a cycle for the garbage collector.
-        self.parser = _CLOSED_PARSER
+        self.parser = None  # type: ignore[assignment]
         self.last = self.parsing = None
 
     def pause_writing(self) -> None:
@@ -292,7 +281,7 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         parser = self.parser
         raw_method = parser.get_method()
-        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+        method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
         keep_alive = parser.should_keep_alive()
         # Keep-alive without a Connection field is HTTP/1.1 by definition (1.0 needs
         # "Connection: keep-alive"): only the other cases pay for the version string.

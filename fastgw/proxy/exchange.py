@@ -33,6 +33,7 @@ from fastgw.proxy.headers import (
     FORWARDED,
     HOP_BY_HOP,
     IDEMPOTENT_METHODS,
+    METHOD_BYTES,
     VIA_VALUE,
     clean_response_head,
     connection_tokens,
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fastgw.proxy")
 
-_METHOD_BYTES = {m: m.encode() for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
 # Router results kept per snapshot (Kong keeps an LRU of 5000 for the same reason).
 ROUTE_CACHE_SIZE = 8192
 REPLAY_LIMIT = 65536  # request body bytes kept for a retry; also the pre-connect buffer
@@ -327,7 +327,7 @@ class Exchange:
         else:
             host = target.host_header
         parts = [
-            _METHOD_BYTES.get(self.method) or self.method.encode("latin-1"),
+            METHOD_BYTES.get(self.method) or self.method.encode("latin-1"),
             b" ",
             self.upstream_target,
             b" HTTP/1.1\r\nHost: ",
@@ -612,11 +612,12 @@ class Exchange:
         self.respond_error(status)
 
     def _end_attempt(self) -> None:
-        if self.counted:
-            self.counted = False
-            target = self.target
-            if target is not None and target.owner is not None:
-                target.owner.release(target)
+        """The balancer stops counting this attempt (callers check `counted`, which is
+        set only for a target whose owner counts: least-connections)."""
+        self.counted = False
+        target = self.target
+        assert target is not None and target.owner is not None
+        target.owner.release(target)
 
     def _release_conn(self, keep: bool = False) -> None:
         if self.counted:

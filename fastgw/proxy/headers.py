@@ -56,6 +56,9 @@ FORWARDED = frozenset(
 )
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+# The common methods both ways, so the request path neither decodes nor encodes them.
+METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+METHOD_BYTES = {name: raw for raw, name in METHOD_NAMES.items()}
 
 
 def _reason(code: int) -> bytes:
