@@ -26,7 +26,7 @@ import orjson
 
 from bench.load import ALL_TARGETS, DEFAULT_WORKLOADS, QUICK_WORKLOADS, Options, run_benchmark
 from bench.loadgen import WORKLOADS
-from bench.procs import REPO_ROOT
+from tests.support.procs import REPO_ROOT
 from bench.report import draw_chart, format_table, summarize, write_results
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from bench.gateway import free_port, wait_port
+from tests.support.gateway import free_port, wait_port
 
 __all__ = ["AnchorProcess", "nginx_config", "haproxy_config", "NGINX", "HAPROXY"]
 

@@ -1,4 +1,4 @@
-"""Micro-benchmarks for fastgw.balancer picks.
+"""Micro-benchmarks for fastgw.core.balancer picks.
 
 Run: .venv/bin/python -m pytest bench/bench_balancer.py --benchmark-enable -q
 Each benchmark times a loop of LOOP picks, so divide the reported mean by LOOP
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.balancer import (
+from fastgw.core.balancer import (
     ConsistentHashRing,
     LeastConnections,
     SmoothWeightedRoundRobin,

@@ -6,7 +6,7 @@ Each benchmark times a loop of LOOP operations; ``ns/op`` in extra_info is the p
 cost. These sit under the load benchmark's "CPU us per request": at ~15 us per request for
 the whole proxy, a 1 us step here is 7% of the budget.
 
-Parsing mirrors fastgw.proxy.downstream's callbacks (one parser reused across requests,
+Parsing mirrors fastgw.dataplane.downstream's callbacks (one parser reused across requests,
 headers appended as (lower name, name, value)) rather than driving DownstreamProtocol
 itself: that would start routing and upstream I/O from on_headers_complete. The head
 building benchmark calls the real `Exchange._upstream_head` with a real DownstreamProtocol
@@ -21,13 +21,13 @@ from types import SimpleNamespace
 import httptools
 import pytest
 
-from bench.gateway import config_for_targets
-from fastgw.accesslog import RequestIds
+from tests.support.gateway import config_for_targets
+from fastgw.dataplane.accesslog import RequestIds
 from fastgw.config.declarative import load_declarative
-from fastgw.metrics import WorkerStats
-from fastgw.proxy.downstream import DownstreamProtocol
-from fastgw.proxy.exchange import Exchange
-from fastgw.router import Router
+from fastgw.dataplane.stats import WorkerStats
+from fastgw.dataplane.downstream import DownstreamProtocol
+from fastgw.dataplane.exchange import Exchange
+from fastgw.core.router import Router
 
 LOOP = 1000
 

@@ -1,8 +1,8 @@
-"""Micro-benchmarks for fastgw.router (match and compile).
+"""Micro-benchmarks for fastgw.core.router (match and compile).
 
 Run: .venv/bin/python -m pytest bench/bench_router.py --benchmark-enable -q
 Match benchmarks time a loop of LOOP lookups; ``ns/match`` in extra_info is the
-per-lookup cost. Route tables come from bench/routegen.py (mixed plain
+per-lookup cost. Route tables come from tests/support/routegen.py (mixed plain
 prefixes, exact and wildcard hosts, methods, headers, regex paths).
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench.routegen import generate_routes, sample_path
-from fastgw.router import Router
+from tests.support.routegen import generate_routes, sample_path
+from fastgw.core.router import Router
 
 LOOP = 1000
 SIZES = [10, 1_000, 10_000]

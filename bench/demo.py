@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 
-from bench.procs import REPO_ROOT, IrisProcess
+from tests.support.procs import REPO_ROOT, IrisProcess
 
 
 def main() -> int:

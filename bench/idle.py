@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bench.gateway import GatewayProcess, config_for_targets
+from tests.support.gateway import GatewayProcess, config_for_targets
 from bench.loadgen import _Client
-from bench.procs import IrisProcess
+from tests.support.procs import IrisProcess
 from bench.procstat import memory_kb
 
 __all__ = ["raise_nofile", "run_idle"]

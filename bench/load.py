@@ -30,9 +30,9 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from bench.anchors import HAPROXY, NGINX, AnchorProcess
-from bench.gateway import GatewayProcess, config_for_targets
+from tests.support.gateway import GatewayProcess, config_for_targets
 from bench.loadgen import WORKLOADS, LoadResult, Workload, loadgen_name, run_load
-from bench.procs import IrisProcess
+from tests.support.procs import IrisProcess
 from bench.procstat import RssSampler, cpu_seconds_between, cpu_snapshot, memory_kb
 
 __all__ = ["Options", "ALL_TARGETS", "DEFAULT_WORKLOADS", "QUICK_WORKLOADS", "run_benchmark"]
@@ -134,7 +134,7 @@ def _start_backends(stack: ExitStack, opts: Options) -> tuple[list[str], list[in
             IrisProcess(ident, user=opts.user, password=opts.password, taskset=pin))
         pids.append(iris.pid)
         addrs.append(f"127.0.0.1:{iris.port}")
-    return addrs, pids, {"kind": "emulator (bench/iris.py)", "addresses": addrs, "pinned_cpu": pin}
+    return addrs, pids, {"kind": "emulator (tests/support/iris.py)", "addresses": addrs, "pinned_cpu": pin}
 
 
 def _start_target(stack: ExitStack, name: str, backends: list[str], backend_pids: list[int],

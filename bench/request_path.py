@@ -19,8 +19,8 @@ import asyncio
 import time
 
 from fastgw.config import load_declarative
-from fastgw.proxy.downstream import DownstreamProtocol
-from fastgw.server import ProxyServer
+from fastgw.dataplane.downstream import DownstreamProtocol
+from fastgw.dataplane.server import ProxyServer
 
 REQUEST = b"GET /api/atelier/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BODY = b'{"status":{"errors":[],"summary":""},"console":[],"result":{"content":{"id":"A"}}}'
@@ -71,7 +71,7 @@ def config():
 
 def set_metrics(enabled: bool) -> None:
     """Metrics off = the per-request RouteStats.record call does nothing (bench only)."""
-    from fastgw.metrics import RouteStats
+    from fastgw.dataplane.stats import RouteStats
 
     if not hasattr(RouteStats, "_bench_record"):
         RouteStats._bench_record = RouteStats.record  # type: ignore[attr-defined]
@@ -89,7 +89,7 @@ def measure(n: int) -> float:
     down = DownstreamProtocol(server, 8000)
     down.connection_made(FakeTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
     # Warm one pooled connection per target so every request takes the keep-alive path.
-    from fastgw.proxy.upstream import UpstreamConnection
+    from fastgw.dataplane.upstream import UpstreamConnection
 
     for upstream in server.snapshot.upstreams.values():
         for target in upstream.targets:

@@ -1,7 +1,7 @@
 """`fastgw run | check`: the command line.
 
 Only argument handling lives here; loading is `fastgw.config`, serving is
-`fastgw.server`, and the multi-process mode is `fastgw.supervisor`.
+`fastgw.dataplane.server`, and the multi-process mode is `fastgw.controlplane.supervisor`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_check(path: str) -> int:
     # Through the store's parser, so files with `workspaces` check like they load.
-    from fastgw.config.store import FileConfigStore
+    from fastgw.controlplane.store import FileConfigStore
 
     try:
         config = FileConfigStore.open(path, env=os.environ).state.merged
@@ -96,10 +96,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     """Open the store (config.json) and run the supervisor with its workers.
 
     Every worker count, 1 included, is a supervisor plus worker processes; see the
-    `fastgw.supervisor` docstring for why.
+    `fastgw.controlplane.supervisor` docstring for why.
     """
-    from fastgw.config.store import FileConfigStore
-    from fastgw.supervisor import StartupError, Supervisor
+    from fastgw.controlplane.store import FileConfigStore
+    from fastgw.controlplane.supervisor import StartupError, Supervisor
 
     path = args.config
     try:
@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
     )
     if args.command == "worker":
-        from fastgw.worker import main as worker_main
+        from fastgw.dataplane.worker import main as worker_main
 
         return worker_main(args.ipc_fd)
     return cmd_run(args)

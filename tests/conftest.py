@@ -8,8 +8,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from bench.gateway import GatewayProcess, config_for_targets
-from bench.procs import IrisProcess
+from tests.support.gateway import GatewayProcess, config_for_targets
+from tests.support.procs import IrisProcess
 
 
 def require_tool(name: str, install: str) -> str:

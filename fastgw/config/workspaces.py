@@ -14,7 +14,7 @@ silently ambiguous, so they are refused with the reason instead:
 - **Ids.** Merged into one snapshot, ids must be unique across workspaces.
 
 The default workspace is the top level of config.json; the others live under its
-``workspaces`` key (see ``fastgw.config.store``).
+``workspaces`` key (see ``fastgw.controlplane.store``).
 """
 
 from __future__ import annotations

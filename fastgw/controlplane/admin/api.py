@@ -1,0 +1,240 @@
+"""The Admin API: routing, authentication, and the node-level endpoints.
+
+Entity endpoints are generated per kind (``crud.py``), nested ones per parent/child pair,
+and every entity path also exists under ``/{workspace}/...`` (Kong EE). The node-level
+endpoints live here: ``GET /`` (node info), ``GET /status``, ``GET|POST /config``
+(export / replace everything, Kong's code 14 errors, ``If-Match`` against lost updates),
+``/workspaces`` and ``/openapi.json``.
+
+``RuntimeInfo`` is what the supervisor tells the API about the processes (pids, worker
+versions); the API never touches a worker itself: writes go to the store, and the store's
+listeners push snapshots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import socket
+import sys
+from functools import partial
+from typing import Any, Awaitable, Callable, Protocol
+
+import orjson
+
+from fastgw import __version__
+from fastgw.controlplane.admin import crud
+from fastgw.controlplane.admin import entities as E
+from fastgw.controlplane.admin.forms import parse_body
+from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
+from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response, split_path
+from fastgw.controlplane.admin.openapi import build_openapi
+from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
+from fastgw.config import ConfigError
+from fastgw.config.settings import settings_to_dict
+from fastgw.controlplane.store import FileConfigStore, PreconditionFailed
+
+__all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
+
+# The Kong Admin API generation fastgw speaks; clients such as deck pick their format
+# from ``version`` in ``GET /``. fastgw's own version is ``fastgw_version``.
+KONG_API_VERSION = "3.4.0"
+
+Route = tuple[tuple[str, ...], dict[str, Callable[[crud.Call], Awaitable[Response]]]]
+ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins")
+_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics"})
+
+
+class RuntimeInfo(Protocol):
+    node_id: str
+
+    def pids(self) -> dict[str, Any]:
+        """``{"master": pid, "workers": [pid, ...]}``."""
+        ...
+
+    def status(self) -> dict[str, Any]:
+        """Process and propagation state for ``GET /status``."""
+        ...
+
+
+def _entity_routes() -> list[Route]:
+    routes: list[Route] = []
+    for kind in ENTITY_ROOTS:
+        routes.append(((kind,), {"GET": partial(crud.list_entities, kind=kind),
+                                 "POST": partial(crud.post_entity, kind=kind)}))
+        routes.append(((kind, "{id}"), {
+            "GET": partial(crud.get_entity, kind=kind, param="id"),
+            "PUT": partial(crud.put_entity, kind=kind, param="id"),
+            "PATCH": partial(crud.patch_entity, kind=kind, param="id"),
+            "DELETE": partial(crud.delete_entity, kind=kind, param="id")}))
+    # Targets first (literal "all" before "{t}"), then the other parent/child pairs.
+    up = ("upstreams", "p", "upstream")
+    routes.append((("upstreams", "{p}", "targets", "all"),
+                   {"GET": partial(crud.list_entities, kind="targets", nested=up)}))
+    routes.append((("upstreams", "{u}", "health"), {"GET": get_health}))
+    for verb in ("healthy", "unhealthy"):
+        h = partial(_health, healthy=verb == "healthy")
+        routes.append((("upstreams", "{u}", "targets", "{t}", verb), {"PUT": h, "POST": h}))
+        routes.append((("upstreams", "{u}", "targets", "{t}", "{address}", verb),
+                       {"PUT": h, "POST": h}))
+    pairs = [("upstreams", "targets", "upstream"), ("services", "routes", "service"),
+             ("services", "plugins", "service"), ("routes", "plugins", "route"),
+             ("consumers", "plugins", "consumer")]
+    for parent, child, fk in pairs:
+        nested = (parent, "p", fk)
+        routes.append(((parent, "{p}", child), {
+            "GET": partial(crud.list_entities, kind=child, nested=nested),
+            "POST": partial(crud.post_entity, kind=child, nested=nested)}))
+        routes.append(((parent, "{p}", child, "{id}"), {
+            "GET": partial(crud.get_entity, kind=child, param="id", nested=nested),
+            "PUT": partial(crud.put_entity, kind=child, param="id", nested=nested),
+            "PATCH": partial(crud.patch_entity, kind=child, param="id", nested=nested),
+            "DELETE": partial(crud.delete_entity, kind=child, param="id", nested=nested)}))
+    for child, fk in (("routes", "service"), ("plugins", "service"), ("plugins", "route"),
+                      ("plugins", "consumer")):
+        routes.append(((child, "{id}", fk), {
+            "GET": partial(crud.get_parent, kind=child, param="id", fk=fk),
+            "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk)}))
+    return routes
+
+
+async def _health(call: crud.Call, healthy: bool) -> Response:
+    return await set_health(call, healthy)
+
+
+def _match(routes: list[Route], segs: list[str]) -> tuple[dict[str, Any], dict[str, str]] | None:
+    for pattern, methods in routes:
+        if len(pattern) != len(segs):
+            continue
+        params: dict[str, str] = {}
+        for p, s in zip(pattern, segs):
+            if p.startswith("{"):
+                params[p[1:-1]] = s
+            elif p != s:
+                break
+        else:
+            return methods, params
+    return None
+
+
+class AdminAPI:
+    def __init__(self, store: FileConfigStore, runtime: RuntimeInfo, *,
+                 admin_token: str | None = None, health: HealthSource | None = None) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.node_id = runtime.node_id
+        self.admin_token = admin_token.encode() if admin_token else None
+        self.health: HealthSource = health or ManualHealth()
+        self.entity_routes = _entity_routes()
+        self.node_routes: list[Route] = [
+            ((), {"GET": self._root}),
+            (("status",), {"GET": self._status}),
+            (("config",), {"GET": self._get_config, "POST": self._post_config}),
+            (("openapi.json",), {"GET": self._openapi}),
+            *WORKSPACE_ROUTES,
+        ]
+        self._openapi_doc: bytes | None = None
+
+    # -- dispatch ------------------------------------------------------------------------
+    async def handle(self, req: Request) -> Response:
+        if self.admin_token is not None and not self._authorized(req):
+            return json_response(401, {"message": "Unauthorized"})
+        segs = crud_segments(req.path)
+        ws = "default"
+        routes = self.entity_routes
+        if not segs or segs[0] in _NODE_ROOTS:
+            routes = self.node_routes
+        elif segs[0] not in ENTITY_ROOTS and len(segs) >= 2 and segs[1] in ENTITY_ROOTS:
+            target = self.store.state.workspace(segs[0])
+            if target is None:
+                raise E.not_found()
+            ws, segs = target.name, segs[1:]
+        hit = _match(routes, segs)
+        if hit is None:
+            raise E.not_found()
+        methods, params = hit
+        handler = methods.get(req.method)
+        if handler is None:
+            allow = ", ".join(sorted(methods))
+            return json_response(405, {"message": "Method not allowed"}, [("Allow", allow)])
+        return await handler(crud.Call(self, req, ws, params))
+
+    def _authorized(self, req: Request) -> bool:
+        given = req.headers.get("fastgw-admin-token") or req.headers.get("kong-admin-token")
+        assert self.admin_token is not None
+        # compare_digest: the time taken must not reveal how much of a guess was right.
+        return given is not None and hmac.compare_digest(given.encode("latin-1"), self.admin_token)
+
+    # -- node endpoints ------------------------------------------------------------------
+    async def _root(self, call: crud.Call) -> Response:
+        state = self.store.state
+        settings = settings_to_dict(state.merged.gateway)
+        settings.pop("admin_token", None)  # never echo the secret
+        plugins = sorted({p.name for p in state.merged.plugins})
+        return json_response(200, {
+            "tagline": "Welcome to fastgw",
+            "version": KONG_API_VERSION,
+            "fastgw_version": __version__,
+            "edition": "community",
+            "hostname": socket.gethostname(),
+            "node_id": self.node_id,
+            "plugins": {"available_on_server": {}, "enabled_in_cluster": plugins},
+            "python_version": sys.version.split()[0],
+            "configuration": {**settings, "database": "off", "config_file": self.store.path},
+            "pids": self.runtime.pids(),
+        })
+
+    async def _status(self, call: crud.Call) -> Response:
+        return json_response(200, self.status_body())
+
+    def status_body(self) -> dict[str, Any]:
+        state = self.store.state
+        return {"database": {"reachable": True}, "configuration_hash": state.etag,
+                "config_version": state.version, **self.runtime.status()}
+
+    async def _openapi(self, call: crud.Call) -> Response:
+        if self._openapi_doc is None:
+            self._openapi_doc = orjson.dumps(build_openapi())
+        return Response(200, self._openapi_doc)
+
+    async def _get_config(self, call: crud.Call) -> Response:
+        state = self.store.state
+        doc = state.document(with_gateway=False)
+        # Kong returns the config as a (YAML) string; JSON is valid YAML.
+        return json_response(200, {"config": orjson.dumps(doc).decode(), "version": state.version,
+                                   "etag": state.etag}, [("ETag", f'"{state.etag}"')])
+
+    async def _post_config(self, call: crud.Call) -> Response:
+        req = call.req
+        body = parse_body(req)
+        doc: Any = body
+        if isinstance(body.get("config"), str):  # Kong's config=<document string>
+            try:
+                doc = orjson.loads(body["config"])
+            except orjson.JSONDecodeError:
+                raise _declarative_error(ConfigError([("config", "expected a JSON document "
+                                                       "(YAML is not supported)")])) from None
+        body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
+        if req.arg("check_hash") in ("1", "true") and body_hash == self.store.posted_hash:
+            return Response(304, content_type=None)
+        try:
+            state = await self.store.replace_document(doc, if_match=req.headers.get("if-match"),
+                                                      body_hash=body_hash)
+        except PreconditionFailed as exc:
+            raise HTTPError(412, {"message": f"precondition failed: {exc}",
+                                  "etag": exc.current_etag}) from None
+        except ConfigError as err:
+            raise _declarative_error(err) from None
+        return json_response(201, state.document(with_gateway=False),
+                             [("ETag", f'"{state.etag}"')])
+
+
+def _declarative_error(err: ConfigError) -> HTTPError:
+    return HTTPError(400, {"code": 14, "name": "invalid declarative configuration",
+                           "message": f"declarative config is invalid: {err}",
+                           "fields": err.fields,
+                           "flattened_errors": [{"path": p, "message": m} for p, m in err.errors]})
+
+
+def crud_segments(path: str) -> list[str]:
+    return split_path(path)

@@ -1,0 +1,284 @@
+"""Generic CRUD over one workspace's Config, with Kong's semantics and error bodies.
+
+Every operation is pure: it takes a ``Config`` and returns the new one (plus the entity),
+or raises ``HTTPError`` with Kong's body. The API layer commits the result through the
+store, which validates the whole resulting configuration once more before saving.
+
+Kong rules implemented here (``kong/api/endpoints.lua``, ``kong/db/dao``):
+- entities are addressed by id or by their endpoint key (name, username, target, ...);
+- unique fields are unique per workspace (409, code 5); an explicit id already in use is
+  a primary key violation (400, code 3); a foreign key to nothing is code 4 (400);
+- PUT is an upsert that replaces the whole entity (missing fields get defaults), PATCH
+  merges into it (records merged deeply, like Kong's ``merge_values``);
+- deleting an upstream deletes its targets; deleting a service, route or consumer
+  deletes its plugins; a service that routes still use cannot be deleted (code 4).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, replace
+from typing import Any, Iterable, Mapping
+
+from fastgw.controlplane.admin.http import HTTPError
+from fastgw.config import ConfigError, build_entity, entity_to_dict
+from fastgw.config.model import Config, Entity
+from fastgw.config.validate import SCHEMAS
+
+__all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete",
+           "schema_error", "not_found", "lua_table"]
+
+
+@dataclass(frozen=True, slots=True)
+class Kind:
+    name: str  # collection: "services"
+    endpoint_key: str | None  # alternate key for addressing
+    unique: tuple[str, ...]  # fields unique per workspace
+    foreign: Mapping[str, str]  # fk field -> collection
+
+
+KINDS: dict[str, Kind] = {k.name: k for k in (
+    Kind("services", "name", ("name",), {}),
+    Kind("routes", "name", ("name",), {"service": "services"}),
+    Kind("upstreams", "name", ("name",), {}),
+    Kind("targets", "target", (), {"upstream": "upstreams"}),
+    Kind("consumers", "username", ("username", "custom_id"), {}),
+    Kind("plugins", "instance_name", ("instance_name",),
+         {"service": "services", "route": "routes", "consumer": "consumers"}),
+)}
+# Children that go with their parent (Kong's on_delete = "cascade").
+_CASCADE = {"upstreams": (("targets", "upstream"),),
+            "services": (("plugins", "service"),),
+            "routes": (("plugins", "route"),),
+            "consumers": (("plugins", "consumer"),)}
+
+
+# --------------------------------------------------------------------------- errors
+
+def not_found() -> HTTPError:
+    return HTTPError(404, {"message": "Not found"})
+
+
+def lua_table(fields: Mapping[str, Any]) -> str:
+    """Kong renders keys in errors as Lua tables: ``{name="foo"}``, ``{upstream={id="x"}}``."""
+    def val(v: Any) -> str:
+        if v is None:
+            return "null"
+        if isinstance(v, dict):
+            return lua_table(v)
+        if isinstance(v, str):
+            return f'"{v}"'
+        return str(v)
+    return "{" + ",".join(f"{k}={val(v)}" for k, v in sorted(fields.items())) + "}"
+
+
+def schema_error(err: ConfigError) -> HTTPError:
+    return HTTPError(400, {"code": 2, "name": "schema violation", "message": str(err),
+                           "fields": err.fields})
+
+
+def _unique_error(fields: Mapping[str, Any]) -> HTTPError:
+    return HTTPError(409, {"code": 5, "name": "unique constraint violation",
+                           "message": f"UNIQUE violation detected on '{lua_table(fields)}'",
+                           "fields": dict(fields)})
+
+
+def _fk_error(fk: str, target_kind: str, ref: str) -> HTTPError:
+    key = {"id": ref}
+    return HTTPError(400, {"code": 4, "name": "foreign key violation",
+                           "message": f"the foreign key '{lua_table(key)}' does not reference "
+                                      f"an existing '{target_kind}' entity.",
+                           "fields": {fk: key}})
+
+
+# --------------------------------------------------------------------------- lookups
+
+def _is_uuid(key: str) -> bool:
+    try:
+        uuid.UUID(key)
+    except ValueError:
+        return False
+    return True
+
+
+def find(cfg: Config, kind: str, key: str, *, scope: tuple[str, str] | None = None) -> Entity | None:
+    """Entity of ``kind`` by id or endpoint key; ``scope=(fk, id)`` restricts to children."""
+    items = select(cfg, kind, scope)
+    for e in items:
+        if e.id == key:
+            return e
+    ek = KINDS[kind].endpoint_key
+    if ek is None:
+        return None
+    if kind == "targets":
+        from fastgw.config.model import normalize_target
+
+        key = normalize_target(key) or key
+    for e in items:
+        if getattr(e, ek) == key:
+            return e
+    return None
+
+
+def select(cfg: Config, kind: str, scope: tuple[str, str] | None = None) -> tuple[Entity, ...]:
+    items: tuple[Entity, ...] = getattr(cfg, kind)
+    if scope is not None:
+        fk, pid = scope
+        items = tuple(e for e in items if getattr(e, fk) == pid)
+    return items
+
+
+# --------------------------------------------------------------------------- writes
+
+def _deep_merge(base: dict[str, Any], patch: Mapping[str, Any], records: Iterable[str]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in patch.items():
+        if k in records and isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge_record(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def _merge_record(a: dict[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge_record(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _build(cfg: Config, kind: str, data: dict[str, Any]) -> Entity:
+    """Validate a body into an entity and resolve its foreign keys (by id or name)."""
+    spec = KINDS[kind]
+    try:
+        entity, _warnings = build_entity(kind, data)
+    except ConfigError as err:
+        raise schema_error(err) from None
+    changes: dict[str, Any] = {}
+    for fk, target_kind in spec.foreign.items():
+        ref = getattr(entity, fk)
+        if ref is None:
+            continue
+        target = find(cfg, target_kind, ref)  # {"id": ...} or {"name": ...}: either works
+        if target is None:
+            raise _fk_error(fk, target_kind, ref)
+        changes[fk] = target.id
+    return replace(entity, **changes) if changes else entity
+
+
+def _check_unique(cfg: Config, kind: str, entity: Entity, *, new: bool) -> None:
+    spec = KINDS[kind]
+    others = [e for e in getattr(cfg, kind) if e.id != entity.id]
+    if new and any(e.id == entity.id for e in getattr(cfg, kind)):
+        raise HTTPError(400, {"code": 3, "name": "primary key violation",
+                              "message": f"primary key violation on key '{lua_table({'id': entity.id})}'",
+                              "fields": {"id": entity.id}})
+    for f in spec.unique:
+        v = getattr(entity, f)
+        if v is not None and any(getattr(e, f) == v for e in others):
+            raise _unique_error({f: v})
+    if kind == "targets":
+        t: Any = entity
+        if any(o.upstream == t.upstream and o.target == t.target for o in others):
+            raise _unique_error({"target": t.target, "upstream": {"id": t.upstream}})
+    if kind == "plugins":
+        p: Any = entity
+        key = (p.name, p.route, p.service, p.consumer)
+        if any((o.name, o.route, o.service, o.consumer) == key for o in others):
+            raise _unique_error({"name": p.name, "route": p.route and {"id": p.route},
+                                 "service": p.service and {"id": p.service},
+                                 "consumer": p.consumer and {"id": p.consumer}})
+
+
+def _now(kind: str) -> float:
+    return round(time.time(), 3) if kind == "targets" else int(time.time())
+
+
+def _store(cfg: Config, kind: str, entity: Entity) -> Config:
+    items = list(getattr(cfg, kind))
+    for i, e in enumerate(items):
+        if e.id == entity.id:
+            items[i] = entity
+            break
+    else:
+        items.append(entity)
+    return replace(cfg, **{kind: tuple(items)})
+
+
+def _scoped(data: dict[str, Any], scope: tuple[str, str] | None) -> dict[str, Any]:
+    if scope is not None:
+        data[scope[0]] = {"id": scope[1]}  # nested endpoints imply the parent
+    return data
+
+
+def create(cfg: Config, kind: str, body: Mapping[str, Any],
+           scope: tuple[str, str] | None = None) -> tuple[Config, Entity]:
+    data = _scoped(dict(body), scope)
+    for ts in ("created_at", "updated_at"):
+        data.pop(ts, None)  # server-assigned, like Kong's auto_timestamp
+    entity = _build(cfg, kind, data)
+    _check_unique(cfg, kind, entity, new=True)
+    return _store(cfg, kind, entity), entity
+
+
+def upsert(cfg: Config, kind: str, key: str, body: Mapping[str, Any],
+           scope: tuple[str, str] | None = None) -> tuple[Config, Entity, bool]:
+    """PUT: replace the entity at ``key`` (or create it there). Returns (cfg, entity, created)."""
+    existing = find(cfg, kind, key, scope=scope)
+    data = _scoped(dict(body), scope)
+    for ts in ("created_at", "updated_at"):
+        data.pop(ts, None)
+    spec = KINDS[kind]
+    if existing is not None:
+        data["id"] = existing.id
+    elif _is_uuid(key):
+        data["id"] = key
+    if not _is_uuid(key) and spec.endpoint_key is not None:
+        # PUT /services/{name}: the name in the URL is part of the entity.
+        given = data.get(spec.endpoint_key)
+        if given is not None and given != key:
+            raise schema_error(ConfigError([(spec.endpoint_key,
+                                             f"must match the value in the URL ('{key}')")]))
+        data[spec.endpoint_key] = key
+    entity = _build(cfg, kind, data)
+    if existing is not None:
+        entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind))
+    _check_unique(cfg, kind, entity, new=existing is None)
+    return _store(cfg, kind, entity), entity, existing is None
+
+
+def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) -> tuple[Config, Entity]:
+    """PATCH: merge ``body`` into ``existing``."""
+    base = entity_to_dict(existing)
+    if kind == "services" and "url" in body:
+        for f in ("protocol", "host", "port", "path"):
+            base.pop(f, None)  # the url shorthand replaces all four
+    records = [k for k, f in SCHEMAS[kind].items() if f.type == "record"]
+    data = _deep_merge(base, body, records)
+    data["id"] = existing.id
+    data.pop("created_at", None)
+    data.pop("updated_at", None)
+    entity = _build(cfg, kind, data)
+    entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind))
+    _check_unique(cfg, kind, entity, new=False)
+    return _store(cfg, kind, entity), entity
+
+
+def delete(cfg: Config, kind: str, entity: Entity) -> Config:
+    if kind == "services":
+        if any(r.service == entity.id for r in cfg.routes):
+            raise HTTPError(400, {"code": 4, "name": "foreign key violation",
+                                  "message": "an existing 'routes' entity references this "
+                                             "'services' entity",
+                                  "fields": {"@referenced_by": "routes"}})
+    changes: dict[str, tuple[Any, ...]] = {
+        kind: tuple(e for e in getattr(cfg, kind) if e.id != entity.id)}
+    for child, fk in _CASCADE.get(kind, ()):
+        changes[child] = tuple(e for e in changes.get(child, getattr(cfg, child))
+                               if getattr(e, fk) != entity.id)
+    return replace(cfg, **changes)
+
+
+def to_dict(entity: Entity) -> dict[str, Any]:
+    return entity_to_dict(entity)

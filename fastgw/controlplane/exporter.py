@@ -1,0 +1,355 @@
+"""Node metrics in the supervisor: gather worker stats over IPC, render Prometheus metrics.
+
+Theory of operation
+-------------------
+A scrape (``GET /metrics`` on the status or admin listener, or ``GET /status``) asks every
+live worker for its counters (``{"type": "stats", "seq": n}`` over its IPC channel; the
+worker answers with `stats_reply`), waits a bounded time for the answers, and sums them
+with `fastgw.dataplane.stats.aggregate`. A worker that does not answer in time is counted with
+its previous answer. A worker that is gone keeps its last counters in the totals (its
+final stats are sent when it drains; a crash loses only what it counted since the last
+scrape), so node counters never go down when a worker is replaced.
+
+`NodeCollector` is a prometheus-client custom collector: it turns the aggregate into
+metric families at scrape time (no prometheus-client object is touched per request). Names
+and labels are Kong 3.x's (reference/kong.md §5) with the ``metrics_prefix`` setting
+(``fastgw`` by default; ``kong`` makes a Kong dashboard work unchanged, and then the
+gateway latency is named ``kong_kong_latency_ms`` as in Kong). See docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.exposition import choose_encoder
+
+from fastgw import __version__
+from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, aggregate
+
+if TYPE_CHECKING:
+    from fastgw.controlplane.admin.http import Request, Response
+    from fastgw.controlplane.supervisor import Supervisor, WorkerHandle
+
+__all__ = ["MetricsHub", "NodeCollector", "HEALTH_STATES"]
+
+log = logging.getLogger("fastgw.metrics")
+
+STATS_TIMEOUT = 1.0  # seconds a scrape waits for the workers' answers
+RETIRED_FOLD_AFTER = 300.0  # seconds after which a dead worker's counters are folded
+HEALTH_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
+_UP_LE = [str(float(b)) for b in UPSTREAM_BUCKETS]
+_GW_LE = [str(float(b)) for b in GATEWAY_BUCKETS]
+
+
+def _buckets(hist: list[int], les: list[str]) -> list[tuple[str, float]]:
+    out: list[tuple[str, float]] = []
+    total = 0
+    for le, n in zip(les, hist[:-1], strict=True):
+        total += n
+        out.append((le, total))
+    out.append(("+Inf", total + hist[-1]))
+    return out
+
+
+class NodeCollector:
+    """Renders `MetricsHub.current` (set just before each encoding)."""
+
+    def __init__(self, hub: MetricsHub) -> None:
+        self.hub = hub
+
+    def describe(self) -> list[Metric]:
+        return []  # families depend on the config; nothing to check at registration
+
+    def collect(self) -> Iterator[Metric]:
+        hub = self.hub
+        agg = hub.current
+        p = hub.prefix
+        node_id = hub.supervisor.node_id
+        workspaces = hub.route_workspaces()
+        route_labels = ["service", "route", "workspace"]
+
+        requests = CounterMetricFamily(
+            f"{p}_http_requests", "HTTP requests by route, status code and source (service: the "
+            "response came from the upstream; kong: from the gateway). Unmatched requests are not counted.",
+            labels=["service", "route", "code", "source", "workspace", "consumer"])
+        latency = {
+            "request": HistogramMetricFamily(
+                f"{p}_request_latency_ms", "Total request latency in ms (head received to last byte sent)",
+                labels=route_labels),
+            "upstream": HistogramMetricFamily(
+                f"{p}_upstream_latency_ms", "Upstream latency in ms (routing to the response head)",
+                labels=route_labels),
+            "gateway": HistogramMetricFamily(
+                f"{p}_{'kong' if p == 'kong' else 'gateway'}_latency_ms",
+                "Latency added by the gateway in ms (request latency minus upstream latency)",
+                labels=route_labels),
+        }
+        bandwidth = CounterMetricFamily(
+            f"{p}_bandwidth_bytes", "Bytes received from clients (ingress) and sent to them (egress)",
+            labels=["service", "route", "direction", "workspace", "consumer"])
+        retries = CounterMetricFamily(
+            f"{p}_upstream_retries", "Upstream attempts retried on another target after a failure",
+            labels=route_labels)
+        for r in agg["routes"]:
+            ws = workspaces.get(r["route_id"], "default")
+            svc, route = r["service"], r["route"]
+            for source in ("service", "kong"):
+                for code, n in sorted(r[source + "_codes"].items()):
+                    requests.add_metric([svc, route, code, source, ws, ""], n)
+            labels = [svc, route, ws]
+            for name, family in latency.items():
+                les = _GW_LE if name == "gateway" else _UP_LE
+                hist = r[name + "_hist"]
+                if sum(hist):
+                    family.add_metric(labels, _buckets(hist, les), r[name + "_sum"])
+            bandwidth.add_metric([svc, route, "ingress", ws, ""], r["ingress"])
+            bandwidth.add_metric([svc, route, "egress", ws, ""], r["egress"])
+            retries.add_metric(labels, r["retries"])
+        yield requests
+        yield from latency.values()
+        yield bandwidth
+        yield retries
+        yield from self._upstreams(p, agg)
+        yield from self._node(p, node_id, agg)
+
+    def _upstreams(self, p: str, agg: dict[str, Any]) -> Iterator[Metric]:
+        hub = self.hub
+        health = GaugeMetricFamily(
+            f"{p}_upstream_target_health", "Target health: 1 for the current state, 0 for the others",
+            labels=["upstream", "target", "address", "state", "subsystem"])
+        for upstream, target, address, state in hub.target_states():
+            for s in HEALTH_STATES:
+                health.add_metric([upstream, target, address, s, "http"], 1.0 if s == state else 0.0)
+        yield health
+        probes = CounterMetricFamily(
+            f"{p}_upstream_health_probes", "Active health check probes by result (success, "
+            "http_failure, tcp_failure, timeout, unclassified)", labels=["upstream", "target", "result"])
+        # Probes run once per node, in the supervisor: its own counts are the node's.
+        for (upstream, target, result), n in sorted(hub.supervisor.api.health.probe_counts().items()):
+            probes.add_metric([upstream, target, result], n)
+        yield probes
+        reused = CounterMetricFamily(
+            f"{p}_upstream_connections_reused", "Upstream requests sent on a pooled keep-alive connection",
+            labels=["address"])
+        created = CounterMetricFamily(
+            f"{p}_upstream_connections_created", "Upstream connections opened", labels=["address"])
+        errors = CounterMetricFamily(
+            f"{p}_upstream_connect_errors", "Upstream connection attempts that failed or timed out",
+            labels=["address"])
+        for address, stats in sorted(agg["pools"].items()):
+            reused.add_metric([address], stats["reused"])
+            created.add_metric([address], stats["created"])
+            errors.add_metric([address], stats["connect_errors"])
+        yield reused
+        yield created
+        yield errors
+
+    def _node(self, p: str, node_id: str, agg: dict[str, Any]) -> Iterator[Metric]:
+        hub = self.hub
+        conns = agg["connections"]
+        node = ["node_id", "subsystem", "state"]
+        total = CounterMetricFamily(
+            f"{p}_nginx_connections", "Client connections accepted and handled (Kong's "
+            "accepted/handled/total states)", labels=node)
+        for state in ("accepted", "handled", "total"):
+            total.add_metric([node_id, "http", state], conns["accepted"])
+        yield total
+        current = GaugeMetricFamily(
+            f"{p}_nginx_http_current_connections", "Client connections now open, by state",
+            labels=node)
+        for state in ("active", "reading", "writing", "waiting"):
+            current.add_metric([node_id, "http", state], conns[state])
+        yield current
+        requests = CounterMetricFamily(
+            f"{p}_nginx_requests", "Client requests, matched by a route or not",
+            labels=["node_id", "subsystem"])
+        requests.add_metric([node_id, "http"], agg["requests"])
+        yield requests
+        info = InfoMetricFamily(f"{p}_node", "This node", labels=["node_id", "version"])
+        info.add_metric([node_id, __version__], {})
+        yield info
+        yield GaugeMetricFamily(f"{p}_datastore_reachable", "Whether the config store is usable", value=1)
+        state = hub.supervisor.store.state
+        yield GaugeMetricFamily(f"{p}_config_version", "Version of the running configuration",
+                                value=state.version)
+        yield GaugeMetricFamily(
+            f"{p}_config_last_reload_timestamp_seconds",
+            "Unix time of the last configuration change or reload attempt", value=hub.reload_time)
+        yield GaugeMetricFamily(
+            f"{p}_config_last_reload_success", "1 if the last configuration change or reload "
+            "attempt was applied, 0 if it was refused", value=1 if hub.reload_ok else 0)
+        reloads = CounterMetricFamily(f"{p}_config_reloads", "Configuration changes and reload "
+                                      "attempts by result", labels=["result"])
+        reloads.add_metric(["success"], hub.reloads_ok)
+        reloads.add_metric(["failure"], hub.reloads_failed)
+        yield reloads
+        workers = GaugeMetricFamily(f"{p}_workers", "Proxy worker processes by state",
+                                    labels=["state"])
+        live = list(hub.supervisor.workers.values())
+        workers.add_metric(["ready"], sum(1 for w in live if w.ready))
+        workers.add_metric(["starting"], sum(1 for w in live if not w.ready))
+        yield workers
+
+
+class MetricsHub:
+    """The supervisor's side: worker stats, reload results, and the HTTP handlers."""
+
+    def __init__(self, supervisor: Supervisor) -> None:
+        self.supervisor = supervisor
+        self.latest: dict[int, dict[str, Any]] = {}  # pid -> last stats of a live worker
+        # Workers that are gone: pid -> (when noticed, last stats). A late final message
+        # replaces the entry (never adds to it); entries older than RETIRED_FOLD_AFTER are
+        # summed into `folded` to bound memory across many respawns.
+        self.retired: dict[int, tuple[float, dict[str, Any]]] = {}
+        self.folded: dict[str, Any] | None = None
+        self.current: dict[str, Any] = aggregate(())
+        self._seq = 0
+        self._waiters: dict[int, tuple[set[int], asyncio.Future[None]]] = {}
+        self._workspaces: dict[str, str] = {}  # route id -> workspace, including deleted routes
+        self.reload_time = time.time()
+        self.reload_ok = True
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(self))  # type: ignore[arg-type]
+        supervisor.store.subscribe(self._on_change)
+
+    @property
+    def prefix(self) -> str:
+        return self.supervisor.settings.metrics_prefix
+
+    # -- config reloads ------------------------------------------------------------------
+    def _on_change(self, state: Any) -> None:
+        self.reload_time = time.time()
+        self.reload_ok = True
+        self.reloads_ok += 1
+
+    def reload_failed(self) -> None:
+        """A SIGHUP reload was refused (the running config stays)."""
+        self.reload_time = time.time()
+        self.reload_ok = False
+        self.reloads_failed += 1
+
+    # -- worker stats --------------------------------------------------------------------
+    def on_stats(self, w: WorkerHandle, msg: dict[str, Any]) -> None:
+        """A worker's ``stats`` message (an answer, or its final one when draining)."""
+        if w.pid in self.retired:
+            self.retired[w.pid] = (self.retired[w.pid][0], msg)  # final, after it was noticed gone
+        else:
+            self.latest[w.pid] = msg
+        seq = msg.get("seq")
+        waiter = self._waiters.get(seq) if isinstance(seq, int) else None
+        if waiter is not None:
+            pending, future = waiter
+            pending.discard(w.pid)
+            if not pending and not future.done():
+                future.set_result(None)
+
+    def _retire_dead(self) -> None:
+        now = time.monotonic()
+        live = {w.pid for w in self.supervisor.workers.values()}
+        for pid in [pid for pid in self.latest if pid not in live]:
+            self.retired[pid] = (now, self.latest.pop(pid))
+        old = [pid for pid, (since, _) in self.retired.items() if now - since > RETIRED_FOLD_AFTER]
+        if old:
+            snaps = [self.retired.pop(pid)[1] for pid in old]
+            if self.folded is not None:
+                snaps.append(self.folded)
+            self.folded = aggregate((), counters_only=snaps)
+
+    def _counters_of_dead(self) -> list[dict[str, Any]]:
+        snaps = [snap for _, snap in self.retired.values()]
+        return snaps + [self.folded] if self.folded is not None else snaps
+
+    async def refresh(self, timeout: float = STATS_TIMEOUT) -> dict[str, Any]:
+        """Ask every live worker for its counters; return the node's aggregate."""
+        workers = [w for w in self.supervisor.workers.values() if w.ready]
+        if workers:
+            self._seq += 1
+            seq = self._seq
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._waiters[seq] = ({w.pid for w in workers}, future)
+            for w in workers:
+                w.channel.send({"type": "stats", "seq": seq})
+            try:
+                await asyncio.wait_for(future, timeout)
+            except TimeoutError:
+                log.warning("metrics: %d workers did not answer within %ss; using their last stats",
+                            len(self._waiters[seq][0]), timeout)
+            finally:
+                del self._waiters[seq]
+        self._retire_dead()
+        self.current = aggregate(self.latest.values(), counters_only=self._counters_of_dead())
+        return self.current
+
+    # -- labels --------------------------------------------------------------------------
+    def route_workspaces(self) -> dict[str, str]:
+        for ws, config in self.supervisor.store.state.configs.items():
+            for route in config.routes:
+                self._workspaces[route.id] = ws
+        return self._workspaces
+
+    def target_states(self) -> Iterator[tuple[str, str, str, str]]:
+        """(upstream name, target, address, state) for every configured target."""
+        merged = self.supervisor.store.state.merged
+        upstreams = {u.id: u for u in merged.upstreams}
+        health = self.supervisor.api.health
+        for target in merged.targets:
+            upstream = upstreams.get(target.upstream)
+            if upstream is None:
+                continue
+            state = health.target_health(upstream, target).lower()
+            address = "" if state == "dns_error" else target.target
+            yield upstream.name, target.target, address, state
+
+    # -- rendering -----------------------------------------------------------------------
+    def render(self, accept: str | None) -> tuple[bytes, str]:
+        """The exposition of `current`: OpenMetrics if the scraper asks for it, else text."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    def server_status(self) -> dict[str, int]:
+        """Kong's ``/status`` ``server`` block, from the last aggregate."""
+        c = self.current["connections"]
+        return {"connections_accepted": c["accepted"], "connections_active": c["active"],
+                "connections_handled": c["accepted"], "connections_reading": c["reading"],
+                "connections_writing": c["writing"], "connections_waiting": c["waiting"],
+                "total_requests": self.current["requests"]}
+
+    async def metrics_response(self, req: Request) -> Response:
+        from fastgw.controlplane.admin.http import Response
+
+        await self.refresh()
+        body, content_type = self.render(req.headers.get("accept"))
+        return Response(200, body, content_type=content_type)
+
+    async def status_response(self, req: Request) -> Response:
+        """``GET /status`` with fresh connection and request counts."""
+        from fastgw.controlplane.admin.http import json_response
+
+        await self.refresh()
+        return json_response(200, self.supervisor.api.status_body())
+
+    def install(self) -> None:
+        """Add ``/metrics`` (and a fresh ``/status``) to the status and admin listeners."""
+        sup = self.supervisor
+        sup.status_api.add_route("GET", "/metrics", self.metrics_response)
+        sup.status_api.add_route("GET", "/status", self.status_response)
+
+        async def admin_metrics(call: Any) -> Response:
+            return await self.metrics_response(call.req)
+
+        sup.api.node_routes.append((("metrics",), {"GET": admin_metrics}))

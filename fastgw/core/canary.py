@@ -1,0 +1,191 @@
+"""Canary releases: Kong Enterprise's ``canary`` plugin, executed by the data plane.
+
+A route (or a service: the route's own plugin wins, as in Kong) with an enabled
+``canary`` plugin gets a ``CanaryBalancer`` in place of its service's balancer. Routes
+without one are untouched: the plugin costs them nothing.
+
+Which side a request takes (``goes_to_canary``, pure, ``now`` passed in):
+1. The override header (``canary_by_header_name``): ``always`` -> canary, ``never`` ->
+   stable. Kong's default is no header; ``X-Canary`` is the usual choice.
+2. ``hash`` picks the client key: ``consumer`` (fastgw has no authenticated consumers
+   yet, so it falls back to the client IP, Kong's documented fallback order), ``ip``,
+   ``header`` (``hash_header``; missing -> IP), ``cookie`` (fastgw: ``hash_cookie``;
+   missing -> IP), ``none`` (random per request). ``allow``/``deny`` select by ACL
+   group, which fastgw does not have: nobody is in a group, so ``allow`` sends nobody
+   to the canary and ``deny`` sends everybody.
+3. The key lands in one of ``steps`` buckets (a stable 64-bit hash, the same in every
+   worker and node). Percentage mode: buckets ``< steps * percentage / 100`` go to the
+   canary, so 0.1% resolution needs ``steps >= 1000`` (the default). Time mode
+   (``percentage`` unset): ``floor((now - start) * steps / duration)`` buckets, moving
+   from 0 to all of them in ``steps`` increments over ``duration`` seconds. A key keeps
+   its side while the share only grows: a client that reached the canary stays there.
+4. ``upstream_fallback``: if the canary side has no available target, use the stable one.
+
+The canary side is ``upstream_host`` (an Upstream name, or a host with ``upstream_port``,
+default the service's port) and/or ``upstream_uri`` (replaces the upstream path; the
+query string is kept). Retries stay on the side of the first try.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from hashlib import blake2b
+from math import floor
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from fastgw.core.balancer import cookie_value
+
+if TYPE_CHECKING:
+    from fastgw.dataplane.exchange import Exchange
+    from fastgw.dataplane.snapshot import DirectRuntime, TargetRuntime, UpstreamRuntime
+
+    Side = UpstreamRuntime | DirectRuntime
+
+__all__ = ["CanaryConfig", "CanaryBalancer", "bucket", "canary_buckets", "goes_to_canary"]
+
+ALWAYS, NEVER = "always", "never"
+
+
+@dataclass(frozen=True, slots=True)
+class CanaryConfig:
+    percentage: float | None = None
+    start: float | None = None
+    duration: float = 3600.0
+    steps: int = 1000
+    hash: str = "consumer"
+    hash_header: str | None = None
+    hash_cookie: str | None = None
+    override_header: bytes | None = None  # lower-cased canary_by_header_name
+    upstream_host: str | None = None
+    upstream_port: int | None = None
+    upstream_uri: str | None = None
+    upstream_fallback: bool = False
+
+    @classmethod
+    def from_plugin(cls, config: Mapping[str, Any]) -> CanaryConfig:
+        override = config.get("canary_by_header_name")
+        pct = config.get("percentage")
+        return cls(
+            percentage=None if pct is None else float(pct),
+            start=None if config.get("start") is None else float(config["start"]),
+            duration=float(config.get("duration") or 3600),
+            steps=max(1, int(config.get("steps") or 1000)),
+            hash=str(config.get("hash") or "consumer"),
+            hash_header=(config.get("hash_header") or "").lower() or None,
+            hash_cookie=config.get("hash_cookie") or None,
+            override_header=override.lower().encode("latin-1") if override else None,
+            upstream_host=config.get("upstream_host") or None,
+            upstream_port=config.get("upstream_port"),
+            upstream_uri=config.get("upstream_uri") or None,
+            upstream_fallback=bool(config.get("upstream_fallback")),
+        )
+
+
+def bucket(key: str, steps: int) -> int:
+    """Stable bucket of a client key in ``[0, steps)`` (not Python's salted ``hash``)."""
+    digest = blake2b(key.encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % steps
+
+
+def canary_buckets(cfg: CanaryConfig, now: float) -> float:
+    """How many of the ``steps`` buckets go to the canary at ``now``."""
+    steps = cfg.steps
+    if cfg.percentage is not None:
+        return steps * cfg.percentage / 100.0
+    start = cfg.start if cfg.start is not None else now
+    if now <= start or cfg.duration <= 0:
+        return 0.0 if cfg.duration > 0 else float(steps)
+    return float(min(steps, floor((now - start) * steps / cfg.duration)))
+
+
+def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
+                   override: str | None = None) -> bool:
+    """The decision for one request (see the module docstring for the rules)."""
+    if override is not None:
+        value = override.strip().lower()
+        if value == ALWAYS:
+            return True
+        if value == NEVER:
+            return False
+    if cfg.hash == "allow":
+        return False
+    if cfg.hash == "deny":
+        return True
+    limit = canary_buckets(cfg, now)
+    if limit <= 0:
+        return False
+    if limit >= cfg.steps:
+        return True
+    b = random.randrange(cfg.steps) if key is None else bucket(key, cfg.steps)
+    return b < limit
+
+
+class CanaryBalancer:
+    """A route plan's balancer that splits between a stable and a canary side."""
+
+    __slots__ = ("cfg", "stable", "canary", "uri")
+
+    def __init__(self, cfg: CanaryConfig, stable: Side, canary: Side) -> None:
+        self.cfg = cfg
+        self.stable = stable
+        self.canary = canary
+        self.uri = cfg.upstream_uri.encode("latin-1") if cfg.upstream_uri else None
+
+    def client_key(self, exchange: Exchange) -> str | None:
+        cfg = self.cfg
+        kind = cfg.hash
+        if kind == "none":
+            return None
+        wanted: bytes | None = None
+        if kind == "header" and cfg.hash_header:
+            wanted = cfg.hash_header.encode("latin-1")
+        elif kind == "cookie" and cfg.hash_cookie:
+            wanted = b"cookie"
+        if wanted is not None:
+            values = [v for lname, _, v in exchange.headers if lname == wanted]
+            if values:
+                text = b", ".join(values).decode("latin-1")
+                if kind == "header":
+                    return text
+                found = cookie_value(text.replace(",", ";"), cfg.hash_cookie or "")
+                if found:
+                    return found
+        return exchange.down.client_ip  # consumer, ip, and every missing value
+
+    def decide(self, exchange: Exchange) -> bool:
+        override = None
+        name = self.cfg.override_header
+        if name is not None:
+            for lname, _, value in exchange.headers:
+                if lname == name:
+                    override = value.decode("latin-1")
+                    break
+        return goes_to_canary(self.cfg, self.client_key(exchange), time.time(), override)
+
+    def pick(self, exchange: Exchange, tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
+        if tried:  # a retry stays on the side of the first try
+            side = self.canary if self._owns(self.canary, tried[0]) else self.stable
+            return side.pick(exchange, tried)
+        if self.decide(exchange):
+            target = self.canary.pick(exchange, tried)
+            if target is not None:
+                if self.uri is not None:
+                    url = exchange.url
+                    q = url.find(b"?")
+                    exchange.upstream_target = self.uri + (url[q:] if q != -1 else b"")
+                return target
+            if not self.cfg.upstream_fallback:
+                return None
+        return self.stable.pick(exchange, tried)
+
+    @staticmethod
+    def _owns(side: Side, target: TargetRuntime) -> bool:
+        owner = target.owner
+        return owner is side if owner is not None else getattr(side, "target", None) is target
+
+    def release(self, target: TargetRuntime) -> None:
+        owner = target.owner
+        if owner is not None:
+            owner.release(target)

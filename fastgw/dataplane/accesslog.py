@@ -1,0 +1,211 @@
+"""The access log: one JSON line per request, written off the event loop.
+
+The proxy loop only encodes a line (orjson) and appends it to a list. Once a second (the
+worker's slow sweeper tick) or when the list is long, the batch is joined and handed to
+a writer thread, which does the blocking `write()` (a slow disk never stalls requests).
+Each batch is one `write()` on an O_APPEND descriptor, so the lines of several workers
+sharing one file never interleave. A file that was moved away (logrotate) is reopened
+by path at the next batch.
+
+Target: ``None`` (off), ``"stdout"``, or a file path (setting ``access_log``).
+
+Request ids: ``X-Request-Id`` from the client when it looks sane (a short token), else
+one made of a per-worker random prefix and a counter (32 hex digits, like Kong's): unique
+without a random draw per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator
+
+import orjson
+
+if TYPE_CHECKING:
+    from fastgw.dataplane.exchange import Exchange
+
+__all__ = ["AccessLog", "RequestIds", "valid_request_id"]
+
+log = logging.getLogger("fastgw.accesslog")
+
+BATCH_LINES = 2048  # hand a batch to the writer early when this many lines wait
+_MAX_QUEUED_BATCHES = 256  # beyond, lines are dropped (and counted) rather than hoarded
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+/=-]{1,128}")
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client's X-Request-Id is kept only if it is a plain token (no spaces, no CR/LF)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+class RequestIds:
+    """Per-worker ids in Kong's shape (32 hex digits): 24 random, then an 8-digit counter.
+
+    Formatted in batches: handing one out is a `next()` on a list iterator.
+    """
+
+    __slots__ = ("prefix", "start", "_ids")
+
+    BATCH = 1024
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(12).hex().encode()
+        self.start = 0
+        self._ids: Iterator[bytes] = iter(())
+
+    def new(self) -> bytes:
+        rid = next(self._ids, None)
+        if rid is None:
+            rid = self._refill()
+        return rid
+
+    def _refill(self) -> bytes:
+        start = self.start
+        if start + self.BATCH > 0xFFFFFFFF:  # counter exhausted: a new prefix keeps ids unique
+            self.prefix = os.urandom(12).hex().encode()
+            start = 0
+        self.start = start + self.BATCH
+        prefix = self.prefix
+        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + self.BATCH + 1)])
+        return next(self._ids)
+
+
+class _Writer(threading.Thread):
+    """Blocking writes of joined batches, in order, to stdout or a (reopened) file."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(name="fastgw-access-log", daemon=True)
+        self.target = target
+        self.batches: queue.Queue[bytes | None] = queue.Queue(_MAX_QUEUED_BATCHES)
+        self.fd = -1
+        self.inode = -1
+
+    def _open(self) -> None:
+        if self.target == "stdout":
+            self.fd = 1
+            return
+        self.fd = os.open(self.target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.inode = os.fstat(self.fd).st_ino
+
+    def _moved(self) -> bool:
+        if self.target == "stdout":
+            return False
+        try:
+            return os.stat(self.target).st_ino != self.inode
+        except FileNotFoundError:
+            return True
+
+    def run(self) -> None:
+        while True:
+            batch = self.batches.get()
+            if batch is None:
+                break
+            try:
+                if self.fd < 0 or self._moved():
+                    if self.fd > 1:
+                        os.close(self.fd)
+                    self._open()
+                view = memoryview(batch)
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError as exc:
+                log.error("access log %s: %s", self.target, exc)
+                self.fd = -1 if self.fd > 1 else self.fd
+        if self.fd > 1:
+            os.close(self.fd)
+
+
+class _Clock:
+    """ISO-8601 UTC timestamps with milliseconds. Under load many lines share a millisecond,
+    so the text is kept per millisecond and the date part per second."""
+
+    __slots__ = ("ms", "text", "second", "prefix")
+
+    def __init__(self) -> None:
+        self.ms = -1
+        self.text = ""
+        self.second = -1
+        self.prefix = ""
+
+    def iso(self, now: float) -> str:
+        ms = int(now * 1000)
+        if ms != self.ms:
+            self.ms = ms
+            second = ms // 1000
+            if second != self.second:
+                self.second = second
+                self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self.text = f"{self.prefix}.{ms % 1000:03d}Z"
+        return self.text
+
+
+class AccessLog:
+    """Lines waiting on the loop, plus the thread that writes them."""
+
+    __slots__ = ("target", "lines", "dropped", "_writer", "_clock")
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.lines: list[bytes] = []
+        self.dropped = 0
+        self._clock = _Clock()
+        self._writer = _Writer(target)
+        self._writer.start()
+
+    def add(self, exchange: Exchange, request_ms: float, upstream_ms: float, size_in: int,
+            size_out: int, status: int, request_id: bytes) -> None:
+        """Encode one request's line (called from Exchange._finish)."""
+        plan = exchange.plan
+        target = exchange.target
+        entry: dict[str, Any] = {
+            "time": self._clock.iso(time.time()),
+            "client": exchange.down.client_ip,
+            "method": exchange.method,
+            "path": exchange.url.decode("latin-1"),
+            "route": plan.stats.route if plan is not None else None,
+            "service": plan.stats.service if plan is not None else None,
+            "target": target.key if target is not None else None,
+            "status": status,
+            "bytes_in": size_in,
+            "bytes_out": size_out,
+            # microsecond precision; int() truncation is much cheaper than round()
+            "latency_ms": {
+                "request": int(request_ms * 1000) / 1000,
+                "upstream": int(upstream_ms * 1000) / 1000 if upstream_ms >= 0 else None,
+                "gateway": int((request_ms - max(upstream_ms, 0.0)) * 1000) / 1000,
+            },
+            "request_id": request_id.decode("latin-1"),
+        }
+        lines = self.lines
+        lines.append(orjson.dumps(entry))
+        if len(lines) >= BATCH_LINES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand what is waiting to the writer thread (never blocks the loop)."""
+        lines = self.lines
+        if not lines:
+            return
+        self.lines = []
+        lines.append(b"")
+        try:
+            self._writer.batches.put_nowait(b"\n".join(lines))
+        except queue.Full:
+            self.dropped += len(lines) - 1  # the disk cannot keep up: shed, do not hoard
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Flush and stop the writer (bounded wait; at drain/stop)."""
+        self.flush()
+        try:
+            self._writer.batches.put(None, timeout=timeout)
+        except queue.Full:
+            return
+        self._writer.join(timeout)
+        if self.dropped:
+            log.warning("access log %s: %d lines dropped (writer too slow)", self.target, self.dropped)

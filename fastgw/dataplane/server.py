@@ -1,0 +1,182 @@
+"""One proxy process: listening socket, current snapshot, sweepers, reload and drain.
+
+`ProxyServer` is what a worker runs. It owns the per-worker state every connection
+shares (the snapshot reference, the pools, the resolver, the sweepers) and the
+lifecycle: `start()`, `apply(config)` (atomic snapshot swap; in-flight exchanges finish
+on the plan they started with), `drain()` (stop accepting, let in-flight responses
+finish within a bound, close idle keep-alive connections).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from typing import Any, Callable
+
+from fastgw.dataplane.accesslog import AccessLog, RequestIds
+from fastgw.config import Config
+from fastgw.config.settings import parse_listen
+from fastgw.dataplane.passive import WorkerHealth
+from fastgw.dataplane.stats import WorkerStats
+from fastgw.dataplane.downstream import DownstreamProtocol
+from fastgw.core.http.headers import DATE
+from fastgw.dataplane.sweeper import DeadlineSweeper
+from fastgw.dataplane.upstream import Resolver
+from fastgw.dataplane.snapshot import PoolRegistry, Snapshot, build_snapshot
+
+log = logging.getLogger("fastgw")
+
+
+def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
+    host, port = parse_listen(listen)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+        # Each worker binds its own socket and the kernel spreads connections fairly
+        # (reference/craft.md, item 12).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def cached_trust(settings_is_trusted: Callable[[str], bool]) -> Callable[[str], bool]:
+    """`trusted_ips` check memoised per client address (asked once per connection)."""
+    cache: dict[str, bool] = {}
+
+    def is_trusted(ip: str) -> bool:
+        hit = cache.get(ip)
+        if hit is None:
+            hit = settings_is_trusted(ip)
+            if len(cache) < 65536:
+                cache[ip] = hit
+        return hit
+
+    return is_trusted
+
+
+class ProxyServer:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.io_sweeper = DeadlineSweeper(loop, 0.1)
+        self.slow_sweeper = DeadlineSweeper(loop, 1.0)
+        self.slow_sweeper.on_tick.append(DATE.refresh)
+        self.resolver = Resolver()
+        settings = config.gateway
+        self.registry = PoolRegistry(
+            loop,
+            self.io_sweeper,
+            max_idle=settings.upstream_keepalive_pool_size,
+            max_requests=settings.upstream_keepalive_max_requests,
+            idle_timeout=float(settings.upstream_keepalive_idle_timeout),
+        )
+        self.connections: set[DownstreamProtocol] = set()
+        self.draining = False
+        self.version = 0
+        # Node health from the supervisor, and passive batches back to it (every 100 ms).
+        self.health = WorkerHealth(loop)
+        self.io_sweeper.on_tick.append(self.health.flush)
+        self._servers: list[asyncio.AbstractServer] = []
+        self.stats = WorkerStats()
+        self.stats.pools = self.registry.pool_stats
+        self.request_ids = RequestIds()
+        self.access_log: AccessLog | None = None
+        self.slow_sweeper.on_tick.append(self._flush_access_log)
+        self._apply_settings(config)
+        self.snapshot: Snapshot = self._build(config)
+
+    def _apply_settings(self, config: Config) -> None:
+        s = config.gateway
+        self.settings = s
+        self.max_request_line_size = s.max_request_line_size
+        self.max_header_size = s.max_header_size
+        self.max_body_size = s.max_body_size
+        self.client_header_timeout = float(s.client_header_timeout)
+        self.client_body_timeout = float(s.client_body_timeout)
+        self.client_keepalive_timeout = float(s.client_keepalive_timeout)
+        self.count_requests = s.metrics
+        self.is_trusted = cached_trust(s.is_trusted)
+        target = s.access_log
+        if (self.access_log.target if self.access_log is not None else None) != target:
+            if self.access_log is not None:
+                self.access_log.close()
+            self.access_log = AccessLog(target) if target else None
+
+    def _flush_access_log(self, now: float | None = None) -> None:
+        if self.access_log is not None:
+            self.access_log.flush()
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """This worker's counters as a plain dict (sent to the supervisor on request)."""
+        return {**self.stats.snapshot(self.connections), "config_version": self.version}
+
+    def _build(self, config: Config) -> Snapshot:
+        self.version += 1
+        snapshot = build_snapshot(config, self.registry, self.version)
+        self.stats.bind(snapshot)
+        self.health.bind(snapshot)  # before it goes live: no request sees stale health
+        return snapshot
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def start(self, sock: socket.socket | None = None) -> None:
+        if sock is None:
+            sock = bind_socket(self.settings.proxy_listen)
+        # An accepted socket's local port is the listener's: no getsockname per connection.
+        port = sock.getsockname()[1]
+        server = await self.loop.create_server(
+            lambda: DownstreamProtocol(self, port), sock=sock, backlog=2048
+        )
+        self._servers.append(server)
+        self.io_sweeper.start()
+        self.slow_sweeper.start()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        out = []
+        for server in self._servers:
+            for sock in server.sockets:
+                out.append(sock.getsockname()[:2])
+        return out
+
+    def apply(self, config: Config) -> None:
+        """Swap in a new config. Listen addresses need a restart; limits apply to new requests."""
+        snapshot = self._build(config)
+        self._apply_settings(config)
+        self.registry.max_idle = config.gateway.upstream_keepalive_pool_size
+        self.registry.max_requests = config.gateway.upstream_keepalive_max_requests
+        self.registry.idle_timeout = float(config.gateway.upstream_keepalive_idle_timeout)
+        self.snapshot = snapshot
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting; finish in-flight requests (bounded); close everything."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for conn in list(self.connections):
+            conn.close_if_idle()
+        deadline = time.monotonic() + timeout
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            for conn in list(self.connections):
+                conn.close_if_idle()
+        for conn in list(self.connections):
+            conn.transport.close()
+        self.registry.close_all()
+        self.io_sweeper.stop()
+        self.slow_sweeper.stop()
+        if self.access_log is not None:
+            self.access_log.close()
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a hard dependency; stay usable anyway
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
