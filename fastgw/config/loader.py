@@ -11,7 +11,7 @@ from fastgw.config.declarative import load_declarative
 from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError
 
-__all__ = ["load_config_file", "check_file", "read_json_file"]
+__all__ = ["load_config_file", "check_file", "read_json_file", "decode_json"]
 
 
 def _line_col(text: bytes, pos: int) -> tuple[int, int]:
@@ -28,6 +28,11 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
             raw = f.read()
     except OSError as e:
         raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
+    return decode_json(raw, path)
+
+
+def decode_json(raw: bytes, path: str | os.PathLike[str]) -> Any:
+    """Decode a file's bytes; errors become ConfigError (with line/column)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:

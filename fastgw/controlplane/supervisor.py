@@ -264,7 +264,8 @@ class Supervisor:
         assert self.stop_event is not None
         self.stop_event.set()
 
-    async def _reload(self) -> None:
+    async def reload(self) -> StoreState:
+        """SIGHUP and ``POST /config/reload``: re-read the file; log and count the result."""
         try:
             state = await self.store.reload_file()
         except ConfigError as exc:
@@ -272,14 +273,21 @@ class Supervisor:
             log.error("reload refused, keeping the running config: %s", exc)
             for path, message in exc.errors:
                 log.error("  %s: %s", path, message)
-            return
+            raise
         except Exception as exc:  # unreadable file and the like
             self.metrics.reload_failed()
             log.error("reload refused, keeping the running config: %s", exc)
-            return
+            raise ConfigError([("", str(exc))]) from None
         for warning in state.merged.warnings:
             log.warning("%s", warning)
         log.info("config reloaded from %s (version %d)", self.store.path, state.version)
+        return state
+
+    async def _reload_on_signal(self) -> None:
+        try:
+            await self.reload()
+        except ConfigError:
+            pass  # logged and counted by reload()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -299,7 +307,7 @@ class Supervisor:
             await self._spawn(slot)
         loop.add_signal_handler(signal.SIGTERM, self._stop)
         loop.add_signal_handler(signal.SIGINT, self._stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self._reload()))
+        loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self._reload_on_signal()))
         log.info("supervisor %d started %d workers", os.getpid(), self.count)
         await self.stop_event.wait()
         await self._drain()
