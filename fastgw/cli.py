@@ -35,6 +35,7 @@ SETTING_FLAGS = (
     "client_body_timeout",
     "client_keepalive_timeout",
     "drain_timeout",
+    "worker_heartbeat_timeout",
     "metrics",
 )
 
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
     worker.add_argument("--ipc-fd", type=int, required=True)
+    worker.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     worker.add_argument("--log-level", default="info")
 
     check = sub.add_parser("check", help="validate a config file and print every error")
@@ -135,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         from fastgw.dataplane.worker import main as worker_main
 
-        return worker_main(args.ipc_fd)
+        return worker_main(args.ipc_fd, args.heartbeat)
     return cmd_run(args)
 
 

@@ -776,12 +776,20 @@ def listening(gw: GatewayProcess) -> int:
 
 
 def dead(pid: int) -> bool:
-    """Gone or a zombie: either way its sockets are closed."""
+    """Gone, or a zombie all of whose threads have exited: only then are its sockets closed
+    (a process's files go with its last thread, which can outlive the main one)."""
     try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return True
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return False
+        except OSError:
+            continue
+    return True
 
 
 def test_supervisor_replaces_killed_worker(iris_pair, gateway_factory) -> None:

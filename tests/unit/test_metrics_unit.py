@@ -141,8 +141,11 @@ def test_hub_keeps_dead_workers_counters_once() -> None:
         return {"type": "stats", "seq": None, **orjson.loads(orjson.dumps(ws.snapshot([])))}
 
     store = SimpleNamespace(subscribe=lambda listener: None)
-    a, b = SimpleNamespace(pid=101, ready=True), SimpleNamespace(pid=102, ready=True)
-    supervisor = SimpleNamespace(store=store, workers={0: a, 1: b})
+    from fastgw.config.settings import GatewaySettings
+
+    a, b = (SimpleNamespace(pid=pid, ready=True, unresponsive=False, last_seen=time.monotonic())
+            for pid in (101, 102))
+    supervisor = SimpleNamespace(store=store, workers={0: a, 1: b}, settings=GatewaySettings())
     hub = MetricsHub(supervisor)  # type: ignore[arg-type]
 
     def total() -> int:
