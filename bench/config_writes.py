@@ -40,7 +40,7 @@ from typing import Any
 import orjson
 import requests
 
-from tests.support.admin import admin_config
+from tests.support.admin import admin_config, wait_until
 from tests.support.gateway import GatewayProcess, config_for_targets
 from tests.support.procs import REPO_ROOT, IrisProcess
 
@@ -67,16 +67,16 @@ def _pct(values: list[float], p: float) -> float | None:
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+    def answered() -> bool:
         try:
-            if predicate():
-                return
+            return bool(predicate())
         except requests.RequestException:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout}s")
-        time.sleep(0.02)
+            return False
+
+    try:
+        wait_until(answered, timeout)
+    except TimeoutError:
+        raise TimeoutError(f"{what}: not within {timeout}s") from None
 
 
 def _all_current(admin_url: str) -> bool:

@@ -23,6 +23,7 @@ import errno
 import os
 import socket
 import struct
+from typing import Any
 
 from fastgw.config.settings import parse_listen
 
@@ -39,33 +40,40 @@ def claim_proxy_address(listen: str) -> socket.socket:
     host, port = parse_listen(listen)
     name = f"\0fastgw-proxy {host}:{port}"
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        lock.bind(name)
-    except OSError as exc:
-        lock.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise
+    if not _bind(lock, name):
         pid = _lock_holder(name)
         who = f"another fastgw (pid {pid})" if pid else "another fastgw"
         raise StartupError(f"proxy_listen {listen}: port {port} is already served by {who}; "
-                           "stop it first, or give this one another proxy_listen") from None
-    lock.listen(8)
+                           "stop it first, or give this one another proxy_listen")
     lock.set_inheritable(False)
     probe = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
     try:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
-        probe.bind((host, port))
-        probe.listen(1)
-    except OSError as exc:
+        free = _bind(probe, (host, port))
+    except OSError:
         lock.close()
-        if exc.errno != errno.EADDRINUSE:
-            raise
+        raise
+    finally:
+        probe.close()
+    if not free:
+        lock.close()
         pids = listener_pids(port)
         who = f"process {', '.join(map(str, pids))}" if pids else "another process"
         raise StartupError(f"proxy_listen {listen}: port {port} is already in use by {who}")
-    finally:
-        probe.close()
     return lock
+
+
+def _bind(sock: socket.socket, address: Any) -> bool:
+    """Bind and listen; False (socket closed) when the address is taken."""
+    try:
+        sock.bind(address)
+        sock.listen(8)
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        return False
+    return True
 
 
 def _lock_holder(name: str) -> int | None:

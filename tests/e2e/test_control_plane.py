@@ -27,7 +27,7 @@ import requests
 from tests.support.admin import admin_config, wait_ready, wait_until
 from tests.support.gateway import GatewayProcess, config_for_targets, free_port
 from tests.support.metrics import scrape, value
-from tests.support.procs import REPO_ROOT, IrisProcess
+from tests.support.procs import REPO_ROOT, IrisProcess, process_gone
 
 ATELIER = "/api/atelier/"
 
@@ -46,22 +46,6 @@ def _status(gw: GatewayProcess) -> dict[str, Any]:
 
 def _worker(gw: GatewayProcess, slot: int) -> dict[str, Any] | None:
     return next((w for w in _status(gw)["workers"] if w["slot"] == slot), None)
-
-
-def _dead(pid: int) -> bool:
-    """Gone, or a zombie all of whose threads have exited."""
-    try:
-        threads = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return True
-    for tid in threads:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
-                    return False
-        except OSError:
-            continue
-    return True
 
 
 class Poller:
@@ -179,7 +163,7 @@ def test_crash_loop_backs_off_and_never_exits_while_a_worker_serves(
             assert w is not None
             os.kill(w["pid"], signal.SIGKILL)
             killed.append(w["pid"])
-            wait_until(lambda: _dead(killed[-1]), timeout=5)
+            wait_until(lambda: process_gone(killed[-1]), timeout=5)
             r = requests.get(gw.url + ATELIER, headers={"Connection": "close"}, timeout=5)
             assert r.status_code == 200
         wait_until(lambda: _status(gw)["worker_restarts"]["quick_exit"] == 6, timeout=10)
@@ -292,9 +276,9 @@ def test_hung_worker_is_replaced_and_scrapes_do_not_wait_for_it(
             reported = next(w for w in _status(gw)["workers"] if w["pid"] == hung)
             assert reported["last_heartbeat_s"] >= 2 and reported["stats_stale"]
             wait_until(lambda: "sent no heartbeat" in gw.log(), timeout=5)
-            wait_until(lambda: _dead(hung), timeout=5)  # SIGKILL works on a stopped process
+            wait_until(lambda: process_gone(hung), timeout=5)  # SIGKILL works on a stopped process
         finally:
-            if not _dead(hung):
+            if not process_gone(hung):
                 os.kill(hung, signal.SIGCONT)
         status = wait_ready(gw, 2)
         assert hung not in [w["pid"] for w in status["workers"]]
@@ -317,12 +301,18 @@ def _our_code_runs(pid: int) -> bool:
 
 
 def _start(config: dict[str, Any], tmp: Any) -> subprocess.Popen[bytes]:
+    """``fastgw run``, returned as soon as its first instruction has run."""
     path = tmp / "config.json"
     path.write_bytes(orjson.dumps(config))
-    log = open(tmp / "fastgw.log", "wb")
-    return subprocess.Popen([sys.executable, "-m", "fastgw", "run", "-c", str(path)],
-                            cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT)
+    with open(tmp / "fastgw.log", "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fastgw", "run", "-c", str(path)],
+                                cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while not _our_code_runs(proc.pid):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.001)
+    return proc
 
 
 def test_sighup_and_sigterm_during_start_up_are_handled(tmp_path: Any) -> None:
@@ -336,10 +326,6 @@ def test_sighup_and_sigterm_during_start_up_are_handled(tmp_path: Any) -> None:
     status_url = "http://" + config["gateway"]["status_listen"]
     proc = _start(config, tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while not _our_code_runs(proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.001)
         sent = 0
         deadline = time.monotonic() + 30
         while True:
@@ -362,10 +348,6 @@ def test_sighup_and_sigterm_during_start_up_are_handled(tmp_path: Any) -> None:
     (tmp_path / "fastgw.log").unlink()
     proc = _start(config, tmp_path)
     try:
-        deadline = time.monotonic() + 10
-        while not _our_code_runs(proc.pid):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.001)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0, (tmp_path / "fastgw.log").read_text()
     finally:

@@ -44,13 +44,15 @@ def _reweight(cfg: Config) -> Config:
 
 
 def _add_route_mid(cfg: Config) -> Config:  # the store keeps routes grouped by service
-    return _canonical(E.create(cfg, "routes", {"paths": ["/new"]}, ("service", cfg.services[1].id))[0])
+    new, _ = E.create(cfg, "routes", {"paths": ["/new"]}, ("service", cfg.services[1].id))
+    return _canonical(new)
 
 
 def _add_target(cfg: Config) -> Config:
     upstream = cfg.upstream("u")
     assert upstream is not None
-    return _canonical(E.create(cfg, "targets", {"target": "10.0.0.9:80"}, ("upstream", upstream.id))[0])
+    new, _ = E.create(cfg, "targets", {"target": "10.0.0.9:80"}, ("upstream", upstream.id))
+    return _canonical(new)
 
 
 def _delete_service_routes(cfg: Config) -> Config:

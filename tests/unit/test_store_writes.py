@@ -112,8 +112,8 @@ def test_local_checks_refuse_dangling_references_and_collisions(tmp_path: Path) 
     store = _open(tmp_path)
     state = store.state
     default = state.configs["default"]
-    orphan = E.build_entity("routes", {"paths": ["/x"],
-                                       "service": {"id": "5b1d0b3e-6a0c-4f53-9a43-2f1e0c6a7b11"}})[0]
+    missing = {"id": "5b1d0b3e-6a0c-4f53-9a43-2f1e0c6a7b11"}
+    orphan = E.build_entity("routes", {"paths": ["/x"], "service": missing})[0]
     with pytest.raises(ConfigError, match="invalid reference"):
         store.check_write(state.workspaces, {**state.configs,
                                              "default": E._store(default, "routes", orphan)})
