@@ -11,12 +11,16 @@ from fastgw.core.http.request import RequestHead, RequestLimits, RequestReader
 
 
 def parse_heads(raw: bytes, limits: RequestLimits | None = None) -> list[RequestHead]:
-    """Every head the reader accepts in `raw` (raises what feed_data raises)."""
+    """Every head the reader accepts in `raw`, up to an upgrade (raises what feed_data
+    raises otherwise)."""
     heads: list[RequestHead] = []
     reader = RequestReader(limits or RequestLimits(), lambda: None, heads.append,
                            lambda body: None, lambda: None)
     reader.parser = httptools.HttpRequestParser(reader)
-    reader.parser.feed_data(raw)
+    try:
+        reader.parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass  # llhttp stops after an upgrade request's head
     return heads
 
 
