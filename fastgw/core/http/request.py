@@ -224,10 +224,11 @@ class RequestReader:
     # -- llhttp callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._reset()
         self.on_begin()
 
     def _reset(self) -> None:
+        """Fresh per-head state (after each head is handed over: an idle connection keeps
+        nothing of its last request)."""
         self.url = b""
         self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.size = 0
@@ -279,7 +280,9 @@ class RequestReader:
             self.expect = value
 
     def on_headers_complete(self) -> None:
-        self.on_head(self._decide())
+        head = self._decide()
+        self._reset()
+        self.on_head(head)
 
     # -- the decision -----------------------------------------------------------------
 

@@ -49,20 +49,13 @@ def prefix_line(prefix: str | None) -> bytes:
 class ForwardedFields:
     """What the gateway saw of one client connection, and the head's cached tail (U6, U7)."""
 
-    __slots__ = ("ip", "port", "proto", "trusted", "_fragment", "_tail_host", "_tail_prefix",
-                 "_tail")
+    __slots__ = ("ip", "port", "proto", "trusted", "_tail_host", "_tail_prefix", "_tail")
 
     def __init__(self, ip: str, port: bytes, proto: bytes, trusted: bool) -> None:
         self.ip = ip.encode()
         self.port = port
         self.proto = proto
         self.trusted = trusted
-        self._fragment = b"".join((
-            b"X-Forwarded-For: ", self.ip, CRLF,
-            b"X-Forwarded-Proto: ", proto, CRLF,
-            b"X-Forwarded-Port: ", port, CRLF,
-            b"X-Real-IP: ", self.ip, CRLF,
-        ))
         self._tail_host: bytes | None = None
         self._tail_prefix = b""
         self._tail = b""
@@ -72,7 +65,9 @@ class ForwardedFields:
         forwarding fields do not count (cached: Host rarely changes on a connection)."""
         if host == self._tail_host and prefix is self._tail_prefix and self._tail:
             return self._tail
-        parts = [VIA_LINE, self._fragment]
+        ip = self.ip
+        parts = [VIA_LINE, b"X-Forwarded-For: ", ip, CRLF, b"X-Forwarded-Proto: ", self.proto,
+                 CRLF, b"X-Forwarded-Port: ", self.port, CRLF, b"X-Real-IP: ", ip, CRLF]
         if host is not None:
             parts += (b"X-Forwarded-Host: ", split_host_port(host)[0], CRLF)
         parts += (prefix, CRLF)
