@@ -23,6 +23,7 @@ carry their own ``services``/``upstreams``/... collections.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -47,8 +48,8 @@ from fastgw.config.workspaces import (
     workspace_to_dict,
 )
 
-__all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "parse_document",
-           "dump_document", "atomic_write"]
+__all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "StoreWriteError",
+           "parse_document", "dump_document", "atomic_write"]
 
 log = logging.getLogger("fastgw.store")
 
@@ -61,6 +62,18 @@ class PreconditionFailed(Exception):
     def __init__(self, current_etag: str) -> None:
         super().__init__(f"the configuration changed (current etag {current_etag})")
         self.current_etag = current_etag
+
+
+class StoreWriteError(Exception):
+    """The file could not be saved (full disk, read-only file system, ...). Nothing changed:
+    the running config and the file are both still the previous version."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        code = errno.errorcode.get(err.errno or 0, "")
+        reason = f"{err.strerror or err}" + (f" ({code})" if code else "")
+        super().__init__(f"cannot save the configuration to {path}: {reason}; "
+                         "the change was not applied")
+        self.errno = err.errno
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +350,11 @@ class FileConfigStore:
         data = self.encode(dump_document(new))
         loop = asyncio.get_running_loop()
         # fsync can take tens of ms: keep the admin/status loop responsive meanwhile.
-        await loop.run_in_executor(None, atomic_write, self.path, data)
+        try:
+            await loop.run_in_executor(None, atomic_write, self.path, data)
+        except OSError as err:
+            log.error("config store: cannot write %s: %s", self.path, err)
+            raise StoreWriteError(self.path, err) from None
         self._publish(new)
 
     def encode(self, document: Mapping[str, Any]) -> bytes:
