@@ -29,6 +29,7 @@ from fastgw.controlplane.admin.forms import media_type, parse_body
 from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response, split_path
 from fastgw.controlplane.admin.openapi import build_openapi
+from fastgw.controlplane.admin.status import memory_block, memory_options
 from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
 from fastgw.config import ConfigError
 from fastgw.config.kong_export import to_kong
@@ -191,12 +192,16 @@ class AdminAPI:
         })
 
     async def _status(self, call: crud.Call) -> Response:
-        return json_response(200, self.status_body())
+        return json_response(200, self.status_body(call.req))
 
-    def status_body(self) -> dict[str, Any]:
+    def status_body(self, req: Request | None = None) -> dict[str, Any]:
+        """Kong's ``GET /status`` (``?unit=``/``?scale=`` for the memory block)."""
+        unit, scale = memory_options(req) if req is not None else ("m", 2)
         state = self.store.state
+        runtime = self.runtime.status()
         return {"database": {"reachable": True}, "configuration_hash": state.etag,
-                "config_version": state.version, **self.runtime.status()}
+                "config_version": state.version, **runtime,
+                "memory": memory_block(runtime.get("workers", []), unit, scale)}
 
     async def _openapi(self, call: crud.Call) -> Response:
         if self._openapi_doc is None:
