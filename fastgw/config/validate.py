@@ -218,6 +218,10 @@ def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
             if spec.keys is not None and check_value(spec.keys, k, path, errors) is MISSING:
                 ok = False
                 continue
+            if v is None and spec.values is not None:  # a null value is never a value
+                errors.append((join(path, k), "required field missing"))
+                ok = False
+                continue
             r = check_value(spec.values, v, join(path, k), errors) if spec.values else v
             if r is MISSING:
                 ok = False
