@@ -6,9 +6,10 @@ A scrape (``GET /metrics`` on the status or admin listener, or ``GET /status``) 
 live worker for its counters (``{"type": "stats", "seq": n}`` over its IPC channel; the
 worker answers with `stats_reply`), waits a bounded time for the answers, and sums them
 with `fastgw.dataplane.stats.aggregate`. A worker that does not answer in time is counted with
-its previous answer. A worker that is gone keeps its last counters in the totals (its
-final stats are sent when it drains; a crash loses only what it counted since the last
-scrape), so node counters never go down when a worker is replaced.
+its previous answer. Workers also push their counters unasked every second
+(`fastgw.dataplane.worker.STATS_PUSH_INTERVAL`). A worker that is gone keeps its last
+counters in the totals (its final stats are sent when it drains; a crash loses only what
+it counted since its last push), so node counters never go down when a worker is replaced.
 
 `NodeCollector` is a prometheus-client custom collector: it turns the aggregate into
 metric families at scrape time (no prometheus-client object is touched per request). Names
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator

@@ -9,7 +9,6 @@ import json
 import math
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,16 +17,18 @@ from typing import Any
 import requests
 
 from tests.conftest import require_tool
-from tests.support.gateway import GatewayProcess, free_port
-from tests.support.metrics import (eventually, get_request, metrics_config, raw_request, scrape,
-                                   scrape_text, value, wait_ready)
+from tests.support.gateway import GatewayProcess
+from tests.support.metrics import (eventually, get_request, metrics_config, prom_query,
+                                   prometheus_server, raw_request, scrape, scrape_text, value,
+                                   wait_ready)
 from tests.support.procs import IrisProcess
 
 INSTALL = "apt-get install -y prometheus"
 DASHBOARD = Path(__file__).resolve().parents[1] / "fixtures" / "grafana" / "kong-official-7424.json"
 
 
-def kong_gateway(gateway_factory: Any, iris: tuple[IrisProcess, IrisProcess], **kw: Any) -> GatewayProcess:
+def kong_gateway(gateway_factory: Any, iris: tuple[IrisProcess, IrisProcess],
+                 **kw: Any) -> GatewayProcess:
     a, b = iris
     gw = gateway_factory(metrics_config([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"],
                                         metrics_prefix="kong"), **kw)
@@ -96,12 +97,7 @@ def test_status_memory_block_and_its_options(iris_pair: tuple[IrisProcess, IrisP
 
 # --------------------------------------------------------------------------- dashboard 7424
 
-def _query(base: str, promql: str) -> list[dict[str, Any]]:
-    r = requests.get(base + "/api/v1/query", params={"query": promql}, timeout=5)
-    r.raise_for_status()
-    body = r.json()
-    assert body["status"] == "success", body
-    return body["data"]["result"]
+_query = prom_query
 
 
 def _has_data(result: list[dict[str, Any]]) -> bool:
@@ -134,48 +130,32 @@ def test_kong_official_dashboard_finds_data(iris_pair: tuple[IrisProcess, IrisPr
 
     sender = threading.Thread(target=traffic, daemon=True)
     sender.start()
-    port = free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
-        "scrape_configs:\n  - job_name: kong\n    static_configs:\n"
-        f"      - targets: ['{gw.config['gateway']['status_listen']}']\n")
-    log = open(tmp_path / "prometheus.log", "wb")
-    proc = subprocess.Popen(
-        [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
-    base = f"http://127.0.0.1:{port}"
     missing: list[str] = []
+    status = gw.config["gateway"]["status_listen"]
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                missing = [f"{title}: {expr}" for title, expr in exprs
-                           if title not in lua and not _has_data(_query(base, _fill(expr)))]
-            except requests.RequestException:
-                missing = ["prometheus not answering"]
-            if not missing or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        found = len(exprs) - len(missing) - sum(1 for t, _ in exprs if t in lua)
-        print(f"dashboard 7424: {found} of {len(exprs)} expressions have data "
-              f"({len(exprs) - len(lua)} expected; Lua-memory panels excluded)")
-        assert not missing, "\n".join(missing) + (tmp_path / "prometheus.log").read_text()[-2000:]
-        # The template variables' series carry the labels they list.
-        for var, label in (("service", "service"), ("route", "route"),
-                           ("instance", "instance"), ("upstream", "upstream")):
-            selector = dashboard["variables"][var].split("(", 1)[1].rsplit(",", 1)[0]
-            assert any(label in s["metric"] for s in _query(base, selector)), var
-        # An SLO query written against Kong's bucket labels.
-        assert _has_data(_query(base, 'kong_request_latency_ms_bucket{le="100"}'))
+        with prometheus_server(binary, "kong", status, tmp_path) as base:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    missing = [f"{title}: {expr}" for title, expr in exprs
+                               if title not in lua and not _has_data(_query(base, _fill(expr)))]
+                except requests.RequestException:
+                    missing = ["prometheus not answering"]
+                if not missing or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            found = len(exprs) - len(missing) - sum(1 for t, _ in exprs if t in lua)
+            print(f"dashboard 7424: {found} of {len(exprs)} expressions have data "
+                  f"({len(exprs) - len(lua)} expected; Lua-memory panels excluded)")
+            log = (tmp_path / "prometheus.log").read_text()[-2000:]
+            assert not missing, "\n".join(missing) + log
+            # The template variables' series carry the labels they list.
+            for var, label in (("service", "service"), ("route", "route"),
+                               ("instance", "instance"), ("upstream", "upstream")):
+                selector = dashboard["variables"][var].split("(", 1)[1].rsplit(",", 1)[0]
+                assert any(label in s["metric"] for s in _query(base, selector)), var
+            # An SLO query written against Kong's bucket labels.
+            assert _has_data(_query(base, 'kong_request_latency_ms_bucket{le="100"}'))
     finally:
         stop.set()
         sender.join(5)
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()

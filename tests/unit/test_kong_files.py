@@ -43,6 +43,7 @@ def doc(**collections: Any) -> dict[str, Any]:
     return {"_format_version": "3.0", **collections}
 
 
+PARTIAL_ID = "6f5c0bb0-8e5c-4d3e-9d5b-1c1f2f0a9a11"
 # Fields Kong's schemas have (kong/db/schema/entities/*.lua, 3.x) that fastgw does not
 # implement: kept verbatim, reported by name, never an error.
 KONG_ONLY_CASES = [
@@ -69,8 +70,8 @@ KONG_ONLY_CASES = [
                    "acls": [{"group": "g"}], "jwt_secrets": [{"key": "iss"}],
                    "hmacauth_credentials": [{"username": "h", "secret": "s"}]},
      "consumers[0].acls: not supported yet"),
-    (doc(plugins=[{"name": "key-auth", "partials": [{"id": "6f5c0bb0-8e5c-4d3e-9d5b-1c1f2f0a9a11"}]}]),
-     "plugins", {"partials": [{"id": "6f5c0bb0-8e5c-4d3e-9d5b-1c1f2f0a9a11"}]}, "plugins[0].partials"),
+    (doc(plugins=[{"name": "key-auth", "partials": [{"id": PARTIAL_ID}]}]),
+     "plugins", {"partials": [{"id": PARTIAL_ID}]}, "plugins[0].partials"),
 ]
 
 
@@ -93,7 +94,8 @@ def test_kong_fields_fastgw_lacks_are_kept_and_reported(
      ("upstreams[0].sticky_sessions_cookie", "expected a string")),
     (doc(upstreams=[{"name": "u", "targets": [{"target": "10.0.0.1", "failover": "yes"}]}]),
      ("upstreams[0].targets[0].failover", "expected a boolean")),
-    (doc(upstreams=[{"name": "u", "stickiness": "on"}]), ("upstreams[0].stickiness", "unknown field")),
+    (doc(upstreams=[{"name": "u", "stickiness": "on"}]),
+     ("upstreams[0].stickiness", "unknown field")),
     (doc(services=[{"name": "s", "host": "h", "tls_passthru": True}]),
      ("services[0].tls_passthru", "unknown field")),
     (doc(frobnicators=[]), ("frobnicators", "unknown field")),
