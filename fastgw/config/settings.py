@@ -13,7 +13,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
 
-__all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict"]
+__all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict",
+           "SETTING_NAMES"]
 
 ENV_PREFIX = "FASTGW_"
 
@@ -102,6 +103,7 @@ class GatewaySettings:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GatewaySettings) if f.init)
+SETTING_NAMES = _FIELD_NAMES  # every node setting (the CLI derives its flags from these)
 _LISTENS = ("proxy_listen", "admin_listen", "status_listen")
 _INTS_POS = ("upstream_keepalive_pool_size", "max_request_line_size", "max_header_size",
              "max_header_count", "client_body_buffer_size", "keepalive_requests")

@@ -18,7 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 from fastgw.config import model as _m
 
-__all__ = ["ConfigError", "Field", "MISSING", "Errors", "SCHEMAS", "UNSUPPORTED", "check_value",
+__all__ = ["ConfigError", "Field", "MISSING", "Errors", "SCHEMAS", "UNSUPPORTED", "KONG_ONLY",
+           "NOT_ENFORCED", "check_value",
            "check_record", "entity_prefix", "join", "render_errors", "validate_entity"]
 
 
@@ -215,6 +216,10 @@ def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
         ok = True
         for k, v in value.items():
             if spec.keys is not None and check_value(spec.keys, k, path, errors) is MISSING:
+                ok = False
+                continue
+            if v is None and spec.values is not None:  # a null value is never a value
+                errors.append((join(path, k), "required field missing"))
                 ok = False
                 continue
             r = check_value(spec.values, v, join(path, k), errors) if spec.values else v
@@ -439,6 +444,28 @@ UNSUPPORTED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields of Kong 3.x's entity schemas (kong/db/schema/entities/*.lua, Kong 3.12, and decK's
+# nested credentials under consumers) that fastgw has no model field for. They are checked
+# with Kong's type, kept verbatim in the entity's ``extra`` and reported: a Kong file never
+# loses them, and never fails on them.
+_CREDENTIALS = Field("array", elements=Field("record"))
+KONG_ONLY: dict[str, dict[str, Field]] = {
+    "services": {"tls_sans": Field("record")},
+    "routes": {"expression": _S, "priority": Field("integer", between=(0, 2**46))},
+    "upstreams": {
+        "sticky_sessions_cookie": Field("string", validator=_m.cookie_name_error),
+        "sticky_sessions_cookie_path": Field("string", validator=_m.path_error),
+    },
+    "targets": {"failover": Field("boolean")},
+    "consumers": {k: _CREDENTIALS for k in (
+        "keyauth_credentials", "basicauth_credentials", "acls", "jwt_secrets",
+        "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials", "groups",
+        "consumer_groups")},
+    "plugins": {"partials": Field("array", elements=Field("record"))},
+}
+NOT_ENFORCED = "not supported yet, kept but not enforced"
+
+
 # --------------------------------------------------------------------------- entity checks
 
 _EMPTY = (None, [], {})
@@ -581,7 +608,8 @@ def validate_entity(
     as ``{"id"|"name"|"key": ...}``) or None if it had errors (appended to ``errors``).
     ``nested_in`` names the foreign key implied by nesting (e.g. ``"service"`` for routes
     under a service); like Kong, that field is then unknown. Keys starting with ``_``
-    (``_comment``, ``_ignore``) are accepted and ignored.
+    (``_comment``, ``_ignore``) and the fields of ``KONG_ONLY`` are kept verbatim under
+    ``"extra"``.
     """
     if not isinstance(data, dict):
         errors.append((path, "expected a record"))
@@ -590,10 +618,16 @@ def validate_entity(
     if nested_in:
         schema = {k: v for k, v in schema.items() if k != nested_in}
     data = _apply_shorthands(kind, data)
-    skip = set(ignore) | {k for k in data if isinstance(k, str) and k.startswith("_")}
+    kong_only = KONG_ONLY[kind]
+    kept = [k for k in data if k not in ignore and isinstance(k, str)
+            and (k.startswith("_") or k in kong_only)]
     n = len(errors)
     ent_errs: Errors = []
-    out = check_record(schema, data, path, ent_errs, ignore=skip)
+    out = check_record(schema, data, path, ent_errs, ignore=set(ignore) | set(kept))
+    for k in kept:
+        if k in kong_only and data[k] is not None:
+            check_value(kong_only[k], data[k], join(path, k), ent_errs)
+    out["extra"] = {k: _copy_default(data[k]) for k in kept}
     if kind == "plugins" and isinstance(out.get("config"), dict) and not ent_errs:
         _check_plugin_config(out, path, ent_errs)
     check = _CHECKS.get(kind)
@@ -610,7 +644,13 @@ def validate_entity(
         return None
     for f in UNSUPPORTED[kind]:
         if out.get(f) not in (None, False):
-            warnings.append(f"{join(path, f)}: not supported yet, ignored")
+            warnings.append(f"{join(path, f)}: {NOT_ENFORCED}")
+    for f in kept:
+        if f in kong_only and data[f] not in (None, []):
+            warnings.append(f"{join(path, f)}: {NOT_ENFORCED}")
+    if kind == "upstreams" and out.get("algorithm") == "sticky-sessions":
+        warnings.append(f"{join(path, 'algorithm')}: sticky-sessions not supported yet, "
+                        "treated as round-robin")
     proto_field = {"services": "protocol", "routes": "protocols"}.get(kind)
     if proto_field:
         val = out[proto_field]

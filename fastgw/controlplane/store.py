@@ -23,6 +23,7 @@ carry their own ``services``/``upstreams``/... collections.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -32,8 +33,8 @@ from typing import Any, Callable, Mapping
 
 import orjson
 
-from fastgw.config.declarative import dump_declarative, load_declarative
-from fastgw.config.loader import read_json_file
+from fastgw.config.declarative import dump_declarative, is_entity_key, load_declarative
+from fastgw.config.loader import dump_yaml, is_yaml_path, read_document
 from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError, Errors
 from fastgw.config.workspaces import (
@@ -47,8 +48,8 @@ from fastgw.config.workspaces import (
     workspace_to_dict,
 )
 
-__all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "parse_document",
-           "dump_document", "atomic_write"]
+__all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "StoreWriteError",
+           "parse_document", "dump_document", "atomic_write"]
 
 log = logging.getLogger("fastgw.store")
 
@@ -61,6 +62,18 @@ class PreconditionFailed(Exception):
     def __init__(self, current_etag: str) -> None:
         super().__init__(f"the configuration changed (current etag {current_etag})")
         self.current_etag = current_etag
+
+
+class StoreWriteError(Exception):
+    """The file could not be saved (full disk, read-only file system, ...). Nothing changed:
+    the running config and the file are both still the previous version."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        code = errno.errorcode.get(err.errno or 0, "")
+        reason = f"{err.strerror or err}" + (f" ({code})" if code else "")
+        super().__init__(f"cannot save the configuration to {path}: {reason}; "
+                         "the change was not applied")
+        self.errno = err.errno
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +144,13 @@ def parse_document(
             errors.append((f"{path}.name", f"workspace '{ws.name}' is declared twice"))
             continue
         workspaces.append(ws)
+        entity_keys = [k for k in item if is_entity_key(k)]
         if ws.name == DEFAULT_WORKSPACE:
-            if any(k in item for k in _COLLECTIONS):
+            if entity_keys:
                 errors.append((path, "the default workspace's entities belong at the top level"))
             continue
         sub = {"_format_version": doc.get("_format_version", "3.0")}
-        sub.update({k: item[k] for k in _COLLECTIONS if k in item})
+        sub.update({k: item[k] for k in entity_keys})
         try:
             cfg = load_declarative(seed_ids(sub, ws.name))
         except ConfigError as e:
@@ -175,7 +189,7 @@ def dump_document(state: StoreState, *, with_gateway: bool = True) -> dict[str, 
         item = workspace_to_dict(ws)
         if ws.name != DEFAULT_WORKSPACE:
             sub = dump_declarative(state.configs[ws.name])
-            item.update({k: sub[k] for k in _COLLECTIONS if k in sub})
+            item.update({k: v for k, v in sub.items() if is_entity_key(k)})
         wss.append(item)
     out["workspaces"] = wss
     return out
@@ -276,7 +290,7 @@ class FileConfigStore:
         self._listeners.append(listener)
 
     def _read(self, version: int) -> StoreState:
-        doc = read_json_file(self.path)
+        doc = read_document(self.path)
         workspaces, configs, raw = parse_document(doc, env=self.env, overrides=self.overrides)
         return self._make_state(version, workspaces, configs, raw)
 
@@ -333,11 +347,21 @@ class FileConfigStore:
             return new
 
     async def _save_and_publish(self, new: StoreState) -> None:
-        data = orjson.dumps(dump_document(new), option=orjson.OPT_INDENT_2) + b"\n"
+        data = self.encode(dump_document(new))
         loop = asyncio.get_running_loop()
         # fsync can take tens of ms: keep the admin/status loop responsive meanwhile.
-        await loop.run_in_executor(None, atomic_write, self.path, data)
+        try:
+            await loop.run_in_executor(None, atomic_write, self.path, data)
+        except OSError as err:
+            log.error("config store: cannot write %s: %s", self.path, err)
+            raise StoreWriteError(self.path, err) from None
         self._publish(new)
+
+    def encode(self, document: Mapping[str, Any]) -> bytes:
+        """The file's bytes: YAML for a ``kong.yml``-style path, JSON otherwise."""
+        if is_yaml_path(self.path):
+            return dump_yaml(document)
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
     def _publish(self, new: StoreState) -> None:
         self._state = new

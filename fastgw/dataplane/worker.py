@@ -34,6 +34,9 @@ __all__ = ["config_from_snapshot", "Worker", "main"]
 log = logging.getLogger("fastgw.worker")
 
 
+STATS_PUSH_INTERVAL = 1.0  # seconds between unasked stats messages
+
+
 def config_from_snapshot(message: dict[str, Any]) -> Config:
     """The merged data-plane Config of a ``config`` message. Raises ConfigError.
 
@@ -87,9 +90,11 @@ class Worker:
 
         receiver = asyncio.ensure_future(self._receive(channel))
         stopper = asyncio.ensure_future(self.stop.wait())
+        pusher = asyncio.ensure_future(self._push_stats(channel))
         await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
         receiver.cancel()
         stopper.cancel()
+        pusher.cancel()
         timeout = float(self.server.settings.drain_timeout)
         log.info("worker %d draining (up to %ss)", os.getpid(), timeout)
         await self.server.drain(timeout)
@@ -98,6 +103,14 @@ class Worker:
         await channel.drain()
         channel.close()
         return 0
+
+    async def _push_stats(self, channel: Channel) -> None:
+        """Counters to the supervisor every STATS_PUSH_INTERVAL, unasked: a worker killed
+        with SIGKILL (no final message) then loses at most that much of its counts."""
+        assert self.server is not None
+        while True:
+            await asyncio.sleep(STATS_PUSH_INTERVAL)
+            channel.send(stats_reply(self.server, {}))
 
     async def _receive(self, channel: Channel) -> None:
         assert self.server is not None
