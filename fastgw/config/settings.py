@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
+from fastgw.config.errors import ConfigError
+
 
 __all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict",
            "SETTING_NAMES"]
@@ -254,8 +256,6 @@ def load_settings(
 
     Raises ConfigError with paths like ``gateway.proxy_listen``.
     """
-    from fastgw.config.validate import ConfigError  # local: validate -> model -> settings
-
     errors: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
     if section is not None and not isinstance(section, Mapping):

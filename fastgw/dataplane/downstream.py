@@ -47,7 +47,7 @@ from typing import Any
 import httptools
 
 from fastgw.core.http.errors import error_response
-from fastgw.core.http.request import RequestHead, RequestReader, RequestRefused
+from fastgw.core.http.request import RequestHead, RequestReader
 from fastgw.core.http.upstream_head import ForwardedFields
 from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, Exchange
 from fastgw.dataplane.sweeper import CLIENT_BODY, CLIENT_HEADER, KEEPALIVE, LINGER
