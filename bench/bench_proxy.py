@@ -22,7 +22,7 @@ import httptools
 import pytest
 
 from tests.support.gateway import config_for_targets
-from fastgw.dataplane.accesslog import RequestIds
+from fastgw.core.http.request_id import RequestIds
 from fastgw.config.declarative import load_declarative
 from fastgw.dataplane.stats import WorkerStats
 from fastgw.dataplane.downstream import DownstreamProtocol

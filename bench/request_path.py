@@ -19,8 +19,10 @@ import asyncio
 import time
 
 from fastgw.config import load_declarative
-from fastgw.dataplane.downstream import DownstreamProtocol
+from fastgw.dataplane.downstream import ClientConnection
 from fastgw.dataplane.server import ProxyServer
+from fastgw.dataplane.upstream import UpstreamConnection
+from tests.support.transport import RecordingTransport
 
 REQUEST = b"GET /api/atelier/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BODY = b'{"status":{"errors":[],"summary":""},"console":[],"result":{"content":{"id":"A"}}}'
@@ -31,38 +33,11 @@ RESPONSE = (
 )
 
 
-class FakeTransport(asyncio.Transport):
-    def __init__(self, peer: tuple[str, int], sock: tuple[str, int]) -> None:
-        super().__init__()
-        self.peer = peer
-        self.sock = sock
-        self.written = 0
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": self.peer, "sockname": self.sock}.get(name, default)
-
-    def write(self, data: bytes) -> None:  # type: ignore[override]
-        self.written += len(data)
-
-    def writelines(self, parts) -> None:  # type: ignore[override]
-        for part in parts:
-            self.written += len(part)
-
-    def pause_reading(self) -> None: ...
-    def resume_reading(self) -> None: ...
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-
 def config():
     return load_declarative(
         {
             "_format_version": "3.0",
+            "gateway": {"keepalive_requests": 1 << 30},
             "upstreams": [{"name": "iris", "targets": [{"target": "127.0.0.1:52773"}, {"target": "127.0.0.1:52774"}]}],
             "services": [{"name": "atelier", "host": "iris", "routes": [{"paths": ["/api/atelier"], "strip_path": False}]}],
         }
@@ -86,15 +61,14 @@ def measure(n: int) -> float:
     loop = uvloop.new_event_loop()  # the loop fastgw runs on (its time() is C, unlike asyncio's)
     asyncio.set_event_loop(loop)
     server = ProxyServer(config(), loop)
-    down = DownstreamProtocol(server, 8000)
-    down.connection_made(FakeTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
+    down = ClientConnection(server, 8000)
+    down.connection_made(RecordingTransport(keep=False))
     # Warm one pooled connection per target so every request takes the keep-alive path.
-    from fastgw.dataplane.upstream import UpstreamConnection
-
     for upstream in server.snapshot.upstreams.values():
         for target in upstream.targets:
             conn = UpstreamConnection(target.pool)
-            conn.connection_made(FakeTransport((target.host, target.port), ("127.0.0.1", 50000)))
+            conn.connection_made(RecordingTransport((target.host, target.port),
+                                                    ("127.0.0.1", 50000), keep=False))
             target.pool.idle.append(conn)
             target.pool.max_requests = 1 << 62  # never retire the fake connections
 

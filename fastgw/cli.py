@@ -15,29 +15,13 @@ from typing import Any, Sequence
 
 from fastgw import __version__
 from fastgw.config import ConfigError
+from fastgw.config.settings import ENV_PREFIX, SETTING_NAMES
 
 log = logging.getLogger("fastgw")
 
-# CLI flags that override node settings (the `gateway` section / FASTGW_* variables).
-SETTING_FLAGS = (
-    "proxy_listen",
-    "admin_listen",
-    "status_listen",
-    "workers",
-    "trusted_ips",
-    "upstream_keepalive_pool_size",
-    "upstream_keepalive_max_requests",
-    "upstream_keepalive_idle_timeout",
-    "max_request_line_size",
-    "max_header_size",
-    "max_body_size",
-    "client_header_timeout",
-    "client_body_timeout",
-    "client_keepalive_timeout",
-    "drain_timeout",
-    "worker_heartbeat_timeout",
-    "metrics",
-)
+# Every node setting gets a flag (`--metrics-prefix` for `metrics_prefix`), derived from
+# GatewaySettings so that a new setting has one without touching this file.
+SETTING_FLAGS: tuple[str, ...] = SETTING_NAMES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -46,10 +30,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="start the gateway")
-    run.add_argument("-c", "--config", default="config.json", help="declarative config file (JSON)")
+    run.add_argument("-c", "--config", default="config.json",
+                     help="declarative config file (JSON, or YAML when named *.yml/*.yaml)")
     run.add_argument("--log-level", default=os.environ.get("FASTGW_LOG_LEVEL", "info"))
     for name in SETTING_FLAGS:
-        run.add_argument("--" + name.replace("_", "-"), dest=name, default=None)
+        run.add_argument("--" + name.replace("_", "-"), dest=name, default=None, metavar="VALUE",
+                         help=f"node setting {name} (overrides the file and {ENV_PREFIX}"
+                              f"{name.upper()})")
 
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
     worker.add_argument("--ipc-fd", type=int, required=True)
@@ -58,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check", help="validate a config file and print every error")
     check.add_argument("-c", "--config", default="config.json")
+
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True)
+    export = config_sub.add_parser(
+        "export", help="write the configuration; --kong: a file Kong loads (what is dropped "
+                       "is named on stderr)")
+    export.add_argument("-c", "--config", default="config.json")
+    export.add_argument("--kong", action="store_true",
+                        help="drop fastgw-only settings so that Kong accepts the file")
+    export.add_argument("-o", "--output", default="-", help="file to write (default: stdout)")
+    export.add_argument("--format", choices=("json", "yaml"), default=None,
+                        help="default: yaml for a *.yml/*.yaml output, else json")
     return parser
 
 
@@ -85,6 +84,37 @@ def cmd_check(path: str) -> int:
         f"{path}: ok ({len(config.services)} services, {len(config.routes)} routes, "
         f"{len(config.upstreams)} upstreams, {len(config.targets)} targets)"
     )
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fastgw.config.kong_export import to_kong
+    from fastgw.config.loader import dump_yaml, is_yaml_path
+    from fastgw.controlplane.store import FileConfigStore
+
+    try:
+        document = FileConfigStore.open(args.config, env={}).state.document()
+    except ConfigError as exc:
+        for field, message in exc.errors:
+            print(f"{args.config}: {field}: {message}" if field else f"{args.config}: {message}",
+                  file=sys.stderr)
+        return 1
+    if args.kong:
+        document, dropped = to_kong(document)
+        for line in dropped:
+            print(f"dropped {line}", file=sys.stderr)
+    yaml_out = args.format == "yaml" or (args.format is None and args.output != "-"
+                                          and is_yaml_path(args.output))
+    import orjson
+
+    data = dump_yaml(document) if yaml_out else \
+        orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
+    if args.output == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        with open(args.output, "wb") as f:
+            f.write(data)
     return 0
 
 
@@ -130,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "check":
         return cmd_check(args.config)
+    if args.command == "config":
+        return cmd_export(args)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),
         format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",

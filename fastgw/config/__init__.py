@@ -27,7 +27,8 @@ from fastgw.config.model import (
     pcre_to_python,
 )
 from fastgw.config.settings import GatewaySettings, load_settings, parse_listen, settings_to_dict
-from fastgw.config.validate import ConfigError, validate_entity
+from fastgw.config.errors import ConfigError
+from fastgw.config.validate import validate_entity
 
 __all__ = [
     "Config", "Service", "Route", "Upstream", "Target", "Consumer", "Plugin",

@@ -11,6 +11,7 @@ upstreams; plugins top level with id references so their order is preserved), fo
 
 from __future__ import annotations
 
+import copy
 import re
 import time
 import uuid
@@ -27,28 +28,33 @@ from fastgw.config.model import (
     entity_to_dict,
 )
 from fastgw.config.settings import GatewaySettings, load_settings, settings_to_dict
-from fastgw.config.validate import ConfigError, Errors, join, validate_entity
+from fastgw.config.validate import NOT_ENFORCED, ConfigError, Errors, join, validate_entity
 
 __all__ = ["load_declarative", "dump_declarative", "build_entity", "grouped_by_parent",
-           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS"]
+           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "is_entity_key"]
 
 FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 # Plugins fastgw executes; every other plugin is kept as data and reported.
 SUPPORTED_PLUGINS: frozenset[str] = frozenset({"canary"})
 
 _COLLECTIONS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
-_TOP_META = {"_format_version", "_transform", "_comment", "_ignore", "_workspace", "gateway"}
-# deck metadata keys and Kong collections fastgw does not implement: accepted, reported.
-_TOP_UNSUPPORTED = (
-    "_info", "_konnect", "certificates", "ca_certificates", "snis", "vaults",
-    "consumer_groups", "keys", "key_sets", "keyauth_credentials", "basicauth_credentials",
-    "acls", "jwt_secrets", "hmacauth_credentials", "oauth2_credentials",
-    "mtls_auth_credentials", "filter_chains", "parameters",
-)
-_CONSUMER_NESTED_UNSUPPORTED = (
+_TOP_META = {"_format_version", "gateway"}
+# Kong entity collections a declarative file may hold (Kong 3.x and Kong Enterprise's
+# declarative schema, decK's dumps) that fastgw does not implement: kept verbatim in
+# ``Config.extra`` and reported. Keys starting with "_" (decK's `_info`, `_konnect`,
+# `_comment`, `_ignore`, `_transform`, `_workspace`, `_plugin_configs`) are kept silently.
+_TOP_UNSUPPORTED = frozenset({
+    "certificates", "ca_certificates", "snis", "vaults", "consumer_groups",
+    "consumer_group_consumers", "consumer_group_plugins", "keys", "key_sets", "partials",
+    "filter_chains", "parameters", "licenses", "custom_plugins", "event_hooks",
     "keyauth_credentials", "basicauth_credentials", "acls", "jwt_secrets",
-    "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials", "groups",
-)
+    "hmacauth_credentials", "oauth2_credentials", "oauth2_authorization_codes",
+    "oauth2_tokens", "mtls_auth_credentials", "keyauth_enc_credentials",
+    "degraphql_routes", "graphql_ratelimiting_advanced_cost_decorations", "jwt_signer_jwks",
+    "vault_auth_vaults", "developers", "document_objects", "files", "rbac_users",
+    "rbac_roles", "rbac_role_entities", "rbac_role_endpoints", "rbac_user_roles", "admins",
+    "workspaces_meta", "sm_vaults", "credentials", "applications", "application_instances",
+})
 _CLASSES: dict[str, type] = {
     "services": Service, "routes": Route, "upstreams": Upstream,
     "targets": Target, "consumers": Consumer, "plugins": Plugin,
@@ -59,6 +65,13 @@ _NAME_KEY = {"services": "name", "routes": "name", "upstreams": "name",
              "consumers": "username", "plugins": "instance_name"}
 # 2.x guessed regexes from metacharacters; 3.0 requires "~". Kong's own migration rule.
 _LEGACY_REGEX_RE = re.compile(r"[^a-zA-Z0-9._~/%-]")
+
+
+def is_entity_key(key: Any) -> bool:
+    """Whether a top-level key of a declarative document holds entities or metadata that
+    belong to a workspace (as opposed to fastgw's `gateway` and `workspaces`)."""
+    return key in _COLLECTIONS or key in _TOP_UNSUPPORTED or (
+        isinstance(key, str) and key.startswith("_") and key != "_format_version")
 
 
 class _Item:
@@ -95,11 +108,6 @@ class _Loader:
         nested = tuple(nested)
         if kind == "routes" and isinstance(raw, dict):
             raw = self._migrate_paths(raw, path)
-        if kind == "consumers" and isinstance(raw, dict):
-            for k in _CONSUMER_NESTED_UNSUPPORTED:
-                if k in raw:
-                    self.warnings.append(f"{join(path, k)}: not supported yet, ignored")
-            nested += _CONSUMER_NESTED_UNSUPPORTED
         data = validate_entity(kind, raw, path, self.errors, self.warnings,
                                nested_in=parent_fk, ignore=nested)
         item = None
@@ -336,10 +344,15 @@ def load_declarative(
     if "_comment" in data and not isinstance(data["_comment"], str):
         errors.append(("_comment", "expected a string"))
     if data.get("_workspace") is not None:
-        warnings.append("_workspace: not supported yet, ignored")
+        warnings.append(f"_workspace: {NOT_ENFORCED} (fastgw workspaces are in 'workspaces')")
+    extra: dict[str, Any] = {}
     for k in data:
         if k in _TOP_UNSUPPORTED:
-            warnings.append(f"{k}: not supported yet, ignored")
+            if data[k]:
+                warnings.append(f"{k}: {NOT_ENFORCED}")
+            extra[k] = copy.deepcopy(data[k])
+        elif isinstance(k, str) and k.startswith("_") and k != "_format_version":
+            extra[k] = copy.deepcopy(data[k])
         elif k not in _TOP_META and k not in _COLLECTIONS:
             errors.append((k, "unknown field"))
 
@@ -366,7 +379,8 @@ def load_declarative(
     if errors:
         raise ConfigError(errors)
     built = ld.build()
-    return Config(format_version=fmt, gateway=gateway, warnings=tuple(warnings), **built)
+    return Config(format_version=fmt, gateway=gateway, warnings=tuple(warnings), extra=extra,
+                  **built)
 
 
 def _strip(d: dict[str, Any], *drop: str) -> dict[str, Any]:
@@ -395,5 +409,6 @@ def dump_declarative(config: Config) -> dict[str, Any]:
                         for u in config.upstreams]
     out["consumers"] = [entity_to_dict(c) for c in config.consumers]
     out["plugins"] = [entity_to_dict(p) for p in config.plugins]
+    out.update(copy.deepcopy(config.extra))
     out["gateway"] = settings_to_dict(config.gateway)
     return out

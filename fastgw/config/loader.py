@@ -1,4 +1,7 @@
-"""Reading config.json from disk: the only module of fastgw.config that does I/O."""
+"""Reading config files from disk: the only module of fastgw.config that does I/O.
+
+A file named ``*.yml``/``*.yaml`` is YAML (Kong's ``kong.yml``), anything else JSON.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +9,56 @@ import os
 from typing import Any, Mapping
 
 import orjson
+import yaml
 
 from fastgw.config.declarative import load_declarative
 from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError
 
-__all__ = ["load_config_file", "check_file", "read_json_file", "decode_json"]
+__all__ = ["load_config_file", "check_file", "read_json_file", "read_document", "is_yaml_path",
+           "parse_yaml", "dump_yaml", "decode_document", "decode_json"]
+
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+def is_yaml_path(path: str | os.PathLike[str]) -> bool:
+    return os.fspath(path).lower().endswith((".yml", ".yaml"))
+
+
+def parse_yaml(text: str | bytes, name: str = "document") -> Any:
+    """A YAML document (JSON is YAML too); errors become ConfigError with line/column."""
+    try:
+        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([("", f"{name}: invalid YAML{where}: {problem}")]) from None
+
+
+def dump_yaml(document: Any) -> bytes:
+    """The document as block-style YAML, keys in their order."""
+    text = yaml.dump(document, Dumper=_YAML_DUMPER, sort_keys=False, allow_unicode=True,
+                     default_flow_style=False, width=100)
+    return text.encode("utf-8")
+
+
+def read_document(path: str | os.PathLike[str]) -> Any:
+    """Read a declarative file: YAML for ``*.yml``/``*.yaml``, JSON otherwise."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
+    return decode_document(raw, path)
+
+
+def decode_document(raw: bytes, path: str | os.PathLike[str]) -> Any:
+    """A declarative file's bytes, decoded as its name says (YAML or JSON)."""
+    if is_yaml_path(path):
+        return parse_yaml(raw, os.fspath(path))
+    return decode_json(raw, path)
 
 
 def _line_col(text: bytes, pos: int) -> tuple[int, int]:
@@ -63,7 +110,7 @@ def load_config_file(
     Gateway settings precedence: ``overrides`` (CLI) > ``FASTGW_*`` in ``env`` > file >
     defaults. Raises ConfigError with every problem found.
     """
-    return load_declarative(read_json_file(path), now=now, env=env, overrides=overrides)
+    return load_declarative(read_document(path), now=now, env=env, overrides=overrides)
 
 
 def check_file(

@@ -131,9 +131,10 @@ def now_ms() -> float:
 
 
 PROTOCOLS = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss")
-SERVICE_PROTOCOLS = tuple(p for p in PROTOCOLS if p != "tls_passthrough")
+SERVICE_PROTOCOLS = PROTOCOLS  # typedefs.protocol: the same list for services and routes
 HASH_ON = ("none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture")
-ALGORITHMS = ("consistent-hashing", "least-connections", "round-robin", "latency")
+ALGORITHMS = ("consistent-hashing", "least-connections", "round-robin", "latency",
+              "sticky-sessions")
 
 
 def parse_service_url(url: str) -> dict[str, Any]:
@@ -175,6 +176,9 @@ class Service:
     tls_verify_depth: int | None = None
     client_certificate: str | None = None  # certificate id
     ca_certificates: tuple[str, ...] | None = None
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(**_DC)
@@ -201,6 +205,9 @@ class Route:
     tags: tuple[str, ...] | None = None
     created_at: int = field(default_factory=now_s)
     updated_at: int = field(default_factory=now_s)
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(**_DC)
@@ -226,6 +233,9 @@ class Upstream:
     tags: tuple[str, ...] | None = None
     created_at: int = field(default_factory=now_s)
     updated_at: int = field(default_factory=now_s)
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(**_DC)
@@ -237,6 +247,9 @@ class Target:
     tags: tuple[str, ...] | None = None
     created_at: float = field(default_factory=now_ms)
     updated_at: float = field(default_factory=now_ms)
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(**_DC)
@@ -247,6 +260,9 @@ class Consumer:
     tags: tuple[str, ...] | None = None
     created_at: int = field(default_factory=now_s)
     updated_at: int = field(default_factory=now_s)
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 @dataclass(**_DC)
@@ -263,6 +279,9 @@ class Plugin:
     tags: tuple[str, ...] | None = None
     created_at: int = field(default_factory=now_s)
     updated_at: int = field(default_factory=now_s)
+    # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
+    # kept verbatim so that every write and restart gives them back (DESIGN.md).
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
 Entity = Service | Route | Upstream | Target | Consumer | Plugin
@@ -283,6 +302,9 @@ class Config:
     # Diagnostics, not configuration: excluded from equality so a dump/load round
     # trip (which may renumber paths) still compares equal.
     warnings: tuple[str, ...] = field(default=(), compare=False)
+    # Top-level keys of the document fastgw does not implement (certificates, vaults,
+    # consumer_groups, credentials, `_comment`, `_konnect`, ...), verbatim and in order.
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
     # Small lookup helpers (linear; configs are small and these are not hot-path).
     def service(self, key: str) -> Service | None:
@@ -332,10 +354,13 @@ def entity_to_dict(entity: Entity) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(entity):
         v = getattr(entity, f.name)
+        if f.name == "extra":
+            continue
         if f.name in _FOREIGN:
             out[f.name] = None if v is None else {"id": v}
         else:
             out[f.name] = _jsonable(v)
+    out.update(copy.deepcopy(entity.extra))
     return out
 
 

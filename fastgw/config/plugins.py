@@ -14,7 +14,7 @@ import time
 from typing import Any, Callable
 
 from fastgw.config import model as _m
-from fastgw.config.validate import Errors, Field, join
+from fastgw.config.schema import Errors, Field, join
 
 __all__ = ["PLUGIN_SCHEMAS", "PLUGIN_CHECKS", "CANARY"]
 

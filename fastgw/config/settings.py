@@ -12,8 +12,11 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
+from fastgw.config.errors import ConfigError
 
-__all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict"]
+
+__all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict",
+           "SETTING_NAMES"]
 
 ENV_PREFIX = "FASTGW_"
 
@@ -32,7 +35,15 @@ class GatewaySettings:
     upstream_keepalive_idle_timeout: float = 60
     max_request_line_size: int = 8192  # 414 beyond
     max_header_size: int = 32768  # total header bytes; 431 beyond
-    max_body_size: int = 0  # 0 = unlimited; else 413
+    max_header_count: int = 100  # fields per request head; 431 beyond
+    max_body_size: int = 0  # 0 = unlimited (Kong's client_max_body_size); else 413
+    client_body_buffer_size: int = 8192  # request body bytes in memory, then a temp file
+    client_body_temp_path: str | None = None  # None: <system temp>/fastgw-client-body
+    keepalive_requests: int = 1000  # requests per client connection (nginx's default)
+    underscores_in_headers: bool = False  # off: fields with "_" are dropped (nginx)
+    allow_trace: bool = False  # off: TRACE gets 405
+    lingering_time: float = 30  # nginx: how long a closing connection reads what comes
+    lingering_timeout: float = 5  # nginx: the longest wait for more while lingering
     client_header_timeout: float = 60
     client_body_timeout: float = 60
     client_keepalive_timeout: float = 75
@@ -104,8 +115,10 @@ class GatewaySettings:
 
 
 _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GatewaySettings) if f.init)
+SETTING_NAMES = _FIELD_NAMES  # every node setting (the CLI derives its flags from these)
 _LISTENS = ("proxy_listen", "admin_listen", "status_listen")
-_INTS_POS = ("upstream_keepalive_pool_size", "max_request_line_size", "max_header_size")
+_INTS_POS = ("upstream_keepalive_pool_size", "max_request_line_size", "max_header_size",
+             "max_header_count", "client_body_buffer_size", "keepalive_requests")
 _INTS_NONNEG = ("upstream_keepalive_max_requests", "max_body_size")
 _FLOATS = (
     "upstream_keepalive_idle_timeout",
@@ -113,9 +126,12 @@ _FLOATS = (
     "client_body_timeout",
     "client_keepalive_timeout",
     "drain_timeout",
+    "lingering_time",
+    "lingering_timeout",
     "worker_heartbeat_timeout",
 )
-_OPT_STRS = ("admin_token", "access_log")
+_OPT_STRS = ("admin_token", "access_log", "client_body_temp_path")
+_BOOLS = ("metrics", "underscores_in_headers", "allow_trace")
 _BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -220,7 +236,7 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
-    if key == "metrics":
+    if key in _BOOLS:
         if isinstance(raw, bool):
             return raw, None
         if isinstance(raw, str) and raw.lower() in _BOOL_WORDS:
@@ -251,8 +267,6 @@ def load_settings(
 
     Raises ConfigError with paths like ``gateway.proxy_listen``.
     """
-    from fastgw.config.validate import ConfigError  # local: validate -> model -> settings
-
     errors: list[tuple[str, str]] = []
     values: dict[str, Any] = {}
     if section is not None and not isinstance(section, Mapping):

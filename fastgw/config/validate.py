@@ -1,296 +1,29 @@
-"""Kong-style schema validation (pure, no I/O).
+"""Kong's entity schemas and entity checks, and ``validate_entity`` (pure, no I/O).
 
-A tiny schema engine (``Field``) mirrors the subset of Kong's ``kong.db.schema`` we need:
-types, ``required``, defaults, ``between``, ``one_of``, ``len_min`` and custom validators,
-with Kong's error wording. Entity schema tables and entity checks follow it; the value
-checks (typedefs) live in model.py. All errors are collected; nothing stops at the first.
-
-Errors are ``(path, message)`` pairs with full paths such as
-``services[0].routes[1].paths[0]``; ``ConfigError`` renders them the way Kong's
-``schema violation`` messages do, with field names relative to their entity.
+The schema engine is ``schema.py`` and the error type ``errors.py``; the value checks
+(typedefs) live in model.py and the plugin config schemas in plugins.py. All errors are
+collected; nothing stops at the first.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 from fastgw.config import model as _m
+from fastgw.config.errors import ConfigError
+from fastgw.config.plugins import PLUGIN_CHECKS, PLUGIN_SCHEMAS
+from fastgw.config.schema import (
+    MISSING,
+    Errors,
+    Field,
+    check_record,
+    check_value,
+    copy_default,
+    join,
+)
 
-__all__ = ["ConfigError", "Field", "MISSING", "Errors", "SCHEMAS", "UNSUPPORTED", "check_value",
-           "check_record", "entity_prefix", "join", "render_errors", "validate_entity"]
-
-
-# --------------------------------------------------------------------------- errors
-
-_COLLECTIONS = "services|routes|upstreams|targets|consumers|plugins"
-_ENTITY_RE = re.compile(rf"^((?:(?:{_COLLECTIONS})\[\d+\]\.)*(?:{_COLLECTIONS})\[\d+\]|gateway)(?:\.(.*))?$")
-_SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
-
-
-def entity_prefix(path: str) -> tuple[str, str]:
-    """Split ``services[0].routes[1].paths[0]`` into (``services[0].routes[1]``, ``paths[0]``)."""
-    m = _ENTITY_RE.match(path)
-    if not m:
-        return "", path
-    return m.group(1), m.group(2) or ""
-
-
-class ConfigError(Exception):
-    """Invalid configuration; carries every error found.
-
-    ``errors``: ``[(full_path, message)]``. ``fields``: nested dict mirroring Kong's
-    ``fields`` body (entity-level errors under ``"@entity"``). ``str(err)`` is Kong's
-    ``schema violation`` wording, one clause per entity.
-    """
-
-    def __init__(self, errors: Iterable[tuple[str, str]], message: str | None = None) -> None:
-        self.errors: list[tuple[str, str]] = list(errors)
-        self.message = message if message is not None else render_errors(self.errors)
-        super().__init__(self.message)
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable across worker processes
-        return (ConfigError, (self.errors, self.message))
-
-    @property
-    def fields(self) -> dict[str, Any]:
-        return errors_to_fields(self.errors)
-
-    def lines(self) -> list[str]:
-        """Human-readable ``path: message`` lines (``fastgw check``)."""
-        return [f"{p}: {m}" if p else m for p, m in self.errors]
-
-
-def render_errors(errors: list[tuple[str, str]]) -> str:
-    groups: dict[str, list[tuple[str, str]]] = {}
-    for path, msg in errors:
-        ent, rel = entity_prefix(path)
-        groups.setdefault(ent, []).append((rel, msg))
-    parts = []
-    for ent, errs in groups.items():
-        # Kong lists @entity (whole-entity) errors first, without a field name.
-        ordered = [m for r, m in errs if r in ("", "@entity")]
-        ordered += [f"{r}: {m}" for r, m in errs if r not in ("", "@entity")]
-        n = len(ordered)
-        body = ("schema violation" if n == 1 else f"{n} schema violations") + f" ({'; '.join(ordered)})"
-        parts.append(f"{ent}: {body}" if ent else body)
-    return "; ".join(parts) if parts else "invalid configuration"
-
-
-def errors_to_fields(errors: list[tuple[str, str]]) -> dict[str, Any]:
-    """Nest ``a[0].b`` paths into Kong's ``fields`` shape (lists padded with None)."""
-    root: dict[str, Any] = {}
-    for path, msg in errors:
-        segs = [int(i) if i else n for n, i in _SEG_RE.findall(path)] or ["@entity"]
-        cur: Any = root
-        for seg, nxt in zip(segs, segs[1:] + [None]):
-            if seg == "@entity" and isinstance(cur, dict):
-                cur.setdefault("@entity", []).append(msg)
-                break
-            if isinstance(seg, int) != isinstance(cur, list):
-                break  # shape clash (same path used as field and index): keep the first
-            if isinstance(cur, list):
-                cur.extend([None] * (seg + 1 - len(cur)))
-                have = cur[seg]
-            else:
-                have = cur.get(seg)
-            if nxt is None:
-                if have is None:
-                    cur[seg] = msg
-                break
-            if not isinstance(have, (dict, list)):
-                cur[seg] = [] if isinstance(nxt, int) else {}
-            cur = cur[seg]
-    return root
-
-
-# --------------------------------------------------------------------------- schema engine
-
-MISSING: Any = object()
-Errors = list[tuple[str, str]]
-Validator = Callable[[Any], "str | None"]
-
-
-def join(path: str, name: str | int) -> str:
-    if isinstance(name, int):
-        return f"{path}[{name}]"
-    return f"{path}.{name}" if path else name
-
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    type: str  # string integer number boolean array set map record any
-    required: bool = False
-    default: Any = MISSING
-    between: tuple[float, float] | None = None
-    one_of: tuple[Any, ...] | None = None
-    elements: "Field | None" = None  # array / set
-    keys: "Field | None" = None  # map
-    values: "Field | None" = None  # map
-    fields: "Mapping[str, Field] | None" = None  # record
-    len_min: int | None = None
-    validator: Validator | None = None
-
-
-def _fmt_num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
-
-
-def _copy_default(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _copy_default(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_copy_default(v) for v in d]
-    return d
-
-
-def default_of(spec: Field) -> Any:
-    if spec.type == "record" and spec.fields is not None and spec.default is MISSING:
-        return check_record(spec.fields, {}, "", [])
-    return _copy_default(spec.default) if spec.default is not MISSING else None
-
-
-def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
-    """Validate and normalize one value; on error append to ``errors`` and return MISSING."""
-    if value is None:
-        if spec.default is not MISSING or (spec.type == "record" and spec.fields):
-            return default_of(spec)
-        if spec.required:
-            errors.append((path, "required field missing"))
-            return MISSING
-        return None
-    t = spec.type
-    if t == "string":
-        if not isinstance(value, str):
-            errors.append((path, "expected a string"))
-            return MISSING
-        if len(value) < (spec.len_min if spec.len_min is not None else 1):
-            errors.append((path, f"length must be at least {spec.len_min or 1}"))
-            return MISSING
-    elif t == "integer":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            errors.append((path, "expected an integer"))
-            return MISSING
-    elif t == "number":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            errors.append((path, "expected a number"))
-            return MISSING
-    elif t == "boolean":
-        if not isinstance(value, bool):
-            errors.append((path, "expected a boolean"))
-            return MISSING
-    elif t in ("array", "set"):
-        if not isinstance(value, (list, tuple)):
-            errors.append((path, f"expected {'a set' if t == 'set' else 'an array'}"))
-            return MISSING
-        if spec.len_min is not None and len(value) < spec.len_min:
-            errors.append((path, f"length must be at least {spec.len_min}"))
-            return MISSING
-        out = []
-        ok = True
-        for i, v in enumerate(value):
-            if v is None:  # a null element is never a value (Kong: JSON null is not a string)
-                errors.append((join(path, i), "required field missing"))
-                ok = False
-                continue
-            r = check_value(spec.elements, v, join(path, i), errors) if spec.elements else v
-            if r is MISSING:
-                ok = False
-            elif t == "array" or r not in out:  # sets drop duplicates, keep order
-                out.append(r)
-        if not ok:
-            return MISSING
-        value = out
-    elif t == "map":
-        if not isinstance(value, dict):
-            errors.append((path, "expected a map"))
-            return MISSING
-        out_m: dict[str, Any] = {}
-        ok = True
-        for k, v in value.items():
-            if spec.keys is not None and check_value(spec.keys, k, path, errors) is MISSING:
-                ok = False
-                continue
-            r = check_value(spec.values, v, join(path, k), errors) if spec.values else v
-            if r is MISSING:
-                ok = False
-            else:
-                out_m[k] = r
-        if not ok:
-            return MISSING
-        value = out_m
-    elif t == "foreign":
-        # Admin API sends {"id": ...}; declarative files may also use {"name": ...}
-        # or a bare string (name or id), kept as {"key": ...} for the resolver.
-        if isinstance(value, str) and value:
-            value = {"key": value}
-        elif not (isinstance(value, dict) and len(value) == 1 and set(value) <= {"id", "name"}
-                  and all(isinstance(x, str) and x for x in value.values())):
-            errors.append((path, "expected a record"))
-            return MISSING
-        else:
-            value = dict(value)
-    elif t == "record":
-        if not isinstance(value, dict):
-            errors.append((path, "expected a record"))
-            return MISSING
-        if spec.fields is None:
-            value = _copy_default(value)  # free-form (plugin config): never alias input
-        else:
-            n = len(errors)
-            value = check_record(spec.fields, value, path, errors)
-            if len(errors) > n:
-                return MISSING
-    if spec.one_of is not None and value not in spec.one_of:
-        errors.append((path, "expected one of: " + ", ".join(str(x) for x in spec.one_of)))
-        return MISSING
-    if spec.between is not None and not (spec.between[0] <= value <= spec.between[1]):
-        lo, hi = spec.between
-        errors.append((path, f"value should be between {_fmt_num(lo)} and {_fmt_num(hi)}"))
-        return MISSING
-    if spec.validator is not None:
-        msg = spec.validator(value)
-        if msg:
-            errors.append((path, msg))
-            return MISSING
-    return value
-
-
-def check_record(
-    schema: Mapping[str, Field],
-    data: Mapping[str, Any],
-    path: str,
-    errors: Errors,
-    *,
-    ignore: Iterable[str] = (),
-) -> dict[str, Any]:
-    """Validate a record: unknown fields, required fields, defaults. Invalid fields are
-    left out of the result (callers check ``errors``)."""
-    skip = set(ignore)
-    out: dict[str, Any] = {}
-    for k in data:
-        if k not in schema and k not in skip:
-            errors.append((join(path, k), "unknown field"))
-    for name, spec in schema.items():
-        raw = data.get(name, MISSING)
-        if raw is MISSING:
-            if spec.default is not MISSING or (spec.type == "record" and spec.fields):
-                out[name] = default_of(spec)
-            elif spec.required:
-                errors.append((join(path, name), "required field missing"))
-            else:
-                out[name] = None
-            continue
-        v = check_value(spec, raw, join(path, name), errors)
-        if v is not MISSING:
-            out[name] = v
-    return out
+__all__ = ["ConfigError", "Field", "MISSING", "Errors", "SCHEMAS", "UNSUPPORTED", "KONG_ONLY",
+           "NOT_ENFORCED", "check_value", "check_record", "join", "validate_entity"]
 
 
 _S = Field("string")
@@ -439,6 +172,28 @@ UNSUPPORTED: dict[str, tuple[str, ...]] = {
 }
 
 
+# Fields of Kong 3.x's entity schemas (kong/db/schema/entities/*.lua, Kong 3.12, and decK's
+# nested credentials under consumers) that fastgw has no model field for. They are checked
+# with Kong's type, kept verbatim in the entity's ``extra`` and reported: a Kong file never
+# loses them, and never fails on them.
+_CREDENTIALS = Field("array", elements=Field("record"))
+KONG_ONLY: dict[str, dict[str, Field]] = {
+    "services": {"tls_sans": Field("record")},
+    "routes": {"expression": _S, "priority": Field("integer", between=(0, 2**46))},
+    "upstreams": {
+        "sticky_sessions_cookie": Field("string", validator=_m.cookie_name_error),
+        "sticky_sessions_cookie_path": Field("string", validator=_m.path_error),
+    },
+    "targets": {"failover": Field("boolean")},
+    "consumers": {k: _CREDENTIALS for k in (
+        "keyauth_credentials", "basicauth_credentials", "acls", "jwt_secrets",
+        "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials", "groups",
+        "consumer_groups")},
+    "plugins": {"partials": Field("array", elements=Field("record"))},
+}
+NOT_ENFORCED = "not supported yet, kept but not enforced"
+
+
 # --------------------------------------------------------------------------- entity checks
 
 _EMPTY = (None, [], {})
@@ -553,8 +308,6 @@ _CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
 
 def _check_plugin_config(plugin: dict[str, Any], path: str, errs: Errors) -> None:
     """Schema and checks of a plugin fastgw executes (``fastgw.config.plugins``)."""
-    from fastgw.config.plugins import PLUGIN_CHECKS, PLUGIN_SCHEMAS  # imports this module
-
     schema = PLUGIN_SCHEMAS.get(plugin.get("name") or "")
     if schema is None:
         return
@@ -581,7 +334,8 @@ def validate_entity(
     as ``{"id"|"name"|"key": ...}``) or None if it had errors (appended to ``errors``).
     ``nested_in`` names the foreign key implied by nesting (e.g. ``"service"`` for routes
     under a service); like Kong, that field is then unknown. Keys starting with ``_``
-    (``_comment``, ``_ignore``) are accepted and ignored.
+    (``_comment``, ``_ignore``) and the fields of ``KONG_ONLY`` are kept verbatim under
+    ``"extra"``.
     """
     if not isinstance(data, dict):
         errors.append((path, "expected a record"))
@@ -590,10 +344,16 @@ def validate_entity(
     if nested_in:
         schema = {k: v for k, v in schema.items() if k != nested_in}
     data = _apply_shorthands(kind, data)
-    skip = set(ignore) | {k for k in data if isinstance(k, str) and k.startswith("_")}
+    kong_only = KONG_ONLY[kind]
+    kept = [k for k in data if k not in ignore and isinstance(k, str)
+            and (k.startswith("_") or k in kong_only)]
     n = len(errors)
     ent_errs: Errors = []
-    out = check_record(schema, data, path, ent_errs, ignore=skip)
+    out = check_record(schema, data, path, ent_errs, ignore=set(ignore) | set(kept))
+    for k in kept:
+        if k in kong_only and data[k] is not None:
+            check_value(kong_only[k], data[k], join(path, k), ent_errs)
+    out["extra"] = {k: copy_default(data[k]) for k in kept}
     if kind == "plugins" and isinstance(out.get("config"), dict) and not ent_errs:
         _check_plugin_config(out, path, ent_errs)
     check = _CHECKS.get(kind)
@@ -610,7 +370,13 @@ def validate_entity(
         return None
     for f in UNSUPPORTED[kind]:
         if out.get(f) not in (None, False):
-            warnings.append(f"{join(path, f)}: not supported yet, ignored")
+            warnings.append(f"{join(path, f)}: {NOT_ENFORCED}")
+    for f in kept:
+        if f in kong_only and data[f] not in (None, []):
+            warnings.append(f"{join(path, f)}: {NOT_ENFORCED}")
+    if kind == "upstreams" and out.get("algorithm") == "sticky-sessions":
+        warnings.append(f"{join(path, 'algorithm')}: sticky-sessions not supported yet, "
+                        "treated as round-robin")
     proto_field = {"services": "protocol", "routes": "protocols"}.get(kind)
     if proto_field:
         val = out[proto_field]

@@ -73,8 +73,10 @@ def default_workspace() -> Workspace:
 def build_workspace(data: Mapping[str, Any], *, existing: Workspace | None = None,
                     path: str = "") -> Workspace:
     """Validate a workspace body (Admin API or file); raises ConfigError (Kong wording)."""
+    from fastgw.config.declarative import is_entity_key
+
     errors: Errors = []
-    entity_keys = {"services", "routes", "upstreams", "consumers", "plugins"}
+    entity_keys = {k for k in data if is_entity_key(k)}
     out = check_record(WORKSPACE_SCHEMA, data, path, errors, ignore=entity_keys)
     name = out.get("name")
     if isinstance(name, str) and name in RESERVED_NAMES:

@@ -174,4 +174,6 @@ class DocumentEncoder:
                                            lambda: [(c,) for c in cfg.consumers])))
         members.append(("plugins", array("plugins", (cfg.plugins,),
                                          lambda: [(p,) for p in cfg.plugins])))
+        # Kong collections and metadata fastgw keeps verbatim without implementing them.
+        members += [(key, [_value(v, depth + 1)]) for key, v in cfg.extra.items()]
         return members

@@ -5,13 +5,14 @@ Theory of operation
 A scrape (``GET /metrics`` on the status or admin listener, or ``GET /status``) asks every
 live worker for its counters (``{"type": "stats", "seq": n}`` over its IPC channel; the
 worker answers with `stats_reply`), waits a bounded time (``STATS_TIMEOUT``) for the
-answers, and sums them with `fastgw.dataplane.stats.aggregate`. A worker that does not
-answer in time is counted with its previous answer, and so is one whose heartbeats
-stopped (it is not even asked, so a hung worker costs a scrape nothing); the scrape says
-so: ``worker_stats_stale`` counts them, ``/status`` flags them (``stats_stale``), and the
-log names them. A worker that is gone keeps its last counters in the totals (its
-final stats are sent when it drains; a crash loses only what it counted since the last
-scrape), so node counters never go down when a worker is replaced.
+answers, and sums them with `fastgw.dataplane.stats.aggregate`. Workers also push their
+counters unasked every second (`fastgw.dataplane.worker.STATS_PUSH_INTERVAL`). A worker
+that does not answer in time is counted with its previous counters, and so is one whose
+heartbeats stopped (it is not even asked, so a hung worker costs a scrape nothing); the
+scrape says so: ``worker_stats_stale`` counts them, ``/status`` flags them
+(``stats_stale``), and the log names them. A worker that is gone keeps its last counters
+in the totals (its final stats are sent when it drains; a crash loses only what it
+counted since its last push), so node counters never go down when a worker is replaced.
 
 `NodeCollector` is a prometheus-client custom collector: it turns the aggregate into
 metric families at scrape time (no prometheus-client object is touched per request). Names
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import TYPE_CHECKING, Any
 from collections.abc import Iterator
@@ -53,8 +53,14 @@ log = logging.getLogger("fastgw.metrics")
 STATS_TIMEOUT = 0.5  # seconds a scrape waits for the workers' answers
 RETIRED_FOLD_AFTER = 300.0  # seconds after which a dead worker's counters are folded
 HEALTH_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
-_UP_LE = [str(float(b)) for b in UPSTREAM_BUCKETS]
-_GW_LE = [str(float(b)) for b in GATEWAY_BUCKETS]
+def le_label(bound: float) -> str:
+    """A bucket bound as Kong prints it: ``"1"``, ``"100"`` (not ``"1.0"``), so that SLO
+    queries written against Kong (``{le="100"}``) match."""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+_UP_LE = [le_label(b) for b in UPSTREAM_BUCKETS]
+_GW_LE = [le_label(b) for b in GATEWAY_BUCKETS]
 
 
 def _buckets(hist: list[int], les: list[str]) -> list[tuple[str, float]]:
@@ -65,6 +71,28 @@ def _buckets(hist: list[int], les: list[str]) -> list[tuple[str, float]]:
         out.append((le, total))
     out.append(("+Inf", total + hist[-1]))
     return out
+
+
+def _bandwidth_family(p: str) -> Metric:
+    """Kong names it ``kong_bandwidth_bytes``, a counter without the ``_total`` suffix that
+    prometheus-client would add; with the ``kong`` prefix it keeps Kong's exact name (as an
+    untyped family, which rate() reads the same), else ``<prefix>_bandwidth_bytes_total``."""
+    doc = "Bytes received from clients (ingress) and sent to them (egress)"
+    labels = ["service", "route", "direction", "workspace", "consumer"]
+    if p != "kong":
+        return CounterMetricFamily(f"{p}_bandwidth_bytes", doc, labels=labels)
+    return _UntypedFamily(f"{p}_bandwidth_bytes", doc, labels)
+
+
+class _UntypedFamily(Metric):
+    """A family whose samples carry exactly its name (no suffix added at encoding)."""
+
+    def __init__(self, name: str, documentation: str, labels: list[str]) -> None:
+        super().__init__(name, documentation, "unknown")
+        self.labels = labels
+
+    def add_metric(self, values: list[str], value: float) -> None:
+        self.add_sample(self.name, dict(zip(self.labels, values)), value)
 
 
 class NodeCollector:
@@ -100,9 +128,7 @@ class NodeCollector:
                 "Latency added by the gateway in ms (request latency minus upstream latency)",
                 labels=route_labels),
         }
-        bandwidth = CounterMetricFamily(
-            f"{p}_bandwidth_bytes", "Bytes received from clients (ingress) and sent to them (egress)",
-            labels=["service", "route", "direction", "workspace", "consumer"])
+        bandwidth = _bandwidth_family(p)
         retries = CounterMetricFamily(
             f"{p}_upstream_retries", "Upstream attempts retried on another target after a failure",
             labels=route_labels)
@@ -164,12 +190,19 @@ class NodeCollector:
         hub = self.hub
         conns = agg["connections"]
         node = ["node_id", "subsystem", "state"]
-        total = CounterMetricFamily(
-            f"{p}_nginx_connections", "Client connections accepted and handled (Kong's "
-            "accepted/handled/total states)", labels=node)
-        for state in ("accepted", "handled", "total"):
-            total.add_metric([node_id, "http", state], conns["accepted"])
-        yield total
+        # Kong's gauge of nginx's stub_status: connections by state, and "total", which
+        # nginx (so Kong) counts in requests, not connections.
+        states = GaugeMetricFamily(
+            f"{p}_nginx_connections_total", "Client connections by state (active, reading, "
+            "writing, waiting now; accepted and handled since start) and total requests",
+            labels=node)
+        counts = {"active": conns["active"], "reading": conns["reading"],
+                  "writing": conns["writing"], "waiting": conns["waiting"],
+                  "accepted": conns["accepted"], "handled": conns["accepted"],
+                  "total": agg["requests"]}
+        for state, n in counts.items():
+            states.add_metric([node_id, "http", state], n)
+        yield states
         current = GaugeMetricFamily(
             f"{p}_nginx_http_current_connections", "Client connections now open, by state",
             labels=node)
@@ -383,8 +416,15 @@ class MetricsHub:
         """``GET /status`` with fresh connection and request counts."""
         from fastgw.controlplane.admin.http import json_response
 
+        from fastgw.controlplane.admin.http import HTTPError
+        from fastgw.controlplane.admin.status import memory_options
+
+        try:
+            memory_options(req)  # a bad ?unit= or ?scale= is a 400 before any work
+        except HTTPError as exc:
+            return exc.response()
         await self.refresh()
-        return json_response(200, self.supervisor.api.status_body())
+        return json_response(200, self.supervisor.api.status_body(req))
 
     def install(self) -> None:
         """Add ``/metrics`` (and a fresh ``/status``) to the status and admin listeners."""

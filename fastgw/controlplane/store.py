@@ -34,6 +34,7 @@ carry their own ``services``/``upstreams``/... collections.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import os
@@ -41,8 +42,15 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
-from fastgw.config.declarative import dump_declarative, grouped_by_parent, load_declarative
-from fastgw.config.loader import decode_json
+import orjson
+
+from fastgw.config.declarative import (
+    dump_declarative,
+    grouped_by_parent,
+    is_entity_key,
+    load_declarative,
+)
+from fastgw.config.loader import decode_document, dump_yaml, is_yaml_path
 from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError, Errors
 from fastgw.controlplane.document import DocumentEncoder
@@ -58,6 +66,7 @@ from fastgw.config.workspaces import (
 )
 
 __all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "FileChangedOnDisk",
+           "StoreWriteError",
            "parse_document", "dump_document", "atomic_write"]
 
 log = logging.getLogger("fastgw.store")
@@ -71,6 +80,18 @@ class PreconditionFailed(Exception):
     def __init__(self, current_etag: str) -> None:
         super().__init__(f"the configuration changed (current etag {current_etag})")
         self.current_etag = current_etag
+
+
+class StoreWriteError(Exception):
+    """The file could not be saved (full disk, read-only file system, ...). Nothing changed:
+    the running config and the file are both still the previous version."""
+
+    def __init__(self, path: str, err: OSError) -> None:
+        code = errno.errorcode.get(err.errno or 0, "")
+        reason = f"{err.strerror or err}" + (f" ({code})" if code else "")
+        super().__init__(f"cannot save the configuration to {path}: {reason}; "
+                         "the change was not applied")
+        self.errno = err.errno
 
 
 class FileChangedOnDisk(Exception):
@@ -184,12 +205,13 @@ def parse_document(
             errors.append((f"{path}.name", f"workspace '{ws.name}' is declared twice"))
             continue
         workspaces.append(ws)
+        entity_keys = [k for k in item if is_entity_key(k)]
         if ws.name == DEFAULT_WORKSPACE:
-            if any(k in item for k in _COLLECTIONS):
+            if entity_keys:
                 errors.append((path, "the default workspace's entities belong at the top level"))
             continue
         sub = {"_format_version": doc.get("_format_version", "3.0")}
-        sub.update({k: item[k] for k in _COLLECTIONS if k in item})
+        sub.update({k: item[k] for k in entity_keys})
         try:
             cfg = load_declarative(seed_ids(sub, ws.name))
         except ConfigError as e:
@@ -226,7 +248,7 @@ def dump_document(state: StoreState, *, with_gateway: bool = True) -> dict[str, 
         item = workspace_to_dict(ws)
         if ws.name != DEFAULT_WORKSPACE:
             sub = dump_declarative(state.configs[ws.name])
-            item.update({k: sub[k] for k in _COLLECTIONS if k in sub})
+            item.update({k: v for k, v in sub.items() if is_entity_key(k)})
         wss.append(item)
     out["workspaces"] = wss
     return out
@@ -333,10 +355,10 @@ class FileConfigStore:
 
     def _read(self, version: int) -> tuple[StoreState, FileFingerprint]:
         raw, stat = read_config_bytes(self.path)
-        doc = decode_json(raw, self.path)
+        doc = decode_document(raw, self.path)
         workspaces, configs, gateway = parse_document(doc, env=self.env, overrides=self.overrides)
         state = self._make_state(version, workspaces, configs, gateway)
-        etag = content_etag(_digest(b"".join(self.encoder.encode(state))))
+        etag = content_etag(_digest(b"".join(self._file_pieces(state))))
         return replace(state, etag=etag), FileFingerprint.of(stat, _digest(raw))
 
     def _make_state(self, version: int, workspaces: tuple[Workspace, ...],
@@ -413,10 +435,14 @@ class FileConfigStore:
             return new
 
     async def _save_and_publish(self, new: StoreState) -> StoreState:
-        pieces = self.encoder.encode(new)
+        pieces = self._file_pieces(new)
         loop = asyncio.get_running_loop()
         # Hashing and fsync take milliseconds: off the admin/status loop.
-        etag, self.on_disk = await loop.run_in_executor(None, self._write, pieces)
+        try:
+            etag, self.on_disk = await loop.run_in_executor(None, self._write, pieces)
+        except OSError as err:
+            log.error("config store: cannot write %s: %s", self.path, err)
+            raise StoreWriteError(self.path, err) from None
         new = replace(new, etag=etag)
         self._publish(new)
         return new
@@ -445,6 +471,19 @@ class FileConfigStore:
                       "reload it (SIGHUP or POST /config/reload)", self.path)
             raise FileChangedOnDisk(self.path)
         self.on_disk = FileFingerprint.of(stat, known.digest)  # touched, not edited
+
+    def _file_pieces(self, state: StoreState) -> list[bytes]:
+        """The file's bytes for ``state``: JSON encoded incrementally (only what changed
+        since the last write), YAML (``kong.yml``-style paths) from the whole document."""
+        if is_yaml_path(self.path):
+            return [self.encode(dump_document(state))]
+        return [*self.encoder.encode(state), b"\n"]
+
+    def encode(self, document: Mapping[str, Any]) -> bytes:
+        """The file's bytes: YAML for a ``kong.yml``-style path, JSON otherwise."""
+        if is_yaml_path(self.path):
+            return dump_yaml(document)
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n"
 
     def _publish(self, new: StoreState) -> None:
         self._state = new

@@ -363,10 +363,11 @@ def make_balancer(upstream: Any, target_keys: Sequence[str], weights: Sequence[i
     All returned objects have ``pick(available, exclude=(), key=None)`` and
     ``needs_key``. ``"latency"`` (Kong 3.2+ peak-EWMA) is not implemented yet and
     falls back to least-connections, which also favours fast targets because they
-    release connections sooner.
+    release connections sooner. ``"sticky-sessions"`` (Kong 3.11) is not implemented
+    either: the load loop warns, and its targets get round-robin without the cookie.
     """
     algorithm = _get(upstream, "algorithm") or "round-robin"
-    if algorithm == "round-robin":
+    if algorithm in ("round-robin", "sticky-sessions"):
         return SmoothWeightedRoundRobin(weights)
     if algorithm == "consistent-hashing":
         slots = _get(upstream, "slots") or 10000

@@ -29,21 +29,15 @@ query string is kept). Retries stay on the side of the first try.
 from __future__ import annotations
 
 import random
-import time
 from dataclasses import dataclass
 from hashlib import blake2b
 from math import floor
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from fastgw.core.balancer import cookie_value
 
-if TYPE_CHECKING:
-    from fastgw.dataplane.exchange import Exchange
-    from fastgw.dataplane.snapshot import DirectRuntime, TargetRuntime, UpstreamRuntime
-
-    Side = UpstreamRuntime | DirectRuntime
-
-__all__ = ["CanaryConfig", "CanaryBalancer", "bucket", "canary_buckets", "goes_to_canary"]
+__all__ = ["CanaryConfig", "bucket", "canary_buckets", "client_key", "goes_to_canary",
+           "override_value"]
 
 ALWAYS, NEVER = "always", "never"
 
@@ -122,70 +116,35 @@ def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
     return b < limit
 
 
-class CanaryBalancer:
-    """A route plan's balancer that splits between a stable and a canary side."""
+def client_key(cfg: CanaryConfig, headers: Sequence[tuple[bytes, bytes, bytes]],
+               client_ip: str) -> str | None:
+    """The request's client key for ``hash`` (rule 2); ``headers`` as (lower name, name,
+    value). None: random per request (``hash: none``)."""
+    kind = cfg.hash
+    if kind == "none":
+        return None
+    wanted: bytes | None = None
+    if kind == "header" and cfg.hash_header:
+        wanted = cfg.hash_header.encode("latin-1")
+    elif kind == "cookie" and cfg.hash_cookie:
+        wanted = b"cookie"
+    if wanted is not None:
+        values = [v for lname, _, v in headers if lname == wanted]
+        if values:
+            text = b", ".join(values).decode("latin-1")
+            if kind == "header":
+                return text
+            found = cookie_value(text.replace(",", ";"), cfg.hash_cookie or "")
+            if found:
+                return found
+    return client_ip  # consumer, ip, and every missing value
 
-    __slots__ = ("cfg", "stable", "canary", "uri")
 
-    def __init__(self, cfg: CanaryConfig, stable: Side, canary: Side) -> None:
-        self.cfg = cfg
-        self.stable = stable
-        self.canary = canary
-        self.uri = cfg.upstream_uri.encode("latin-1") if cfg.upstream_uri else None
-
-    def client_key(self, exchange: Exchange) -> str | None:
-        cfg = self.cfg
-        kind = cfg.hash
-        if kind == "none":
-            return None
-        wanted: bytes | None = None
-        if kind == "header" and cfg.hash_header:
-            wanted = cfg.hash_header.encode("latin-1")
-        elif kind == "cookie" and cfg.hash_cookie:
-            wanted = b"cookie"
-        if wanted is not None:
-            values = [v for lname, _, v in exchange.headers if lname == wanted]
-            if values:
-                text = b", ".join(values).decode("latin-1")
-                if kind == "header":
-                    return text
-                found = cookie_value(text.replace(",", ";"), cfg.hash_cookie or "")
-                if found:
-                    return found
-        return exchange.down.client_ip  # consumer, ip, and every missing value
-
-    def decide(self, exchange: Exchange) -> bool:
-        override = None
-        name = self.cfg.override_header
-        if name is not None:
-            for lname, _, value in exchange.headers:
-                if lname == name:
-                    override = value.decode("latin-1")
-                    break
-        return goes_to_canary(self.cfg, self.client_key(exchange), time.time(), override)
-
-    def pick(self, exchange: Exchange, tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
-        if tried:  # a retry stays on the side of the first try
-            side = self.canary if self._owns(self.canary, tried[0]) else self.stable
-            return side.pick(exchange, tried)
-        if self.decide(exchange):
-            target = self.canary.pick(exchange, tried)
-            if target is not None:
-                if self.uri is not None:
-                    url = exchange.url
-                    q = url.find(b"?")
-                    exchange.upstream_target = self.uri + (url[q:] if q != -1 else b"")
-                return target
-            if not self.cfg.upstream_fallback:
-                return None
-        return self.stable.pick(exchange, tried)
-
-    @staticmethod
-    def _owns(side: Side, target: TargetRuntime) -> bool:
-        owner = target.owner
-        return owner is side if owner is not None else getattr(side, "target", None) is target
-
-    def release(self, target: TargetRuntime) -> None:
-        owner = target.owner
-        if owner is not None:
-            owner.release(target)
+def override_value(cfg: CanaryConfig, headers: Sequence[tuple[bytes, bytes, bytes]]) -> str | None:
+    """The value of the override header (rule 1), if configured and present."""
+    name = cfg.override_header
+    if name is not None:
+        for lname, _, value in headers:
+            if lname == name:
+                return value.decode("latin-1")
+    return None

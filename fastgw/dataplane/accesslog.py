@@ -9,9 +9,9 @@ by path at the next batch.
 
 Target: ``None`` (off), ``"stdout"``, or a file path (setting ``access_log``).
 
-Request ids: ``X-Request-Id`` from the client when it looks sane (a short token), else
-one made of a per-worker random prefix and a counter (32 hex digits, like Kong's): unique
-without a random draw per request.
+Request ids (core.http.request_id): ``X-Request-Id`` from the client when it is a plain
+token, else one made of a per-worker random prefix and a counter (32 hex digits, like
+Kong's): unique without a random draw per request.
 """
 
 from __future__ import annotations
@@ -19,62 +19,18 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import re
 import threading
 import time
-from typing import TYPE_CHECKING, Any
-from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
-if TYPE_CHECKING:
-    from fastgw.dataplane.exchange import Exchange
-
-__all__ = ["AccessLog", "RequestIds", "valid_request_id"]
+__all__ = ["AccessLog"]
 
 log = logging.getLogger("fastgw.accesslog")
 
 BATCH_LINES = 2048  # hand a batch to the writer early when this many lines wait
 _MAX_QUEUED_BATCHES = 256  # beyond, lines are dropped (and counted) rather than hoarded
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+/=-]{1,128}")
-
-
-def valid_request_id(value: bytes) -> bool:
-    """A client's X-Request-Id is kept only if it is a plain token (no spaces, no CR/LF)."""
-    return _REQUEST_ID.fullmatch(value) is not None
-
-
-class RequestIds:
-    """Per-worker ids in Kong's shape (32 hex digits): 24 random, then an 8-digit counter.
-
-    Formatted in batches: handing one out is a `next()` on a list iterator.
-    """
-
-    __slots__ = ("prefix", "start", "_ids")
-
-    BATCH = 1024
-
-    def __init__(self) -> None:
-        self.prefix = os.urandom(12).hex().encode()
-        self.start = 0
-        self._ids: Iterator[bytes] = iter(())
-
-    def new(self) -> bytes:
-        rid = next(self._ids, None)
-        if rid is None:
-            rid = self._refill()
-        return rid
-
-    def _refill(self) -> bytes:
-        start = self.start
-        if start + self.BATCH > 0xFFFFFFFF:  # counter exhausted: a new prefix keeps ids unique
-            self.prefix = os.urandom(12).hex().encode()
-            start = 0
-        self.start = start + self.BATCH
-        prefix = self.prefix
-        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + self.BATCH + 1)])
-        return next(self._ids)
-
 
 class _Writer(threading.Thread):
     """Blocking writes of joined batches, in order, to stdout or a (reopened) file."""
@@ -158,19 +114,18 @@ class AccessLog:
         self._writer = _Writer(target)
         self._writer.start()
 
-    def add(self, exchange: Exchange, request_ms: float, upstream_ms: float, size_in: int,
-            size_out: int, status: int, request_id: bytes) -> None:
-        """Encode one request's line (called from Exchange._finish)."""
-        plan = exchange.plan
-        target = exchange.target
+    def add(self, client: str, method: str, url: bytes, route: str | None,
+            service: str | None, target: str | None, status: int, request_ms: float,
+            upstream_ms: float, size_in: int, size_out: int, request_id: bytes) -> None:
+        """Encode one request's line (called once per request by the exchange)."""
         entry: dict[str, Any] = {
             "time": self._clock.iso(time.time()),
-            "client": exchange.down.client_ip,
-            "method": exchange.method,
-            "path": exchange.url.decode("latin-1"),
-            "route": plan.stats.route if plan is not None else None,
-            "service": plan.stats.service if plan is not None else None,
-            "target": target.key if target is not None else None,
+            "client": client,
+            "method": method,
+            "path": url.decode("latin-1"),
+            "route": route,
+            "service": service,
+            "target": target,
             "status": status,
             "bytes_in": size_in,
             "bytes_out": size_out,

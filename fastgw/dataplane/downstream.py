@@ -2,139 +2,116 @@
 
 Theory of operation
 -------------------
-One httptools parser per connection, reused across keep-alive requests. Header callbacks
-append `(lower name, name, value)` to one list; the head becomes an `Exchange` at
-`on_headers_complete`. Exactly one exchange is *active* (being proxied); pipelined
-requests parsed meanwhile wait in a queue with their bodies buffered, and responses go
-out in request order (RFC 9112 §9.3.2). Reading pauses when the queue or a buffered
-body grows, so a client cannot make us buffer without bound.
+Bytes from the client go to one httptools parser per connection (reused across
+keep-alive requests) whose callback object is a `core.http.request.RequestReader`: it
+validates every request head and hands over a `RequestHead`, or refuses the request
+with a status. Each accepted head becomes an `Exchange`. Exactly one exchange is
+*active* (being proxied); pipelined ones wait in a queue and their responses go out in
+request order (RFC 9112 §9.3.2).
+
+A request is sent upstream only after llhttp has accepted its head in full: an exchange
+that becomes active during `feed_data` is started only once `feed_data` has returned
+(`ready`), so a parse error later in the same bytes (a Transfer-Encoding llhttp refuses
+after the head, a bad chunk size) reaches no backend.
 
 Reading the client is paused for several independent reasons (a body waiting for its
-upstream connection, a backend that does not keep up, a full pipeline queue, a pending
-error); a bit mask tracks them so one reason ending does not resume reading while
-another still holds.
+backend, a backend that does not keep up, a full pipeline queue, an answer that must
+wait its turn, an upgrade waiting for its 101); a bit mask tracks them so one reason
+ending does not resume reading while another still holds.
 
-Malformed input: a parser error answers 400 (414 and 431 for the configured limits) and
-closes this connection only; the worker keeps serving every other one.
+Upgrades: llhttp stops at the end of an upgrade request's head. The bytes after it are
+held (one read at most; reading pauses) until the backend answers 101, and only then go
+to the backend (dataplane.tunnel); any other answer closes the connection, so those
+bytes are never forwarded unparsed. A non-websocket upgrade (h2c) is proxied as a plain
+request and parsing goes on with a fresh parser.
 
-Timeouts (client_header_timeout, client_body_timeout, client_keepalive_timeout) go
-through the worker's slow `DeadlineSweeper`; nothing here arms a timer per request.
-client_body_timeout is nginx's: the longest pause between two reads of a request body
-(408 and close), suspended while we ourselves have stopped reading (back-pressure).
+Endings: a response that closes the connection while the client may still be sending
+(an error, a refused or unfinished request) ends with a lingering close, as nginx's:
+the gateway shuts its side down after the response and reads and drops what still
+comes, up to `lingering_time` (at most `lingering_timeout` between reads), so the client
+reads the answer instead of a connection reset.
+
+Timeouts go through the worker's slow `DeadlineSweeper` with their kind: CLIENT_HEADER
+(a request head), CLIENT_BODY (nginx's client_body_timeout: between two reads of a body,
+suspended while we ourselves have stopped reading), KEEPALIVE, LINGER.
+
+Malformed input answers 400 (or the status the reader chose) and closes this
+connection only; the worker keeps serving every other one.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from typing import TYPE_CHECKING
+from typing import Any
 
 import httptools
 
-from fastgw.dataplane.exchange import DONE, VIA_LINE, Exchange
-from fastgw.core.http.headers import METHOD_NAMES, error_response, split_host_port
+from fastgw.core.http.errors import error_response
+from fastgw.core.http.request import RequestHead, RequestReader
+from fastgw.core.http.upstream_head import ForwardedFields
+from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, Exchange
+from fastgw.dataplane.sweeper import CLIENT_BODY, CLIENT_HEADER, KEEPALIVE, LINGER
+from fastgw.dataplane.tunnel import Tunnel
+from fastgw.dataplane.upstream import UpstreamConnection
 
-if TYPE_CHECKING:
-    from fastgw.dataplane.upstream import UpstreamConnection
-    from fastgw.dataplane.server import ProxyServer
+__all__ = ["ClientConnection"]
 
-PAUSE_BODY = 1  # a queued/connecting exchange buffered REPLAY_LIMIT body bytes
-PAUSE_UPSTREAM = 2  # the backend's socket buffer is full
+# Pause reasons (bits); PAUSE_BODY and PAUSE_UPSTREAM come from the exchange and
+# PAUSE_TUNNEL (1 << 6) from the tunnel.
 PAUSE_PIPELINE = 4  # too many pipelined requests waiting
-PAUSE_ERROR = 8  # a parse error waits for the active exchange to finish
+PAUSE_ERROR = 8  # an error answer waits for the active exchange to finish
+PAUSE_UPGRADE = 16  # bytes after an upgrade request wait for the backend's 101
 
 PIPELINE_LIMIT = 16
-_CRLF = b"\r\n"
-# Request fields the parser callbacks act on (all others are only collected).
-_REQUEST_SPECIAL = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"expect", b"connection", b"upgrade"}
-)
 
 
-class _LimitExceeded(Exception):
-    """Raised from a parser callback to stop parsing; the status is in `error_status`."""
-
-
-class DownstreamProtocol(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
     __slots__ = (
-        "server",
-        "loop",
-        "transport",
-        "parser",
-        "client_ip",
-        "server_port",
-        "server_port_int",
-        "trusted",
-        "forwarded_fragment",
-        "active",
-        "queue",
-        "parsing",
-        "last",
-        "url",
-        "headers",
-        "header_bytes",
-        "host",
-        "chunked",
-        "expect",
-        "content_length",
-        "connection_field",
-        "upgrade_field",
-        "pause_reasons",
-        "write_paused",
-        "closed",
-        "deadline",
-        "error_status",
-        "pending_error",
-        "upgrading",
-        "tunnel",
-        "tunnel_conn",
-        "requests",
-        "client_eof",
-        "started",
-        "_tail_host",
-        "_tail_prefix",
-        "_tail",
+        "server", "loop", "transport", "parser", "reader", "client_ip", "port", "fwd",
+        "active", "queue", "parsing", "last", "ready", "feeding", "heads", "no_more", "broken",
+        "pause_reasons", "write_paused", "closed", "deadline", "deadline_kind",
+        "pending_error", "upgrading", "held", "tunnel", "requests", "client_eof", "started",
+        "lingering", "linger_until",
     )
 
-    def __init__(self, server: ProxyServer, port: int) -> None:
-        """`port`: the listening port this connection was accepted on."""
+    def __init__(self, server: Any, port: int) -> None:
+        """`server`: the worker's dataplane.server.ProxyServer (settings, snapshot,
+        counters; not imported: it is the layer above); `port`: the listening port this
+        connection was accepted on."""
         self.server = server
         self.loop = server.loop
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.parser = httptools.HttpRequestParser(self)
+        self.reader = RequestReader(server.limits, self.on_begin, self.on_head, self.on_body,
+                                    self.on_message_complete)
+        self.parser: httptools.HttpRequestParser | None = None
         self.client_ip = ""
-        self.server_port = str(port).encode()
-        self.server_port_int = port
-        self.trusted = False
-        self.forwarded_fragment = b""
+        self.port = port
+        self.fwd: ForwardedFields = None  # type: ignore[assignment]
         self.active: Exchange | None = None
-        self.queue: deque[Exchange] = deque()
-        self.parsing: Exchange | None = None
-        self.last: Exchange | None = None
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes, bytes]] = []
-        self.header_bytes = 0
-        self.host: bytes | None = None
-        self.chunked = False
-        self.expect = False
-        self.content_length = -1
-        self.connection_field = False  # the current head has a Connection field
-        self.upgrade_field = False  # ... an Upgrade field
+        # Pipelined exchanges waiting their turn (at most PIPELINE_LIMIT): a list, because
+        # an idle connection's empty deque would cost 600 bytes.
+        self.queue: list[Exchange] = []
+        self.parsing: Exchange | None = None  # the exchange whose body is being read
+        self.last: Exchange | None = None  # the newest accepted head's exchange
+        self.ready: Exchange | None = None  # active, to start once feed_data returns
+        self.feeding = False
+        self.heads = 0  # request heads accepted on this connection (keepalive_requests)
+        self.no_more = False  # accept no further request (the connection is ending)
+        self.broken = False  # parse no further bytes (the parser failed, or an upgrade)
         self.pause_reasons = 0
         self.write_paused = False
         self.closed = False
         self.deadline = 0.0
-        self.error_status = 0
+        self.deadline_kind = 0
         self.pending_error = 0
         self.upgrading: Exchange | None = None
-        self.tunnel: asyncio.Transport | None = None
-        self.tunnel_conn: UpstreamConnection | None = None
-        self.requests = 0
-        self._tail_host: bytes | None = None
-        self._tail_prefix = b""
-        self._tail = b""
+        self.held = b""  # bytes after an upgrade request, until the 101
+        self.tunnel: Tunnel | None = None
+        self.requests = 0  # responses completed (metrics: reading vs waiting)
         self.client_eof = False
-        self.started = 0.0  # loop time at the current request's first byte (metrics, logs)
+        self.started = 0.0  # loop time at the current request's first byte
+        self.lingering = False
+        self.linger_until = 0.0
 
     # -- asyncio protocol interface ---------------------------------------------------
 
@@ -142,20 +119,15 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         server = self.server
         peer = transport.get_extra_info("peername")
-        self.client_ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.trusted = server.is_trusted(self.client_ip)
-        ip = self.client_ip.encode()
-        self.forwarded_fragment = b"".join(
-            (
-                b"X-Forwarded-For: ", ip, _CRLF,
-                b"X-Forwarded-Proto: http\r\n",
-                b"X-Forwarded-Port: ", self.server_port, _CRLF,
-                b"X-Real-IP: ", ip, _CRLF,
-            )
-        )
+        self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
+        self.fwd = ForwardedFields(ip, server.port_bytes(self.port), b"http",
+                                   server.is_trusted(ip))
+        parser = self.parser = httptools.HttpRequestParser(self.reader)
+        self.reader.parser = parser
         server.connections.add(self)
         server.stats.accepted += 1
         self.deadline = self.loop.time() + server.client_header_timeout
+        self.deadline_kind = CLIENT_HEADER
         server.slow_sweeper.add(self)
         if server.draining:
             transport.close()
@@ -163,24 +135,36 @@ class DownstreamProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         tunnel = self.tunnel
         if tunnel is not None:
-            tunnel.write(data)
+            tunnel.from_client(data)
             return
-        upgrading = self.upgrading
-        if upgrading is not None:
-            if upgrading.upgrade_buf is None:
-                upgrading.upgrade_buf = []
-            upgrading.upgrade_buf.append(data)
+        if self.lingering:
+            self._linger_more()
             return
+        if self.upgrading is not None or self.broken:
+            return  # never parsed: reading is paused or the connection is ending
+        self._feed(data)
+
+    def _feed(self, data: bytes) -> None:
+        self.feeding = True
         try:
-            self.parser.feed_data(data)
+            self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as exc:
-            self._on_upgrade(data[exc.args[0] :])
+            self._on_upgrade(data[exc.args[0]:])
         except httptools.HttpParserError:
             self._on_parse_error()
+        finally:
+            self.feeding = False
+        ready = self.ready
+        if ready is not None:
+            self.ready = None
+            ready.start()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes after its request still gets its response(s), then
         # we close (exchange_done). A request cut short (head or body) cannot complete.
+        if self.lingering:
+            self._close()
+            return False
         if self.active is None and not self.queue or self.parsing is not None:
             return False
         self.client_eof = True
@@ -191,147 +175,78 @@ class DownstreamProtocol(asyncio.Protocol):
         server = self.server
         server.connections.discard(self)
         server.slow_sweeper.discard(self)
-        if self.tunnel_conn is not None:
-            self.tunnel_conn.close()
-            self.tunnel_conn = None
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.client_closed()
+        self.upgrading = None
+        self.ready = None
         active = self.active
         if active is not None:
             self.active = None
             active.client_gone()
         while self.queue:
-            self.queue.popleft().client_gone()
-        # The parser holds our bound callbacks: drop it so reference counting frees this
-        # connection now instead of leaving a cycle for the garbage collector.
-        self.parser = None  # type: ignore[assignment]
+            self.queue.pop(0).client_gone()
+        # The parser holds the reader, which holds our bound callbacks: drop both so
+        # reference counting frees this connection now (no cycle for the collector).
+        self.parser = None
+        self.reader.parser = None
         self.last = self.parsing = None
 
     def pause_writing(self) -> None:
-        """Called by the transport when its buffer exceeds the high-water mark."""
+        """The client's socket buffer is over the high-water mark."""
         self.write_paused = True
-        conn = self.tunnel_conn
-        if conn is None and self.active is not None:
-            conn = self.active.conn
-            if conn is not None:
-                conn.deadline = 0.0  # a slow client is not a slow backend
-        if conn is not None:
-            conn.pause_reading()
+        if self.tunnel is not None:
+            self.tunnel.client_paused(True)
+        elif self.active is not None:
+            self.active.client_write_paused(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        conn = self.tunnel_conn
-        active = self.active
-        if conn is None and active is not None:
-            conn = active.conn
-            if conn is not None and active.plan is not None:
-                conn.deadline = self.loop.time() + active.plan.read_timeout
-        if conn is not None:
-            conn.resume_reading()
+        if self.tunnel is not None:
+            self.tunnel.client_paused(False)
+        elif self.active is not None:
+            self.active.client_write_paused(False)
 
-    # -- parser callbacks -------------------------------------------------------------
+    # -- reader callbacks -------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.headers = []
-        self.header_bytes = 0
-        self.host = None
-        self.chunked = False
-        self.expect = False
-        self.content_length = -1
-        self.connection_field = False
-        self.upgrade_field = False
+    def on_begin(self) -> None:
         now = self.started = self.loop.time()
         if self.active is None:
             self.deadline = now + self.server.client_header_timeout
+            self.deadline_kind = CLIENT_HEADER
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        if len(self.url) > self.server.max_request_line_size:
-            self.error_status = 414
-            raise _LimitExceeded
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_bytes > self.server.max_header_size:
-            self.error_status = 431
-            raise _LimitExceeded
-        lname = name.lower()
-        self.headers.append((lname, name, value))
-        if lname not in _REQUEST_SPECIAL:
-            return  # most fields: one set lookup
-        if lname == b"host":
-            if self.host is not None:
-                # Two Hosts could route on one and reach the backend with the other
-                # (RFC 9112 §3.2: 400); nginx refuses them too.
-                self.error_status = 400
-                raise _LimitExceeded
-            self.host = value
-        elif lname == b"content-length":
-            self.content_length = int(value) if value.isdigit() else -1
-        elif lname == b"transfer-encoding":
-            self.chunked = value.lower().endswith(b"chunked")
-        elif lname == b"expect":
-            self.expect = value.lower() == b"100-continue"
-        elif lname == b"connection":
-            self.connection_field = True
-        else:
-            self.upgrade_field = True
-
-    def on_headers_complete(self) -> None:
-        if self.closed or self.error_status:
+    def on_head(self, head: RequestHead) -> None:
+        if self.no_more:
+            self.parsing = None
             return
-        parser = self.parser
-        raw_method = parser.get_method()
-        method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
-        keep_alive = parser.should_keep_alive()
-        # Keep-alive without a Connection field is HTTP/1.1 by definition (1.0 needs
-        # "Connection: keep-alive"): only the other cases pay for the version string.
-        http11 = (keep_alive and not self.connection_field) or parser.get_http_version() == "1.1"
-        # llhttp flags an upgrade for an Upgrade field or CONNECT only.
-        upgrade = (self.upgrade_field or method == "CONNECT") and parser.should_upgrade()
-        if upgrade:
-            # Only WebSocket upgrades are relayed (as Kong does); any other Upgrade header
-            # is dropped and the request proxied as plain HTTP/1.1 (see _on_upgrade).
-            upgrade = self._websocket_upgrade()
-            if not upgrade and (self.content_length > 0 or self.chunked):
-                # llhttp does not parse the body of an upgrade request: refuse it.
-                self.error_status = 400
-                return
-        exchange = Exchange(
-            self,
-            method,
-            self.url,
-            self.headers,
-            http11,
-            keep_alive,
-            upgrade,
-            self.host,
-            self.chunked,
-            self.expect,
-        )
-        exchange.head_size = self.header_bytes  # for the ingress byte count
+        server = self.server
+        self.heads += 1
+        # Bytes after an upgrade request are never parsed unless it becomes a tunnel.
+        keep_alive = head.keep_alive and not head.websocket
+        if self.heads >= server.keepalive_requests:
+            keep_alive = False  # keepalive_requests: this is the connection's last request
+            self.no_more = True
+        exchange = Exchange(self, head, keep_alive)
         self.parsing = exchange
         self.last = exchange
-        limit = self.server.max_body_size
-        if limit and self.content_length > limit:
-            exchange.body_size = -1  # marks "declared too large" for begin()
         if self.active is None:
             self.active = exchange
-            # client_body_timeout (nginx's: between two reads) runs while a body is due.
-            self.deadline = (
-                self.loop.time() + self.server.client_body_timeout
-                if self.content_length > 0 or self.chunked
-                else 0.0
-            )
-            exchange.begin()
+            self.ready = exchange
+            if head.has_body:  # nginx's client_body_timeout: between two reads of a body
+                self.deadline = self.loop.time() + server.client_body_timeout
+                self.deadline_kind = CLIENT_BODY
+            else:
+                self.deadline = 0.0
         else:
             self.queue.append(exchange)
             if len(self.queue) >= PIPELINE_LIMIT:
-                self._pause(PAUSE_PIPELINE)
+                self.pause_reading_for(PAUSE_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.parsing
         if exchange is not None:
-            if exchange is self.active and self.deadline:
+            if self.deadline_kind == CLIENT_BODY and self.deadline:
                 self.deadline = self.loop.time() + self.server.client_body_timeout
             exchange.feed_body(body)
 
@@ -339,11 +254,17 @@ class DownstreamProtocol(asyncio.Protocol):
         exchange = self.parsing
         if exchange is not None:
             self.parsing = None
-            if exchange is self.active:
+            if self.deadline_kind == CLIENT_BODY:
                 self.deadline = 0.0  # the body is in; the backend's timeouts apply now
-            exchange.request_done()
+            exchange.body_complete()
 
-    # -- exchange interface -----------------------------------------------------------
+    # -- the exchange's interface -----------------------------------------------------
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        self.transport.writelines(parts)
 
     @property
     def draining(self) -> bool:
@@ -354,99 +275,83 @@ class DownstreamProtocol(asyncio.Protocol):
         if exchange is not self.active:
             return
         self.active = None
+        if self.last is exchange:
+            self.last = None  # an idle connection keeps nothing of its last request
         self.requests += 1
         if self.closed:
             return
         if not exchange.keep_alive:
-            self._close()
+            # The client may still be sending (a refused or unfinished request, an error,
+            # bytes after an upgrade): let it finish and read the answer (lingering close).
+            self._end(linger=not exchange.request_complete or exchange.status >= 400
+                      or exchange.head.websocket or self.pending_error != 0)
             return
         if self.pause_reasons & (PAUSE_BODY | PAUSE_UPSTREAM):
             # Back-pressure of the exchange that just ended (e.g. a 504 while its backend
             # had stopped reading the body): the rest of that body is read and dropped.
-            self._resume(PAUSE_BODY | PAUSE_UPSTREAM)
+            self.resume_reading_for(PAUSE_BODY | PAUSE_UPSTREAM)
         if self.pending_error:
-            self.transport.write(error_response(self.pending_error, keep_alive=False))
-            self._close()
+            self._refuse_now(self.pending_error)
             return
         if self.queue:
-            nxt = self.queue.popleft()
+            nxt = self.queue.pop(0)
             if len(self.queue) < PIPELINE_LIMIT:
-                self._resume(PAUSE_PIPELINE)
+                self.resume_reading_for(PAUSE_PIPELINE)
             self.active = nxt
-            nxt.begin()
+            if self.feeding:
+                self.ready = nxt  # started once llhttp has accepted what it is parsing
+            else:
+                nxt.start()
             return
-        if self.server.draining or self.client_eof:
-            self._close()
+        if self.server.draining or self.client_eof or self.no_more:
+            self._end(linger=False)
             return
-        timeout = (
-            self.server.client_keepalive_timeout
-            if self.parsing is None
-            else self.server.client_header_timeout
-        )
-        self.deadline = self.loop.time() + timeout
+        server = self.server
+        if self.parsing is None:
+            self.deadline = self.loop.time() + server.client_keepalive_timeout
+            self.deadline_kind = KEEPALIVE
+        else:
+            self.deadline = self.loop.time() + server.client_header_timeout
+            self.deadline_kind = CLIENT_HEADER
 
-    def pause_reading_for_body(self) -> None:
-        self._pause(PAUSE_BODY)
+    def body_too_large(self, exchange: Exchange) -> None:
+        """A body went over max_body_size while it was read: 413, then close."""
+        if exchange is self.active:
+            exchange.reply(413, close=True)
+        else:
+            self._defer_error(413, exchange)
 
-    def resume_reading_for_body(self) -> None:
-        self._resume(PAUSE_BODY)
+    def pause_reading_for(self, reason: int) -> None:
+        if not self.pause_reasons and not self.closed:
+            self.transport.pause_reading()
+        self.pause_reasons |= reason
 
-    def pause_reading_for_upstream(self) -> None:
-        self._pause(PAUSE_UPSTREAM)
-
-    def resume_reading_for_upstream(self) -> None:
-        self._resume(PAUSE_UPSTREAM)
-
-    def forwarded_headers(self, incoming: dict[bytes, bytes], host: bytes | None, prefix: str | None) -> bytes:
-        """X-Forwarded-* for a trusted client that sent its own (they are kept/extended)."""
-        ip = self.client_ip.encode()
-        xff = incoming.get(b"x-forwarded-for")
-        parts = [
-            b"X-Forwarded-For: ", xff + b", " + ip if xff else ip, _CRLF,
-            b"X-Forwarded-Proto: ", incoming.get(b"x-forwarded-proto", b"http"), _CRLF,
-            b"X-Forwarded-Port: ", incoming.get(b"x-forwarded-port", self.server_port), _CRLF,
-            b"X-Real-IP: ", incoming.get(b"x-real-ip", ip), _CRLF,
-        ]
-        fhost = incoming.get(b"x-forwarded-host")
-        if fhost is None and host is not None:
-            fhost = split_host_port(host)[0]
-        if fhost is not None:
-            parts += (b"X-Forwarded-Host: ", fhost, _CRLF)
-        fprefix = incoming.get(b"x-forwarded-prefix")
-        if fprefix is None and prefix:
-            fprefix = prefix.encode("latin-1")
-        if fprefix is not None:
-            parts += (b"X-Forwarded-Prefix: ", fprefix, _CRLF)
-        return b"".join(parts)
-
-    def forwarded_tail(self, host: bytes | None, prefix_line: bytes) -> bytes:
-        """End of an upstream request head for an untrusted client: Via, X-Forwarded-*,
-        X-Real-IP and the blank line. Host rarely changes on a connection, so it is cached."""
-        if host == self._tail_host and prefix_line is self._tail_prefix and self._tail:
-            return self._tail
-        parts = [VIA_LINE, self.forwarded_fragment]
-        if host is not None:
-            parts += (b"X-Forwarded-Host: ", split_host_port(host)[0], _CRLF)
-        parts += (prefix_line, _CRLF)
-        self._tail_host = host
-        self._tail_prefix = prefix_line
-        self._tail = b"".join(parts)
-        return self._tail
+    def resume_reading_for(self, reason: int) -> None:
+        if self.pause_reasons & reason:
+            self.pause_reasons &= ~reason
+            if not self.pause_reasons and not self.closed:
+                self.transport.resume_reading()
 
     def start_tunnel(self, conn: UpstreamConnection) -> None:
         """After 101 Switching Protocols: relay raw bytes both ways."""
-        self.tunnel_conn = conn
-        self.tunnel = conn.transport
+        tunnel = self.tunnel = Tunnel(self, conn)
         self.server.slow_sweeper.discard(self)
-        upgrading = self.upgrading
         self.upgrading = None
         self.active = None
-        if upgrading is not None and upgrading.upgrade_buf and self.tunnel is not None:
-            self.tunnel.write(b"".join(upgrading.upgrade_buf))
-        self._resume(PAUSE_BODY | PAUSE_UPSTREAM | PAUSE_PIPELINE)
+        held = self.held
+        self.held = b""
+        if held:
+            tunnel.from_client(held)
+        if self.write_paused:
+            tunnel.client_paused(True)
+        self.resume_reading_for(PAUSE_BODY | PAUSE_UPSTREAM | PAUSE_PIPELINE | PAUSE_UPGRADE)
 
-    def abort(self) -> None:
-        self.active = None
+    def abort(self, exchange: Exchange) -> None:
+        if exchange is self.active:
+            self.active = None
+        self._close()
+
+    def close(self) -> None:
         self._close()
 
     def close_if_idle(self) -> None:
@@ -454,73 +359,118 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.active is None and self.parsing is None and self.tunnel is None:
             self._close()
 
-    def on_deadline(self) -> None:
-        active = self.active
-        if active is None:
-            self._close()  # keep-alive idle or header timeout: close quietly, as nginx does
-        elif not active.request_complete and active.state != DONE:
+    def on_deadline(self, kind: int) -> None:
+        if kind == CLIENT_BODY:
+            active = self.active
             if self.pause_reasons:
                 # We stopped reading (back-pressure), not the client: not its timeout.
                 self.deadline = self.loop.time() + self.server.client_body_timeout
+                self.deadline_kind = CLIENT_BODY
+            elif active is not None and active is self.parsing and active.state != DONE:
+                active.reply(408, close=True)
             else:
-                active.respond_error(408, close=True)  # client_body_timeout
+                self._close()
+        else:
+            # Header or keep-alive timeout: close quietly, as nginx does; LINGER: done.
+            self._close()
 
     # -- internals --------------------------------------------------------------------
 
-    def _websocket_upgrade(self) -> bool:
-        for lname, _, value in self.headers:
-            if lname == b"upgrade":
-                return b"websocket" in value.lower()
-        return False
-
     def _on_upgrade(self, rest: bytes) -> None:
         exchange = self.last
-        if self.error_status or exchange is None:
+        if exchange is None:
             self._on_parse_error()
             return
-        if not exchange.upgrade:
-            # A non-WebSocket upgrade (h2c...) proxied as plain HTTP: llhttp stopped right
-            # after its (body-less) message, so go on with a fresh parser.
-            self.parser = httptools.HttpRequestParser(self)
+        if not exchange.head.websocket:
+            # A non-websocket upgrade (h2c...) is proxied as plain HTTP: llhttp stopped
+            # right after its body-less message, so parsing goes on with a fresh parser.
+            parser = self.parser = httptools.HttpRequestParser(self.reader)
+            self.reader.parser = parser
             if rest:
-                self.data_received(rest)
+                try:
+                    parser.feed_data(rest)
+                except httptools.HttpParserUpgrade as exc:
+                    self._on_upgrade(rest[exc.args[0]:])
+                except httptools.HttpParserError:
+                    self._on_parse_error()
             return
+        # Nothing after a websocket handshake is parsed or forwarded before its 101.
+        self.no_more = self.broken = True
         self.upgrading = exchange
-        if rest:
-            exchange.upgrade_buf = [rest]
+        self.held = rest
+        self.pause_reading_for(PAUSE_UPGRADE)
 
     def _on_parse_error(self) -> None:
-        status = self.error_status or 400
+        status = self.reader.refused or 400
+        self.reader.refused = 0
         exchange = self.parsing
-        if exchange is not None and exchange is self.active:
-            exchange.respond_error(status, close=True)
+        self.parsing = None
+        self.no_more = self.broken = True
+        if exchange is not None and exchange.state == DONE:
+            # Its answer is given (a 404 while the body was being dropped): just end.
+            if self.active is None:
+                self._end(linger=True)
+            return
+        if exchange is not None:
+            if exchange is self.active:
+                if self.ready is exchange:
+                    self.ready = None  # never started: nothing reached a backend
+                exchange.reply(status, close=True)
+                return
+            self._defer_error(status, exchange)
             return
         if self.active is None:
-            self.transport.write(error_response(status, keep_alive=False))
-            self._close()
-            return
-        # Answer in order: after the active exchange (and drop the broken queued one).
+            self._refuse_now(status)
+        else:
+            self._defer_error(status, None)
+
+    def _defer_error(self, status: int, exchange: Exchange | None) -> None:
+        """Answer `status` after the active exchange (drop `exchange` and what follows)."""
+        self.no_more = self.broken = True
         if exchange is not None and exchange in self.queue:
             while self.queue and self.queue[-1] is not exchange:
-                self.queue.pop()
-            self.queue.pop()
+                self.queue.pop().client_gone()
+            self.queue.pop().client_gone()
+        while self.queue:  # requests after an error are never answered
+            self.queue.pop().client_gone()
         self.pending_error = status
-        self._pause(PAUSE_ERROR)
+        self.pause_reading_for(PAUSE_ERROR)
 
-    def _pause(self, reason: int) -> None:
-        if not self.pause_reasons and not self.closed:
-            self.transport.pause_reading()
-        self.pause_reasons |= reason
+    def _refuse_now(self, status: int) -> None:
+        self.transport.write(error_response(status, keep_alive=False))
+        self._end(linger=True)
 
-    def _resume(self, reason: int) -> None:
-        if self.pause_reasons & reason:
-            self.pause_reasons &= ~reason
-            if not self.pause_reasons and not self.closed:
-                self.transport.resume_reading()
+    def _end(self, linger: bool) -> None:
+        """Close after the last response: lingering when the client may still send."""
+        if self.closed:
+            return
+        transport = self.transport
+        if not linger or not transport.can_write_eof():
+            self._close()
+            return
+        server = self.server
+        self.lingering = True
+        self.no_more = self.broken = True
+        now = self.loop.time()
+        self.linger_until = now + server.lingering_time
+        self.deadline = now + server.lingering_timeout
+        self.deadline_kind = LINGER
+        transport.write_eof()
+        if self.pause_reasons:
+            self.pause_reasons = 0
+            transport.resume_reading()
+
+    def _linger_more(self) -> None:
+        """Bytes while lingering: dropped; the wait restarts, within lingering_time."""
+        now = self.loop.time()
+        if now >= self.linger_until:
+            self._close()
+            return
+        self.deadline = min(now + self.server.lingering_timeout, self.linger_until)
+        self.deadline_kind = LINGER
 
     def _close(self) -> None:
         if not self.closed:
             self.closed = True
             self.server.slow_sweeper.discard(self)
             self.transport.close()
-

@@ -1,254 +1,294 @@
-"""One request through the proxy: route, pick a target, relay request and response.
+"""One request through the proxy, as a state machine: route, buffer, pick, send, relay.
 
 Theory of operation
 -------------------
-The downstream protocol parses a request head and creates an `Exchange`. When it becomes
-the connection's active exchange (pipelined ones wait their turn), `begin()` routes it,
-asks the service's balancer for a target and takes a pooled connection (synchronously:
-no task on the keep-alive fast path) or opens one (a task, only for new connections).
+The client connection (dataplane.downstream) turns every accepted request head into an
+`Exchange` and starts it when it becomes the connection's active exchange (pipelined
+ones wait in order). Every change of state goes through `_go(event)`, which looks the
+transition up in TRANSITIONS below; an event a state does not accept is a bug and raises
+`IllegalTransition` (the client connection turns that into a 500 and a close). The
+request's other dimension, whether the client has sent its whole body, is the flag
+`request_complete`, not a state: a backend may answer before the body is in.
 
-Request body bytes arrive through `feed_body()`; they are written upstream as they come
-(back-pressure: a paused upstream pauses reading the client). Up to `REPLAY_LIMIT` bytes
-are also kept so an idempotent request can be retried on another target.
+States
+  IDLE        accepted, waiting for its turn on the connection
+  BUFFERING   routed; the body is read before a target is chosen (request_buffering)
+  CONNECTING  a target is chosen; a new connection to it is being opened
+  SENDING     the request head is upstream; body bytes are still going there
+  WAITING     the whole request is upstream; waiting for the response head
+  RELAYING    the response head went to the client; its body follows
+  DONE        finished: response complete, error answered, aborted, or client gone
+
+Events and their rows (every row is a test in tests/protocol/test_exchange_states.py)
+  BUFFER   IDLE -> BUFFERING                      route found, body to read first
+  CONNECT  IDLE, BUFFERING, CONNECTING, SENDING,  no idle connection to the chosen
+           WAITING -> CONNECTING                  target (the last three: a retry)
+  ATTACH   IDLE, BUFFERING, CONNECTING, SENDING,  a connection is ready, the head is
+           WAITING -> SENDING                     written (SENDING/WAITING: a retry)
+  SENT     SENDING -> WAITING                     the last request byte is written
+  HEAD     SENDING, WAITING -> RELAYING           the response head (SENDING: an early
+                                                  answer while the body still comes)
+  END      RELAYING -> DONE                       the last response byte went out
+  UPGRADE  RELAYING -> DONE                       101: the connection becomes a tunnel
+  REPLY    IDLE .. WAITING -> DONE                the gateway answers (404, 502, 504...)
+  ABORT    RELAYING -> DONE                       a started response cannot complete:
+                                                  the client connection is cut
+  GONE     any state but DONE -> DONE             the client went away
+
+Bodies. With request buffering (Kong's default) the whole body is read into a
+`RequestBody` (memory, then a temp file) before a target is chosen, so a slow upload
+holds no backend connection and an over-limit body gets its 413 before any backend sees
+a byte; it goes upstream with `Content-Length`. Without it, the body streams as it comes
+(`Transfer-Encoding: chunked` when the client chunked it) and the first REPLAY_LIMIT
+bytes are kept for a retry. With response buffering (also Kong's default), a client whose
+socket is full does not stall the backend: its bytes go to a `ResponseSpool` and the
+connection returns to its pool as soon as the response is read.
 
 Retries (nginx `proxy_next_upstream error timeout`, which is what Kong runs): a connect
-error, a timeout, or a reset before the first response byte is retried on a target not yet
-tried, up to `service.retries` times. A non-idempotent request whose bytes were written to
-a backend is never sent again (RFC 9110 §9.2.2). HTTP error statuses are never retried.
-
-Response framing to the client (RFC 9112 §6): no body for HEAD, 1xx, 204 and 304;
-Content-Length passes through; a chunked or close-delimited upstream body is re-chunked
-for HTTP/1.1 clients and sent close-delimited to HTTP/1.0 clients.
+error, a timeout, or a reset before the first response byte is retried on a target not
+yet tried, up to `service.retries` times. A non-idempotent request whose bytes were
+written to a backend is never sent again (RFC 9110 §9.2.2). HTTP statuses are never
+retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from fastgw.dataplane.accesslog import valid_request_id
-from fastgw.core.http.headers import (
-    CONTINUE_100,
-    FORWARDED,
-    HOP_BY_HOP,
-    IDEMPOTENT_METHODS,
-    METHOD_BYTES,
-    VIA_VALUE,
+from fastgw.core.http.errors import CONTINUE_100, error_response
+from fastgw.core.http.fields import IDEMPOTENT_METHODS, VIA_LINE
+from fastgw.core.http.request import CHUNKED, LENGTH, NO_BODY, RequestHead
+from fastgw.core.http.response import (
+    CLOSE_DELIMITED,
+    RE_CHUNK,
     clean_response_head,
-    connection_tokens,
     cut_field,
-    error_response,
+    response_framing,
 )
+from fastgw.core.http.response import LENGTH as RESPONSE_LENGTH
+from fastgw.core.http.response import NO_BODY as RESPONSE_NO_BODY
+from fastgw.core.http.upstream_head import build_upstream_head, client_request_id
+from fastgw.dataplane.balancing import BalanceContext
+from fastgw.dataplane.body import REPLAY_LIMIT, RequestBody, ResponseSpool
+from fastgw.dataplane.sweeper import READ, WRITE
+from fastgw.dataplane.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from fastgw.dataplane.downstream import DownstreamProtocol
-    from fastgw.dataplane.upstream import UpstreamConnection
-    from fastgw.dataplane.snapshot import RoutePlan, Snapshot, TargetRuntime
+    from fastgw.dataplane.balancing import TargetRuntime
+    from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 
 log = logging.getLogger("fastgw.proxy")
 
-# Router results kept per snapshot (Kong keeps an LRU of 5000 for the same reason).
-ROUTE_CACHE_SIZE = 8192
-REPLAY_LIMIT = 65536  # request body bytes kept for a retry; also the pre-connect buffer
-VIA_LINE = b"Via: " + VIA_VALUE + b"\r\n"
 CHUNK_END = b"0\r\n\r\n"
 CRLF = b"\r\n"
 
-# states
-QUEUED, CONNECTING, SENDING, RESPONDING, DONE = range(5)
+# -- the state machine ----------------------------------------------------------------
 
-# x-request-id: replaced by exactly one (the client's when valid, else ours).
-_REQUEST_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via", b"x-request-id"}
+IDLE, BUFFERING, CONNECTING, SENDING, WAITING, RELAYING, DONE = range(7)
+STATE_NAMES = ("IDLE", "BUFFERING", "CONNECTING", "SENDING", "WAITING", "RELAYING", "DONE")
+BUFFER, CONNECT, ATTACH, SENT, HEAD, END, UPGRADE, REPLY, ABORT, GONE = range(10)
+EVENT_NAMES = ("BUFFER", "CONNECT", "ATTACH", "SENT", "HEAD", "END", "UPGRADE", "REPLY",
+               "ABORT", "GONE")
+
+TRANSITIONS: dict[tuple[int, int], int] = {
+    (IDLE, BUFFER): BUFFERING,
+    (IDLE, CONNECT): CONNECTING,
+    (BUFFERING, CONNECT): CONNECTING,
+    (CONNECTING, CONNECT): CONNECTING,
+    (SENDING, CONNECT): CONNECTING,
+    (WAITING, CONNECT): CONNECTING,
+    (IDLE, ATTACH): SENDING,
+    (BUFFERING, ATTACH): SENDING,
+    (CONNECTING, ATTACH): SENDING,
+    (SENDING, ATTACH): SENDING,
+    (WAITING, ATTACH): SENDING,
+    (SENDING, SENT): WAITING,
+    (SENDING, HEAD): RELAYING,
+    (WAITING, HEAD): RELAYING,
+    (RELAYING, END): DONE,
+    (RELAYING, UPGRADE): DONE,
+    (IDLE, REPLY): DONE,
+    (BUFFERING, REPLY): DONE,
+    (CONNECTING, REPLY): DONE,
+    (SENDING, REPLY): DONE,
+    (WAITING, REPLY): DONE,
+    (RELAYING, ABORT): DONE,
+    (IDLE, GONE): DONE,
+    (BUFFERING, GONE): DONE,
+    (CONNECTING, GONE): DONE,
+    (SENDING, GONE): DONE,
+    (WAITING, GONE): DONE,
+    (RELAYING, GONE): DONE,
+}
+# The same table as a flat tuple, indexed by state * len(EVENT_NAMES) + event (-1: no row).
+_NEXT = tuple(TRANSITIONS.get((s, e), -1) for s in range(7) for e in range(10))
+_N_EVENTS = len(EVENT_NAMES)
+
+
+class IllegalTransition(RuntimeError):
+    """An event the current state has no row for: a bug, never a client's doing."""
+
+
+class ClientSide(Protocol):
+    """What an exchange needs of its client connection (dataplane.downstream)."""
+
+    server: Any  # dataplane.server.ProxyServer: snapshot, loop, limits, counters
+    client_ip: str
+    port: int
+    fwd: Any  # core.http.upstream_head.ForwardedFields
+    write_paused: bool
+    started: float
+
+    def write(self, data: bytes) -> None: ...
+    def writelines(self, parts: list[bytes]) -> None: ...
+    def body_too_large(self, exchange: Exchange) -> None: ...
+    def pause_reading_for(self, reason: int) -> None: ...
+    def resume_reading_for(self, reason: int) -> None: ...
+    def exchange_done(self, exchange: Exchange) -> None: ...
+    def abort(self, exchange: Exchange) -> None: ...
+    def start_tunnel(self, conn: UpstreamConnection) -> None: ...
+
+
+# The client connection's pause reason an exchange uses (its own bit in the mask).
+PAUSE_BODY = 1  # an unattached streaming exchange holds REPLAY_LIMIT body bytes
+PAUSE_UPSTREAM = 2  # the backend's socket is full
 
 
 class Exchange:
     __slots__ = (
-        "down",
-        "method",
-        "url",
-        "headers",
-        "http11",
-        "keep_alive",
-        "upgrade",
-        "host",
-        "chunked_in",
-        "expect_continue",
-        "chunks",
-        "chunks_size",
-        "body_size",
-        "request_complete",
-        "sent_complete",
-        "bytes_sent",
-        "plan",
-        "match",
-        "upstream_target",
-        "target",
-        "conn",
-        "tried",
-        "attempts",
-        "state",
-        "response_started",
-        "rechunk",
-        "eof_body",
-        "upgrade_buf",
-        "continue_sent",
-        "reused",
-        "status",
-        "hash_cookie",
-        "counted",
-        "pending",
-        "prefix_line",
-        "t0",
-        "t_head",
-        "head_size",
-        "bytes_out",
-        "request_id",
-        "finished",
+        "client", "server", "head", "state", "keep_alive", "body", "body_size",
+        "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused",
+        "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
+        "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
+        "request_id", "t0", "t_head", "bytes_out", "finished",
     )
 
-    def __init__(
-        self,
-        down: DownstreamProtocol,
-        method: str,
-        url: bytes,
-        headers: list[tuple[bytes, bytes, bytes]],
-        http11: bool,
-        keep_alive: bool,
-        upgrade: bool,
-        host: bytes | None,
-        chunked_in: bool,
-        expect_continue: bool,
-    ) -> None:
-        self.down = down
-        self.method = method
-        self.url = url
-        self.headers = headers  # (lower name, name, value)
-        self.http11 = http11
+    def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
+        self.client = client
+        self.server = client.server
+        self.head = head
+        self.state = IDLE
         self.keep_alive = keep_alive
-        self.upgrade = upgrade
-        self.host = host
-        self.chunked_in = chunked_in
-        self.expect_continue = expect_continue
-        self.chunks: list[bytes] | None = []
-        self.chunks_size = 0
-        self.body_size = 0
-        self.request_complete = False
-        self.sent_complete = False
-        self.bytes_sent = False
+        self.body: RequestBody | None = None  # created with the first body byte
+        self.body_size = 0  # request body bytes received (decoded)
+        self.request_complete = head.framing == NO_BODY or (
+            head.framing == LENGTH and head.content_length == 0)
+        self.request_sent = False  # every request byte is upstream (this attempt)
+        self.sent_any = False  # some request byte reached a backend (any attempt)
+        self.send_pos = -1  # >= 0: sending a stored body from this offset
+        self.upstream_paused = False
+        self.hit: RouteHit | None = None
         self.plan: RoutePlan | None = None
-        self.match = None
-        self.upstream_target = b""
+        self.ctx: BalanceContext | None = None
         self.target: TargetRuntime | None = None
         self.conn: UpstreamConnection | None = None
         self.tried: list[TargetRuntime] = []
         self.attempts = 0
-        self.state = QUEUED
-        self.response_started = False
-        self.rechunk = False
-        self.eof_body = False
-        self.upgrade_buf: list[bytes] | None = None
-        self.continue_sent = False
         self.reused = False
-        self.status = 0
-        self.hash_cookie: str | None = None
         self.counted = False  # the balancer counts this attempt (least-connections only)
+        self.status = 0
+        self.rechunk = False
+        self.eof_body = False  # the backend's body ends when it closes (RFC 9112 §6.3 r8)
         # Response bytes gathered during one upstream read, written with one syscall.
         self.pending: list[bytes] | None = None
-        self.prefix_line = b""
-        # Metrics and access log (see _finish): loop clock at the request head and at the
-        # backend's response head (0.0: no upstream response), head bytes as received
-        # (set by the downstream), response bytes handed to the client.
-        self.t0 = down.started  # the request's first byte (Kong: ngx.req.start_time)
+        self.spool: ResponseSpool | None = None
+        self.upstream_done = False  # the response is read; only the spool is left
+        self.request_id = b""
+        # Metrics and access log: loop time at the request's first byte and at the
+        # backend's response head (0.0: none), response bytes handed to the client.
+        self.t0 = client.started
         self.t_head = 0.0
-        self.head_size = 0
         self.bytes_out = 0
-        self.request_id = b""  # the client's valid X-Request-Id, else ours (set lazily)
         self.finished = False
 
-    # -- routing ----------------------------------------------------------------------
+    def _go(self, event: int) -> None:
+        state = _NEXT[self.state * _N_EVENTS + event]
+        if state < 0:
+            raise IllegalTransition(f"{EVENT_NAMES[event]} in state {STATE_NAMES[self.state]}")
+        self.state = state
 
-    def begin(self) -> None:
-        """Route the request and start the first attempt (called when it becomes active)."""
-        if self.body_size < 0:  # the downstream's mark: Content-Length over the limit
-            self.body_size = 0
-            self.respond_error(413, close=True)
-            return
-        down = self.down
-        snapshot = down.server.snapshot
-        url = self.url
-        qpos = url.find(b"?")
-        if qpos == -1:
-            raw_path, query = url, b""
-        else:
-            raw_path, query = url[:qpos], url[qpos:]
-        if not raw_path.startswith(b"/"):
-            raw_path, query = _absolute_form(url, raw_path, query)
-            if raw_path is None:
-                self.respond_error(400)
-                return
-        cache = snapshot.route_cache
-        key = (self.method, self.host, raw_path)
-        hit = cache.get(key) if cache is not None else None
-        if hit is None:
-            hit = self._route(snapshot, raw_path)
-            if cache is not None:
-                if len(cache) >= ROUTE_CACHE_SIZE:
-                    cache.clear()  # cheap bound; a working set that fits stays hot
-                cache[key] = hit
-        match, plan, upstream_path, prefix_line = hit
+    # -- the request ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """This exchange becomes the connection's active one: route it and go on."""
+        head = self.head
+        client = self.client
+        hit = self.server.snapshot.route(head, client.port)
+        plan = hit.plan
         if plan is None:
-            if match is None:
-                self.respond_error(404)
+            if hit.match is None:
+                self.reply(404)
             else:
-                self.respond_error(503, "no Service found with those values")
+                self.reply(503, "no Service found with those values")
             return
+        self.hit = hit
         self.plan = plan
-        self.match = match
-        self.prefix_line = prefix_line
-        self.upstream_target = upstream_path + query if query else upstream_path
-        if self.expect_continue and not self.request_complete and not self.continue_sent:
-            # We answer 100 ourselves when ready for the body, as nginx does (RFC 9110 §10.1.1).
-            self.continue_sent = True
-            down.transport.write(CONTINUE_100)
-        self._next_attempt()
+        if plan.needs_context:
+            self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
+        if not self.request_complete:
+            if head.expect_continue and self.body_size == 0:
+                # We answer 100 ourselves when ready for the body, as nginx does.
+                client.write(CONTINUE_100)
+            if plan.request_buffering:
+                self._go(BUFFER)
+                return
+        self._pick()
 
-    def _route(
-        self, snapshot: Snapshot, raw_path: bytes
-    ) -> tuple[Any, RoutePlan | None, bytes, bytes]:
-        """Router match and upstream path (cached per method, Host and path, like Kong)."""
-        router = snapshot.router
-        headers_map = self.headers_map() if router.uses_headers else None
-        host = self.host.decode("latin-1") if self.host is not None else None
-        match = router.match(
-            self.method, host, raw_path.decode("latin-1"), headers_map, self.down.server_port_int
-        )
-        if match is None:
-            return None, None, b"", b""
-        plan = snapshot.route_plans.get(match.route.id)
-        if plan is None:
-            return match, None, b"", b""
-        prefix = match.stripped_prefix
-        prefix_line = b"X-Forwarded-Prefix: " + prefix.encode("latin-1") + CRLF if prefix else b""
-        return match, plan, match.upstream_path(plan.service_path).encode("latin-1"), prefix_line
+    def feed_body(self, data: bytes) -> None:
+        """A piece of the request body (decoded), from the client's parser."""
+        if self.state == DONE:
+            return  # answered already (404, 413...): the rest is read and dropped
+        size = self.body_size = self.body_size + len(data)
+        limit = self.server.limits.max_body_size
+        if limit and size > limit:
+            self.client.body_too_large(self)
+            return
+        conn = self.conn
+        if conn is not None and self.send_pos < 0 and self.state in (SENDING, RELAYING):
+            # Streaming to an attached backend (request_buffering off).
+            if self.head.framing == CHUNKED:
+                conn.writelines([b"%x\r\n" % len(data), data, CRLF])
+            else:
+                conn.write(data)
+            body = self.body
+            if body is not None and body.replayable:
+                body.append(data)
+                if not body.replayable:
+                    body.forget()  # too big to send again: this request is not retried
+            return
+        body = self.body
+        if body is None:
+            server = self.server
+            buffering = self.plan.request_buffering if self.plan is not None else True
+            body = self.body = RequestBody(server.body_buffer_size, server.temp_dir, buffering)
+        body.append(data)
+        if not body.keep_all and body.size >= REPLAY_LIMIT:
+            self.client.pause_reading_for(PAUSE_BODY)  # until a backend takes it
 
-    def headers_map(self) -> dict[str, str]:
-        result: dict[str, str] = {}
-        for lname, _, value in self.headers:
-            key = lname.decode("latin-1")
-            text = value.decode("latin-1")
-            result[key] = result[key] + ", " + text if key in result else text
-        return result
+    def body_complete(self) -> None:
+        """The client sent the last body byte."""
+        self.request_complete = True
+        state = self.state
+        if state == BUFFERING:
+            self._pick()
+        elif state == SENDING and self.send_pos < 0 and self.conn is not None:
+            if self.head.framing == CHUNKED:
+                self.conn.write(CHUNK_END)
+            self._request_written()
+        elif state == RELAYING and self.conn is not None and self.head.framing == CHUNKED:
+            self.conn.write(CHUNK_END)
+            self.request_sent = True
 
-    def _next_attempt(self) -> None:
+    # -- choosing a target and connecting ---------------------------------------------
+
+    def _pick(self) -> None:
         plan = self.plan
         assert plan is not None
-        target = plan.pick(self, self.tried)
+        target = plan.pick(self.ctx, self.tried)
         if target is None:
-            if self.attempts == 0:
-                self.respond_error(503)
-            else:
-                self.respond_error(self.status or 502)
+            self.reply(503 if self.attempts == 0 else self.status or 502)
             return
         self.target = target
         owner = target.owner
@@ -260,236 +300,187 @@ class Exchange:
             self.reused = True
             self._attach(conn)
         else:
-            self.state = CONNECTING
+            self._go(CONNECT)
             self.reused = False
-            self.down.loop.create_task(self._connect(target))
+            self.server.loop.create_task(self._connect(target))
 
     async def _connect(self, target: TargetRuntime) -> None:
         plan = self.plan
         assert plan is not None
         try:
-            conn = await target.pool.connect(self.down.server.resolver, plan.connect_timeout)
+            conn = await target.pool.connect(self.server.resolver, plan.connect_timeout)
         except asyncio.TimeoutError:
-            if self.state == CONNECTING:
+            if self.state == CONNECTING and self.target is target:
                 self._attempt_failed("connect timeout", 504)
             return
         except OSError as exc:
-            if self.state == CONNECTING:
+            if self.state == CONNECTING and self.target is target:
                 log.debug("connect to %s failed: %s", target.key, exc)
                 self._attempt_failed("connect error", 502)
             return
-        if self.state != CONNECTING:
+        if self.state != CONNECTING or self.target is not target:
             target.pool.release(conn)  # the client went away meanwhile; keep it warm
             return
         self._attach(conn)
 
-    # -- sending the request ----------------------------------------------------------
-
     def _attach(self, conn: UpstreamConnection) -> None:
+        """Write the request head (and what there is of the body) to `conn`."""
+        self._go(ATTACH)
         self.conn = conn
-        self.state = SENDING
-        conn.begin(self, self.method == "HEAD")
-        parts = [self._upstream_head()]
-        chunks = self.chunks
-        if chunks:
-            if self.chunked_in:
-                for chunk in chunks:
-                    parts += (b"%x\r\n" % len(chunk), chunk, CRLF)
-            else:
-                parts += chunks
-        if self.request_complete:
-            if self.chunked_in:
-                parts.append(CHUNK_END)
-            self.sent_complete = True
-        transport = conn.transport
-        assert transport is not None
-        transport.write(b"".join(parts))
-        self.bytes_sent = True
+        head = self.head
+        conn.begin(self, head.method == "HEAD")
+        hit = self.hit
         plan = self.plan
-        assert plan is not None
-        # While the client is still sending the body, only a stalled backend write
-        # (upstream_write_paused) arms a deadline; the client has its own body timeout.
-        conn.deadline = self.down.loop.time() + plan.read_timeout if self.sent_complete else 0.0
-        if self.upgrade_buf:
-            transport.write(b"".join(self.upgrade_buf))
-            self.upgrade_buf = []
-        if not self.request_complete and self.chunks_size >= REPLAY_LIMIT:
-            self.down.resume_reading_for_body()
-
-    def _upstream_head(self) -> bytes:
-        """Request line and headers for the chosen target (RFC 9110 §7.6 proxy rules)."""
-        down = self.down
         target = self.target
-        plan = self.plan
-        assert target is not None and plan is not None
-        if plan.preserve_host and self.host is not None:
-            host = self.host
+        assert hit is not None and plan is not None and target is not None
+        ctx = self.ctx
+        path = ctx.upstream_uri if ctx is not None and ctx.upstream_uri else hit.upstream_path
+        body = self.body
+        streaming_chunked = False
+        if head.framing == NO_BODY:
+            framing = b""
+        elif self.request_complete:
+            framing = b"Content-Length: %d\r\n" % (body.size if body is not None else 0)
+        elif head.framing == CHUNKED:
+            framing = b"Transfer-Encoding: chunked\r\n"
+            streaming_chunked = True
         else:
-            host = target.host_header
-        parts = [
-            METHOD_BYTES.get(self.method) or self.method.encode("latin-1"),
-            b" ",
-            self.upstream_target,
-            b" HTTP/1.1\r\nHost: ",
-            host,
-            CRLF,
-        ]
-        incoming = _copy_request_headers(parts, self.headers, down.trusted, None, self)
-        if incoming is _RESTART:
-            # Connection named extra hop-by-hop headers (RFC 9110 §7.6.1): copy again without them.
-            del parts[6:]
-            tokens: set[bytes] = set()
-            for lname, _, value in self.headers:
-                if lname == b"connection":
-                    tokens |= connection_tokens(value)
-            incoming = _copy_request_headers(parts, self.headers, down.trusted, tokens, self)
-        if self.chunked_in:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        if self.upgrade:
-            for lname, name, value in self.headers:
-                if lname == b"upgrade":
-                    parts += (b"Upgrade: ", value, CRLF)
-            parts.append(b"Connection: upgrade\r\n")
-        request_id = self.request_id
-        if not request_id:
-            request_id = self.request_id = down.server.request_ids.new()
-        parts += (b"X-Request-Id: ", request_id, CRLF)
-        if incoming is None:
-            # Via, X-Forwarded-*, X-Real-IP and the blank line, cached per connection.
-            parts.append(down.forwarded_tail(self.host, self.prefix_line))
-        else:
-            parts.append(VIA_LINE)
-            match = self.match
-            prefix = match.stripped_prefix if match is not None else None
-            parts.append(down.forwarded_headers(incoming, self.host, prefix))
-            parts.append(CRLF)
-        return b"".join(parts)
-
-    def feed_body(self, data: bytes) -> None:
-        """A piece of the request body from the client parser."""
-        if self.state == DONE:
-            return  # the answer is already given (e.g. 404): the body is read and dropped
-        self.body_size += len(data)
-        limit = self.down.server.max_body_size
-        if limit and self.body_size > limit:
-            self.respond_error(413, close=True)
-            return
-        conn = self.conn
-        if conn is not None and self.state >= SENDING:
-            transport = conn.transport
-            assert transport is not None
-            if self.chunked_in:
-                transport.writelines((b"%x\r\n" % len(data), data, CRLF))
+            framing = b"Content-Length: %d\r\n" % head.content_length
+        request_head, self.request_id = build_upstream_head(
+            head, path + head.query if head.query else path,
+            head.host if plan.preserve_host and head.host is not None else target.host_header,
+            framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new)
+        self.sent_any = True
+        self.request_sent = False
+        if body is None or body.size == 0:
+            conn.write(request_head)
+        elif body.in_memory:
+            if streaming_chunked:  # re-chunk what arrived before the connection was ready
+                parts = [request_head]
+                for chunk in body.chunks:
+                    parts += (b"%x\r\n" % len(chunk), chunk, CRLF)
+                conn.writelines(parts)
             else:
-                transport.write(data)
-            chunks = self.chunks
-            if chunks is not None:
-                self.chunks_size += len(data)
-                if self.chunks_size > REPLAY_LIMIT:
-                    self.chunks = None  # too big to replay: this request is not retried
-                else:
-                    chunks.append(data)
+                conn.writelines([request_head, *body.chunks])
+            if not body.keep_all:
+                if not body.replayable:
+                    body.forget()
+                self.client.resume_reading_for(PAUSE_BODY)
+        else:
+            conn.write(request_head)
+            self.send_pos = 0
+            self._pump()
             return
-        if self.chunks is None:
-            # Mid-retry of a body that could not be kept: nothing sane to do but fail.
-            self.respond_error(502, close=True)
-            return
-        self.chunks.append(data)
-        self.chunks_size += len(data)
-        if self.chunks_size >= REPLAY_LIMIT:
-            self.down.pause_reading_for_body()
+        if self.request_complete:
+            self._request_written()
+        else:
+            conn.deadline = 0.0  # the client's body timeout applies meanwhile
 
-    def request_done(self) -> None:
-        """The client has sent the whole request."""
-        self.request_complete = True
-        if self.state == SENDING and self.conn is not None and not self.sent_complete:
-            transport = self.conn.transport
-            assert transport is not None
-            if self.chunked_in:
-                transport.write(CHUNK_END)
-            self.sent_complete = True
-            plan = self.plan
-            assert plan is not None
-            self.conn.deadline = self.down.loop.time() + plan.read_timeout
+    def _pump(self) -> None:
+        """Send a body kept in a temp file, block by block, as the backend takes it."""
+        conn = self.conn
+        body = self.body
+        assert conn is not None and body is not None
+        for block in body.blocks(self.send_pos):
+            conn.write(block)
+            self.send_pos += len(block)
+            if self.upstream_paused:
+                return  # upstream_write_paused(False) calls us again
+        self.send_pos = -1
+        self._request_written()
 
-    def request_fully_sent(self) -> bool:
-        return self.sent_complete
+    def _request_written(self) -> None:
+        self.request_sent = True
+        self._go(SENT)
+        self._arm(READ, self.plan.read_timeout)  # type: ignore[union-attr]
 
     def upstream_write_paused(self, paused: bool) -> None:
+        """The backend's socket is full (or has room again)."""
+        self.upstream_paused = paused
         conn = self.conn
         plan = self.plan
+        if conn is None or plan is None:
+            return
         if paused:
-            self.down.pause_reading_for_upstream()
-            if conn is not None and plan is not None and not self.response_started:
-                conn.deadline = self.down.loop.time() + plan.write_timeout
+            self.client.pause_reading_for(PAUSE_UPSTREAM)
+            if self.state == SENDING:
+                self._arm(WRITE, plan.write_timeout)
         else:
-            self.down.resume_reading_for_upstream()
-            if conn is not None and plan is not None and not self.response_started:
-                conn.deadline = (
-                    self.down.loop.time() + plan.read_timeout if self.sent_complete else 0.0
-                )
+            self.client.resume_reading_for(PAUSE_UPSTREAM)
+            if self.send_pos >= 0:
+                conn.deadline = 0.0
+                self._pump()
+            elif self.state == SENDING:
+                conn.deadline = 0.0
 
-    # -- relaying the response --------------------------------------------------------
+    def _arm(self, kind: int, seconds: float) -> None:
+        conn = self.conn
+        if conn is not None:
+            conn.deadline = self.server.loop.time() + seconds
+            conn.deadline_kind = kind
 
-    def on_response_head(
-        self,
-        conn: UpstreamConnection,
-        status: int,
-        raw_head: bytes,
-        special: list[tuple[bytes, bytes, bytes]],
-    ) -> None:
+    # -- the response -----------------------------------------------------------------
+
+    def on_response_head(self, conn: UpstreamConnection, status: int, raw_head: bytes,
+                         special: list[tuple[bytes, bytes, bytes]]) -> None:
         """`raw_head`: the backend's status line and fields as received, CRLF-terminated;
-        `special`: its fields the proxy acts on (see headers.clean_response_head)."""
-        self.state = RESPONDING
-        self.response_started = True
+        `special`: its fields the proxy acts on (core.http.response)."""
+        head = self.head
+        fields = clean_response_head(raw_head, status, special)
+        if fields.bad_coding or (status == 101 and not head.websocket):
+            conn.detach()
+            self._attempt_failed("invalid response", 502, retryable=False)
+            return
+        self._go(HEAD)
         self.status = status
-        passive = self.target.passive if self.target is not None else None
-        if passive is not None:  # passive health checks (fastgw.dataplane.passive); None = off
+        target = self.target
+        passive = target.passive if target is not None else None
+        if passive is not None:  # passive health checks (dataplane.passive); None = off
             passive.on_status(status)
-        down = self.down
-        self.t_head = now = down.loop.time()
-        upgrade = status == 101
-        head, content_length, chunked, kept = clean_response_head(raw_head, status, special)
-        parts = [head, VIA_LINE]
-        if self.method == "HEAD" or status < 200 or status in (204, 304):
-            pass  # no body on the wire (RFC 9112 §6.3 rule 1)
-        elif content_length and not chunked:
-            pass
-        else:
-            self.eof_body = not chunked
-            if self.http11:
-                self.rechunk = True
-                parts.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                self.keep_alive = False  # close-delimited body for HTTP/1.0
-        if upgrade:
-            pass
-        elif not self.keep_alive or down.draining or not self.request_complete or self.upgrade:
-            # An unread request body (upstream answered early) cannot be skipped cheaply.
-            # A refused upgrade closes too: the client parser stopped at the upgrade.
+        server = self.server
+        self.t_head = now = server.loop.time()
+        framing = response_framing(status, head.method == "HEAD", fields, head.http11)
+        self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
+            and fields.content_length < 0
+        parts = [fields.head, VIA_LINE]
+        if framing == RESPONSE_LENGTH:
+            if not fields.length_line:
+                parts.append(b"Content-Length: %d\r\n" % fields.content_length)
+        elif framing == RE_CHUNK:
+            self.rechunk = True
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif framing == CLOSE_DELIMITED:
             self.keep_alive = False
-            if kept is not None:
-                parts[0] = cut_field(head, kept) or head
+        elif fields.content_length >= 0 and not fields.length_line and status >= 200 \
+                and status != 204:
+            parts.append(b"Content-Length: %d\r\n" % fields.content_length)  # HEAD, 304
+        if status == 101:
+            pass
+        elif not self.keep_alive or server.draining or not self.request_complete \
+                or head.websocket:
+            # An unread request body (the backend answered early) cannot be skipped
+            # cheaply, and a refused upgrade may be followed by bytes never parsed: close.
+            self.keep_alive = False
+            if fields.kept is not None:
+                parts[0] = cut_field(parts[0], fields.kept) or parts[0]
             parts.append(b"Connection: close\r\n")
-        elif not self.http11 and kept is None:
+        elif not head.http11 and fields.kept is None:
             parts.append(b"Connection: keep-alive\r\n")
-        cookie = self.plan.set_cookie(self) if self.plan is not None and self.plan.hashes_cookie else None
-        if cookie:
-            parts.append(cookie)
+        ctx = self.ctx
+        if ctx is not None and ctx.hash_cookie is not None:
+            parts.append(ctx.hash_cookie)
         parts += (b"X-Request-Id: ", self.request_id, CRLF, CRLF)
         # The head waits for the body bytes of the same read: one write per response
         # instead of two for small ones (flushed by the upstream after each read).
-        head = b"".join(parts)
-        self.bytes_out = len(head)
-        self.pending = [head]
-        plan = self.plan
-        if down.write_paused:
+        out = b"".join(parts)
+        self.bytes_out = len(out)
+        self.pending = [out]
+        conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
+        conn.deadline_kind = READ
+        if self.client.write_paused:
             # The client is still full from an earlier (pipelined) response: pause_writing
-            # will not fire again, so hold this backend now (resume_writing releases it).
-            conn.deadline = 0.0
-            conn.pause_reading()
-        elif plan is not None:
-            conn.deadline = now + plan.read_timeout
+            # will not fire again, so spool or hold this backend now.
+            self.client_write_paused(True)
 
     def on_response_body(self, data: bytes) -> None:
         pending = self.pending
@@ -504,86 +495,142 @@ class Exchange:
             self.bytes_out += len(data)
         conn = self.conn
         if conn is not None and conn.deadline:
-            plan = self.plan
-            assert plan is not None
-            conn.deadline = self.down.loop.time() + plan.read_timeout
+            conn.deadline = self.server.loop.time() + self.plan.read_timeout  # type: ignore[union-attr]
 
-    def flush_pending(self) -> None:
-        """Write what this read produced for the client (called after each upstream read)."""
+    def flush(self) -> None:
+        """Hand what this upstream read produced to the client, or to the spool while the
+        client's socket is full (response buffering)."""
         pending = self.pending
-        if pending is not None:
-            self.pending = None
-            if len(pending) == 1:
-                self.down.transport.write(pending[0])
-            else:
-                self.down.transport.writelines(pending)
+        if pending is None:
+            return
+        self.pending = None
+        spool = self.spool
+        client = self.client
+        if spool is None and client.write_paused and self.plan is not None \
+                and self.plan.response_buffering:
+            server = self.server
+            spool = self.spool = ResponseSpool(server.spool_memory, server.spool_limit,
+                                               server.temp_dir)
+        if spool is not None:
+            for part in pending:
+                spool.append(part)
+            if spool.full and self.conn is not None:
+                self.conn.pause_reading()  # even the spool is full: hold the backend
+            return
+        if len(pending) == 1:
+            client.write(pending[0])
+        else:
+            client.writelines(pending)
 
-    def on_response_complete(self, conn: UpstreamConnection) -> None:
+    def client_write_paused(self, paused: bool) -> None:
+        """The client's socket is full (or has room again). With response buffering the
+        backend goes on into the spool (see flush); without it, the backend is held."""
+        if self.state != RELAYING:
+            return
+        conn = self.conn
+        plan = self.plan
+        if paused:
+            if conn is not None and plan is not None and not plan.response_buffering:
+                conn.deadline = 0.0  # a slow client is not a slow backend
+                conn.pause_reading()
+            return
+        spool = self.spool
+        if spool is not None:
+            client = self.client
+            while not client.write_paused:
+                data = spool.take()
+                if data is None:
+                    break
+                if isinstance(data, list):
+                    client.writelines(data)
+                else:
+                    client.write(data)
+            if client.write_paused:
+                return
+            spool.close()
+            self.spool = None
+            if self.upstream_done:
+                self._end()
+                return
+        if conn is not None:
+            conn.resume_reading()
+            if plan is not None:
+                self._arm(READ, plan.read_timeout)
+
+    def on_response_complete(self, conn: UpstreamConnection, reusable: bool) -> None:
+        """The last response byte is read; the connection goes back or closes first (a
+        pipelined next request should find it idle, and must never find it paused)."""
+        if self.counted:
+            self._end_attempt()
+        self.conn = None
+        target = self.target
+        if reusable and self.request_sent and target is not None:
+            target.pool.release(conn)
+        else:
+            conn.close()
         if self.rechunk:
             if self.pending is None:
                 self.pending = []
             self.pending.append(CHUNK_END)
             self.bytes_out += 5
-        # Let go of the connection first: if this last write fills the client's buffer,
-        # pause_writing must not pause a connection that is already back in the pool
-        # (nothing would resume it and the next request on it would hang). The
-        # connection has already dropped us (pooled or closed), so of _release_conn only
-        # this part applies.
+        self.flush()
+        if self.spool is not None:
+            self.upstream_done = True  # ends when the spool has drained to the client
+            return
+        self._end()
+
+    def _end(self) -> None:
+        self._go(END)
+        self._finish(self.status)
+        self.client.exchange_done(self)
+
+    def on_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None:
+        """101 Switching Protocols: from now on, bytes flow both ways untouched."""
+        self.flush()
         if self.counted:
             self._end_attempt()
         self.conn = None
-        self.flush_pending()
-        self.state = DONE
-        self._finish(self.status)
-        self.down.exchange_done(self)
-
-    def on_upstream_upgrade(self, conn: UpstreamConnection, rest: bytes) -> None:
-        """101 Switching Protocols: from now on, bytes flow both ways untouched."""
-        down = self.down
-        self.flush_pending()
-        self._release_conn(keep=True)
-        self.state = DONE
+        self._go(UPGRADE)
         self._finish(101)  # the tunnel that follows is not an HTTP request any more
-        conn.start_tunnel(down.transport)
         if rest:
-            down.transport.write(rest)
-        down.start_tunnel(conn)
+            self.client.write(rest)
+        self.client.start_tunnel(conn)
 
     # -- failures ---------------------------------------------------------------------
 
     def on_upstream_lost(self, conn: UpstreamConnection) -> None:
         if self.state == DONE or conn is not self.conn:
             return
-        if self.response_started:
+        if self.state == RELAYING:
             if self.eof_body:
-                self.on_response_complete(conn)  # close-delimited body ended (RFC 9112 §6.3)
+                self.on_response_complete(conn, False)  # the body ends at close (§6.3)
             else:
-                self._release_conn()
                 self.abort()
             return
         self._attempt_failed("connection reset", 502)
 
-    def on_upstream_failed(self, conn: UpstreamConnection, reason: str, response_bytes: bool) -> None:
+    def on_upstream_error(self, conn: UpstreamConnection, reason: str) -> None:
+        """The backend sent bytes that are not a valid response (the connection is closed)."""
         if self.state == DONE or conn is not self.conn:
             return
-        if self.response_started:
-            self._release_conn()
+        if self.state == RELAYING:
             self.abort()
             return
-        self._attempt_failed(reason, 502, retryable=not response_bytes)
+        self._attempt_failed(reason, 502, retryable=False)
 
-    def on_upstream_timeout(self, conn: UpstreamConnection) -> None:
+    def on_upstream_timeout(self, conn: UpstreamConnection, kind: int) -> None:
         if self.state == DONE:
             return
-        if self.response_started:
-            self._release_conn()
+        if self.state == RELAYING:
             self.abort()
             return
-        self._attempt_failed("timeout", 504)
+        self._attempt_failed("write timeout" if kind == WRITE else "read timeout", 504)
 
     def _attempt_failed(self, reason: str, status: int, retryable: bool = True) -> None:
         self._release_conn()
         self.status = status
+        self.send_pos = -1
+        self.upstream_paused = False
         target = self.target
         if target is not None:
             if self.reused and reason == "connection reset":
@@ -598,28 +645,27 @@ class Exchange:
                 target.report_failure(reason)
         plan = self.plan
         assert plan is not None
-        if (
-            retryable
-            and self.attempts <= plan.retries
-            and (not self.bytes_sent or (self.method in IDEMPOTENT_METHODS and self.chunks is not None))
-        ):
-            log.debug("retrying %s %s after %s on %s", self.method, self.url, reason, target)
-            self.sent_complete = False
-            self.state = QUEUED
-            self._next_attempt()
+        body = self.body
+        replayable = body is None or body.replayable or body.size == 0
+        if (retryable and self.attempts <= plan.retries and (
+                not self.sent_any
+                or (self.head.method in IDEMPOTENT_METHODS and replayable))
+                and (self.request_complete or replayable)):
+            log.debug("retrying %s %s after %s on %s", self.head.method, self.head.target,
+                      reason, target)
+            self._pick()
             return
         log.info("upstream %s: %s", target.key if target else "?", reason)
-        self.respond_error(status)
+        self.reply(status)
 
     def _end_attempt(self) -> None:
-        """The balancer stops counting this attempt (callers check `counted`, which is
-        set only for a target whose owner counts: least-connections)."""
+        """The balancer stops counting this attempt (least-connections only)."""
         self.counted = False
         target = self.target
         assert target is not None and target.owner is not None
         target.owner.release(target)
 
-    def _release_conn(self, keep: bool = False) -> None:
+    def _release_conn(self) -> None:
         if self.counted:
             self._end_attempt()
         conn = self.conn
@@ -627,80 +673,76 @@ class Exchange:
             self.conn = None
             if conn.exchange is self:
                 conn.deadline = 0.0
-                if not keep:
-                    conn.detach()
+                conn.detach()
 
     # -- endings ----------------------------------------------------------------------
 
-    def respond_error(self, status: int, message: str | None = None, close: bool = False) -> None:
-        if self.response_started:
+    def reply(self, status: int, message: str | None = None, close: bool = False) -> None:
+        """The gateway answers this request itself (an error, before any response byte)."""
+        if self.state == RELAYING:
             self.abort()
             return
+        self._go(REPLY)
         self._release_conn()
-        down = self.down
-        if close or not self.request_complete and (
-            self.body_size == 0 and self.expect_continue and not self.continue_sent
-        ):
-            self.keep_alive = False
-        if not self.request_complete and close:
-            self.keep_alive = False
-        keep = self.keep_alive and not down.draining
+        client = self.client
+        # The rest of an unfinished body is read and dropped (nginx discards it too),
+        # unless the client waits for a 100 Continue that will never come.
+        keep = self.keep_alive and not close and not self.server.draining and (
+            self.request_complete or not (self.head.expect_continue and self.body_size == 0))
         self.keep_alive = keep
-        self.response_started = True
         self.status = status
         response = error_response(
-            status, message, keep_alive=keep, head_only=self.method == "HEAD",
+            status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
             request_id=self._request_id().decode("latin-1"),
         )
         self.bytes_out += len(response)
-        down.transport.write(response)
-        self.state = DONE
+        client.write(response)
         self._finish(status)
-        down.exchange_done(self)
+        client.exchange_done(self)
 
     def abort(self) -> None:
         """The response cannot be completed: cut the client connection."""
-        self.flush_pending()
+        self.flush()
         self._release_conn()
-        self.state = DONE
+        self._go(ABORT)
         self.keep_alive = False
         self._finish(self.status)
-        self.down.abort()
+        self.client.abort(self)
 
     def client_gone(self) -> None:
         """The client connection closed under us."""
+        if self.state == DONE:
+            return
         self._release_conn()  # also ends a pending connect attempt's accounting
-        self.state = DONE
+        started = self.state == RELAYING
+        self._go(GONE)
         # nginx's 499: the client closed before it got a status (else the status it got).
-        self._finish(self.status if self.response_started else 499)
+        self._finish(self.status if started else 499)
 
     def _request_id(self) -> bytes:
-        """This request's id: the client's valid X-Request-Id, else a new one (off the fast path)."""
+        """This request's id: the client's valid X-Request-Id, else a new one."""
         if not self.request_id:
-            for lname, _, value in self.headers:
-                if lname == b"x-request-id" and valid_request_id(value):
-                    self.request_id = value
-                    break
-            else:
-                self.request_id = self.down.server.request_ids.new()
+            self.request_id = client_request_id(self.head) or self.server.request_ids.new()
         return self.request_id
 
     def _finish(self, status: int) -> None:
-        """Count this request, once, however it ended (metrics and access log)."""
+        """Count this request, once, however it ended; free what it held."""
         if self.finished:
             return
         self.finished = True
-        down = self.down
-        server = down.server
+        if self.body is not None:
+            self.body.close()
+        if self.spool is not None:
+            self.spool.close()
+        server = self.server
         if not server.count_requests and server.access_log is None:
             return  # gateway.metrics off and no access log: nothing to record
         t0 = self.t0
-        request_ms = (down.loop.time() - t0) * 1000.0
+        request_ms = (server.loop.time() - t0) * 1000.0
         t_head = self.t_head
         upstream_ms = (t_head - t0) * 1000.0 if t_head else -1.0
-        # Request line ("GET <url> HTTP/1.1\r\n"), fields, blank line, body: what Kong's
-        # $request_length counts (body bytes are counted decoded when chunked).
-        size_in = len(self.method) + len(self.url) + 14 + self.head_size + self.body_size
+        # What Kong's $request_length counts: the head as received and the body (decoded).
+        size_in = self.head.size + self.body_size
         plan = self.plan
         if server.count_requests:
             if plan is not None:
@@ -711,61 +753,10 @@ class Exchange:
                 server.stats.count_unmatched(status)
         access_log = server.access_log
         if access_log is not None:
-            access_log.add(self, request_ms, upstream_ms, size_in, self.bytes_out, status,
-                           self._request_id())
-
-
-_RESTART: dict[bytes, bytes] = {}
-_CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-
-
-def _copy_request_headers(
-    parts: list[bytes],
-    headers: list[tuple[bytes, bytes, bytes]],
-    trusted: bool,
-    extra_drop: set[bytes] | None,
-    exchange: Exchange,
-) -> dict[bytes, bytes] | None:
-    """Append forwardable request headers to `parts`.
-
-    Returns the incoming X-Forwarded-* values of a trusted client (None when there are
-    none), or `_RESTART` when a Connection header names other headers to drop. A valid
-    X-Request-Id becomes `exchange.request_id` (the caller writes the one header).
-    """
-    incoming: dict[bytes, bytes] | None = None
-    for lname, name, value in headers:
-        if lname in _REQUEST_DROP:
-            if lname == b"connection":
-                if extra_drop is None and connection_tokens(value) - _CONN_KEYWORDS:
-                    return _RESTART
-            elif lname in FORWARDED:
-                if trusted:
-                    if incoming is None:
-                        incoming = {}
-                    incoming[lname] = value
-            elif lname == b"via":
-                parts += (b"Via: ", value, CRLF)
-            elif lname == b"x-request-id" and valid_request_id(value):
-                exchange.request_id = value
-            continue
-        if extra_drop is not None and lname in extra_drop:
-            continue
-        parts += (name, b": ", value, CRLF)
-    return incoming
-
-
-def _absolute_form(url: bytes, path: bytes, query: bytes) -> tuple[bytes | None, bytes]:
-    """`GET http://host/path HTTP/1.1` (RFC 9112 §3.2.2): keep only the path and query."""
-    lowered = url[:8].lower()
-    if not (lowered.startswith(b"http://") or lowered.startswith(b"https://")):
-        return None, b""
-    rest = url.split(b"//", 1)[1]
-    slash = rest.find(b"/")
-    if slash == -1:
-        qpos = rest.find(b"?")
-        return b"/", rest[qpos:] if qpos != -1 else b""
-    rest = rest[slash:]
-    qpos = rest.find(b"?")
-    if qpos == -1:
-        return rest, b""
-    return rest[:qpos], rest[qpos:]
+            target = self.target
+            access_log.add(
+                self.client.client_ip, self.head.method, self.head.target,
+                plan.stats.route if plan is not None else None,
+                plan.stats.service if plan is not None else None,
+                target.key if target is not None else None,
+                status, request_ms, upstream_ms, size_in, self.bytes_out, self._request_id())

@@ -11,22 +11,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
+import tempfile
 import time
 from typing import Any, Callable
 
-from fastgw.dataplane.accesslog import AccessLog, RequestIds
 from fastgw.config import Config
 from fastgw.config.settings import parse_listen
-from fastgw.dataplane.passive import WorkerHealth
-from fastgw.dataplane.stats import WorkerStats
-from fastgw.dataplane.downstream import DownstreamProtocol
-from fastgw.core.http.headers import DATE
-from fastgw.dataplane.sweeper import DeadlineSweeper
-from fastgw.dataplane.upstream import Resolver
+from fastgw.core.http.errors import DATE
+from fastgw.core.http.request import RequestLimits
+from fastgw.core.http.request_id import RequestIds
+from fastgw.dataplane.accesslog import AccessLog
+from fastgw.dataplane.body import TempDir, remove_stale_files
+from fastgw.dataplane.downstream import ClientConnection
+from fastgw.dataplane.health import WorkerHealth
+from fastgw.dataplane.pool import Resolver
 from fastgw.dataplane.snapshot import PoolRegistry, Snapshot, build_snapshot
+from fastgw.dataplane.stats import WorkerStats
+from fastgw.dataplane.sweeper import DeadlineSweeper
 
 log = logging.getLogger("fastgw")
+
+# Response buffering: bytes kept in memory for a full client socket, then in a temp
+# file up to SPOOL_LIMIT (nginx: proxy_buffers, then proxy_max_temp_file_size 1024m).
+SPOOL_MEMORY = 65536
+SPOOL_LIMIT = 1 << 30
 
 
 def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
@@ -74,7 +84,8 @@ class ProxyServer:
             max_requests=settings.upstream_keepalive_max_requests,
             idle_timeout=float(settings.upstream_keepalive_idle_timeout),
         )
-        self.connections: set[DownstreamProtocol] = set()
+        self.connections: set[ClientConnection] = set()
+        self._port_bytes: dict[int, bytes] = {}
         self.draining = False
         self.version = 0
         # Node health from the supervisor, and passive batches back to it (every 100 ms).
@@ -85,6 +96,7 @@ class ProxyServer:
         self.stats.pools = self.registry.pool_stats
         self.request_ids = RequestIds()
         self.access_log: AccessLog | None = None
+        self.temp_dir: TempDir | None = None
         self.slow_sweeper.on_tick.append(self._flush_access_log)
         self._apply_settings(config)
         self.snapshot: Snapshot = self._build(config)
@@ -92,12 +104,23 @@ class ProxyServer:
     def _apply_settings(self, config: Config) -> None:
         s = config.gateway
         self.settings = s
-        self.max_request_line_size = s.max_request_line_size
-        self.max_header_size = s.max_header_size
+        self.limits = RequestLimits.from_settings(s)
         self.max_body_size = s.max_body_size
+        self.keepalive_requests = s.keepalive_requests
         self.client_header_timeout = float(s.client_header_timeout)
         self.client_body_timeout = float(s.client_body_timeout)
         self.client_keepalive_timeout = float(s.client_keepalive_timeout)
+        self.lingering_time = float(s.lingering_time)
+        self.lingering_timeout = float(s.lingering_timeout)
+        # Request bodies (request_buffering) and spooled responses (response_buffering).
+        self.body_buffer_size = s.client_body_buffer_size
+        self.spool_memory = SPOOL_MEMORY
+        self.spool_limit = SPOOL_LIMIT
+        path = s.client_body_temp_path or os.path.join(tempfile.gettempdir(),
+                                                       "fastgw-client-body")
+        if self.temp_dir is None or self.temp_dir.path != path:
+            self.temp_dir = TempDir(path)
+            remove_stale_files(path)
         self.count_requests = s.metrics
         self.is_trusted = cached_trust(s.is_trusted)
         target = s.access_log
@@ -105,6 +128,13 @@ class ProxyServer:
             if self.access_log is not None:
                 self.access_log.close()
             self.access_log = AccessLog(target) if target else None
+
+    def port_bytes(self, port: int) -> bytes:
+        """A listening port as bytes (X-Forwarded-Port), made once per port."""
+        value = self._port_bytes.get(port)
+        if value is None:
+            value = self._port_bytes[port] = str(port).encode()
+        return value
 
     def _flush_access_log(self, now: float | None = None) -> None:
         if self.access_log is not None:
@@ -119,7 +149,7 @@ class ProxyServer:
 
     def _bind(self, snapshot: Snapshot) -> Snapshot:
         self.version = snapshot.version
-        self.stats.bind(snapshot)
+        self.stats.bind(snapshot.route_plans.values())
         self.health.bind(snapshot)  # before it goes live: no request sees stale health
         return snapshot
 
@@ -131,7 +161,7 @@ class ProxyServer:
         # An accepted socket's local port is the listener's: no getsockname per connection.
         port = sock.getsockname()[1]
         server = await self.loop.create_server(
-            lambda: DownstreamProtocol(self, port), sock=sock, backlog=2048
+            lambda: ClientConnection(self, port), sock=sock, backlog=2048
         )
         self._servers.append(server)
         self.io_sweeper.start()

@@ -10,23 +10,21 @@ survives a change keeps its warm connections; pools no longer referenced are clo
 from __future__ import annotations
 
 import asyncio
-import uuid
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from fastgw.core.balancer import balancer_key, hash_cookie_header, make_balancer
-from fastgw.core.canary import CanaryBalancer, CanaryConfig
 from fastgw.config.model import split_target
-from fastgw.core.health import HealthPolicy
-from fastgw.dataplane.stats import RouteStats, route_label, service_label
-from fastgw.dataplane.passive import PassiveRecorder, failure_kind
-from fastgw.core.http.headers import host_header_value
-from fastgw.dataplane.sweeper import DeadlineSweeper
-from fastgw.dataplane.upstream import PoolStats, UpstreamPool
+from fastgw.core.canary import CanaryConfig
+from fastgw.core.http.fields import host_header_value
+from fastgw.core.http.request import RequestHead
+from fastgw.core.http.upstream_head import prefix_line
 from fastgw.core.router import Router
+from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
+from fastgw.dataplane.pool import PoolStats, UpstreamPool
+from fastgw.dataplane.stats import RouteStats, route_label, service_label
+from fastgw.dataplane.sweeper import DeadlineSweeper
 
 if TYPE_CHECKING:
-    from fastgw.config.model import Config, Route, Service, Upstream
-    from fastgw.dataplane.exchange import Exchange
+    from fastgw.config.model import Config, Route, Service
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 80, "grpcs": 443}
 
@@ -79,128 +77,6 @@ class PoolRegistry:
         self.retain_only(set())
 
 
-class TargetRuntime:
-    __slots__ = ("key", "host", "port", "weight", "index", "pool", "host_header", "owner",
-                 "passive")
-
-    def __init__(
-        self, key: str, host: str, port: int, weight: int, index: int, pool: UpstreamPool,
-        host_header: bytes, owner: Any,
-    ) -> None:
-        self.key = key
-        self.host = host
-        self.port = port
-        self.weight = weight
-        self.index = index
-        self.pool = pool
-        self.host_header = host_header
-        self.owner = owner
-        # Passive health recorder (fastgw.dataplane.passive), None when the upstream has no
-        # passive checks: then a response costs one attribute test and nothing else.
-        self.passive: PassiveRecorder | None = None
-
-    def report_failure(self, reason: str) -> None:
-        """A transport failure on this target (connect error, reset, timeout)."""
-        passive = self.passive
-        if passive is not None:
-            passive.on_failure(failure_kind(reason))
-
-    def __repr__(self) -> str:
-        return f"<target {self.key}>"
-
-
-class UpstreamRuntime:
-    """An Upstream entity's targets and balancer, with per-target availability."""
-
-    __slots__ = (
-        "upstream", "targets", "balancer", "available", "needs_key", "cookie_name", "counts",
-        "weights", "effective", "policy", "mode",
-    )
-
-    def __init__(self, upstream: Upstream, targets: list[TargetRuntime], weights: list[int]) -> None:
-        self.upstream = upstream
-        self.targets = targets
-        for target in targets:
-            target.owner = self
-        self.weights = list(weights)  # as configured
-        self.effective = list(weights)  # after slow start
-        self.policy = HealthPolicy()  # set by WorkerHealth.bind
-        self.mode = "normal"  # or "panic" / "unhealthy" (fastgw.core.health.availability)
-        self.balancer = make_balancer(upstream, [t.key for t in targets], weights)
-        # least-connections needs to know when an attempt starts and ends
-        self.counts = hasattr(self.balancer, "acquire")
-        self.available = bytearray([1] * len(targets))
-        self.needs_key = bool(getattr(self.balancer, "needs_key", False))
-        uses_cookie = "cookie" in (upstream.hash_on, upstream.hash_fallback)
-        self.cookie_name = upstream.hash_on_cookie if uses_cookie else None
-
-    def pick(self, exchange: Exchange, tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
-        exclude: Sequence[int] = [t.index for t in tried] if tried else ()
-        key = self._key(exchange) if self.needs_key else None
-        index = self.balancer.pick(self.available, exclude, key)
-        if index is None:
-            return None
-        if self.counts:
-            self.balancer.acquire(index)
-        return self.targets[index]
-
-    def release(self, target: TargetRuntime) -> None:
-        if self.counts:
-            self.balancer.release(target.index)
-
-    def set_health(self, available: bytearray, effective: list[int], mode: str) -> None:
-        """Node health from the supervisor: availability in place, weights if they moved."""
-        if effective != self.effective:
-            # Slow start: a new balancer with the ramped weights (a few times per window).
-            balancer = make_balancer(self.upstream, [t.key for t in self.targets], effective)
-            if self.counts:
-                balancer.counts[:] = self.balancer.counts  # type: ignore[union-attr]
-                for i in range(len(effective)):  # rescore from the carried-over counts
-                    balancer.acquire(i)  # type: ignore[union-attr]
-                    balancer.release(i)  # type: ignore[union-attr]
-            self.balancer = balancer
-            self.effective = effective
-        self.available[:] = available
-        self.mode = mode
-
-    def _key(self, exchange: Exchange) -> str | None:
-        url = exchange.url
-        qpos = url.find(b"?")
-        path = (url if qpos == -1 else url[:qpos]).decode("latin-1")
-        query = "" if qpos == -1 else url[qpos + 1 :].decode("latin-1")
-        match = exchange.match
-        key = balancer_key(
-            self.upstream,
-            client_ip=exchange.down.client_ip,
-            headers=exchange.headers_map(),
-            path=path,
-            query=query,
-            captures=getattr(match, "captures", None),
-            consumer_id=None,
-        )
-        if key is None and self.cookie_name and self.upstream.hash_on == "cookie":
-            # Kong: no cookie yet, so make one up and set it on the response.
-            key = str(uuid.uuid4())
-            exchange.hash_cookie = key
-        return key
-
-
-class DirectRuntime:
-    """A service whose host is not an Upstream: one address, resolved at connect time."""
-
-    __slots__ = ("target",)
-    counts = False  # no per-attempt accounting (see UpstreamRuntime.counts)
-
-    def __init__(self, target: TargetRuntime) -> None:
-        self.target = target
-
-    def pick(self, exchange: Exchange, tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
-        return None if tried else self.target
-
-    def release(self, target: TargetRuntime) -> None:
-        pass
-
-
 class RoutePlan:
     """Everything an exchange needs about its route and service, flattened for speed."""
 
@@ -209,13 +85,15 @@ class RoutePlan:
         "service",
         "service_path",
         "preserve_host",
+        "request_buffering",
+        "response_buffering",
         "retries",
         "connect_timeout",
         "read_timeout",
         "write_timeout",
         "balancer",
         "pick",
-        "hashes_cookie",
+        "needs_context",
         "stats",
     )
 
@@ -227,28 +105,44 @@ class RoutePlan:
         self.service = service
         self.service_path = service.path
         self.preserve_host = route.preserve_host
+        self.request_buffering = route.request_buffering
+        self.response_buffering = route.response_buffering
         self.retries = service.retries
         self.connect_timeout = service.connect_timeout / 1000.0
         self.read_timeout = service.read_timeout / 1000.0
         self.write_timeout = service.write_timeout / 1000.0
         self.balancer = balancer
-        # pick(exchange, tried) -> target: the balancer's own method, bound once here
-        # (one call less per request than a forwarding method).
+        # pick(ctx, tried) -> target: the balancer's own method, bound once here.
         self.pick = balancer.pick
+        # A keyed (consistent-hashing) or canary pick reads the request: the exchange
+        # then builds a BalanceContext; plain round-robin gets None and allocates nothing.
         sides = (balancer.stable, balancer.canary) if isinstance(balancer, CanaryBalancer) \
             else (balancer,)
-        self.hashes_cookie = any(
-            isinstance(side, UpstreamRuntime) and side.cookie_name is not None for side in sides)
+        self.needs_context = isinstance(balancer, CanaryBalancer) or any(
+            side.needs_key for side in sides)
         # Replaced by the worker's long-lived object (WorkerStats.bind); never None.
         self.stats = RouteStats(route.id, service_label(service), route_label(route))
 
-    def set_cookie(self, exchange: Exchange) -> bytes | None:
-        if exchange.hash_cookie is None:
-            return None
-        owner = exchange.target.owner if exchange.target is not None else None
-        if not isinstance(owner, UpstreamRuntime):
-            return None
-        return b"Set-Cookie: " + hash_cookie_header(owner.upstream, exchange.hash_cookie) + b"\r\n"
+
+# Router results kept per snapshot (Kong keeps an LRU of 5000 for the same reason).
+ROUTE_CACHE_SIZE = 8192
+
+
+class RouteHit:
+    """A routing result: the match, its plan (None: route without a usable service), the
+    upstream path (Kong's path joining, no query) and the X-Forwarded-Prefix line."""
+
+    __slots__ = ("match", "plan", "upstream_path", "prefix_line")
+
+    def __init__(self, match: Any, plan: RoutePlan | None, upstream_path: bytes,
+                 prefix: bytes) -> None:
+        self.match = match
+        self.plan = plan
+        self.upstream_path = upstream_path
+        self.prefix_line = prefix
+
+
+NO_ROUTE = RouteHit(None, None, b"", b"")
 
 
 class Snapshot:
@@ -263,9 +157,37 @@ class Snapshot:
         self.route_plans = route_plans
         self.upstreams = upstreams
         self.version = version
-        # (method, Host, raw path) -> (match, plan, upstream path); header-matching routes
-        # make a request's route depend on more than that, so then there is no cache.
-        self.route_cache: dict[tuple[Any, ...], Any] | None = None if router.uses_headers else {}
+        # (method, Host, raw path) -> RouteHit; header-matching routes make a request's
+        # route depend on more than that, so then there is no cache.
+        self.route_cache: dict[tuple[Any, ...], RouteHit] | None = \
+            None if router.uses_headers else {}
+
+    def route(self, head: RequestHead, port: int) -> RouteHit:
+        """Route a request (cached per method, Host and path, like Kong)."""
+        cache = self.route_cache
+        if cache is None:
+            return self._route(head, port)
+        key = (head.method, head.host, head.path)
+        hit = cache.get(key)
+        if hit is None:
+            hit = self._route(head, port)
+            if len(cache) >= ROUTE_CACHE_SIZE:
+                cache.clear()  # cheap bound; a working set that fits stays hot
+            cache[key] = hit
+        return hit
+
+    def _route(self, head: RequestHead, port: int) -> RouteHit:
+        router = self.router
+        host = head.host.decode("latin-1") if head.host is not None else None
+        match = router.match(head.method, host, head.path.decode("latin-1"),
+                             head.field_map() if router.uses_headers else None, port)
+        if match is None:
+            return NO_ROUTE
+        plan = self.route_plans.get(match.route.id)
+        if plan is None:
+            return RouteHit(match, None, b"", b"")
+        return RouteHit(match, plan, match.upstream_path(plan.service_path).encode("latin-1"),
+                        prefix_line(match.stripped_prefix))
 
 
 def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snapshot:

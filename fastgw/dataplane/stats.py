@@ -29,13 +29,19 @@ Latencies follow Kong's definitions, in milliseconds:
 from __future__ import annotations
 
 from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
 from collections.abc import Iterable
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from fastgw.dataplane.downstream import DownstreamProtocol
-    from fastgw.dataplane.upstream import PoolStats
-    from fastgw.dataplane.snapshot import Snapshot
+from fastgw.dataplane.pool import PoolStats
+
+
+class _Connection(Protocol):
+    """What a client connection shows the counters (dataplane.downstream)."""
+
+    active: object | None
+    tunnel: object | None
+    parsing: object | None
+    requests: int
 
 __all__ = [
     "GATEWAY_BUCKETS",
@@ -176,17 +182,17 @@ class WorkerStats:
     def count_unmatched(self, status: int) -> None:
         self.unmatched[status] = self.unmatched.get(status, 0) + 1
 
-    def bind(self, snapshot: Snapshot) -> None:
-        """Give each plan of a new snapshot its (long-lived) stats object."""
+    def bind(self, plans: Iterable[Any]) -> None:
+        """Give each route plan of a new snapshot its (long-lived) stats object."""
         routes = self.routes
-        for plan in snapshot.route_plans.values():
+        for plan in plans:
             key = (plan.route.id, service_label(plan.service), route_label(plan.route))
             stats = routes.get(key)
             if stats is None:
                 stats = routes[key] = RouteStats(*key)
             plan.stats = stats
 
-    def snapshot(self, connections: Iterable[DownstreamProtocol]) -> dict[str, Any]:
+    def snapshot(self, connections: Iterable[_Connection]) -> dict[str, Any]:
         reading = writing = waiting = active = 0
         for conn in connections:
             active += 1

@@ -36,6 +36,8 @@ __all__ = ["Heartbeat", "Worker", "main", "stats_reply"]
 
 log = logging.getLogger("fastgw.worker")
 
+STATS_PUSH_INTERVAL = 1.0  # seconds between unasked stats messages
+
 
 class Heartbeat:
     """``{"type": "heartbeat"}`` every ``interval`` seconds, sent by the event loop itself
@@ -116,9 +118,11 @@ class Worker:
 
         receiver = asyncio.ensure_future(self._receive(channel, reconfigurer))
         stopper = asyncio.ensure_future(self.stop.wait())
+        pusher = asyncio.ensure_future(self._push_stats(channel))
         await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
         receiver.cancel()
         stopper.cancel()
+        pusher.cancel()
         await reconfigurer.close()
         timeout = float(server.settings.drain_timeout)
         log.info("worker %d draining (up to %ss)", os.getpid(), timeout)
@@ -128,6 +132,14 @@ class Worker:
         await channel.drain()
         channel.close()
         return 0
+
+    async def _push_stats(self, channel: Channel) -> None:
+        """Counters to the supervisor every STATS_PUSH_INTERVAL, unasked: a worker killed
+        with SIGKILL (no final message) then loses at most that much of its counts."""
+        assert self.server is not None
+        while True:
+            await asyncio.sleep(STATS_PUSH_INTERVAL)
+            channel.send(stats_reply(self.server, {}))
 
     async def _receive(self, channel: Channel, reconfigurer: Reconfigurer) -> None:
         """Dispatch the supervisor's messages; never waits on a config change."""

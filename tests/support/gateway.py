@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
+from fastgw.config.loader import dump_yaml
 from tests.support.procs import REPO_ROOT, stop_process
 
 __all__ = ["GatewayProcess", "free_port", "config_for_targets", "wait_port"]
@@ -134,9 +135,11 @@ class GatewayProcess:
         extra_args: Sequence[str] = (),
         taskset: str | None = None,
         root: Path | None = None,
+        config_name: str = "config.json",
     ) -> None:
         """`root`: the checkout whose fastgw runs (default this one; e.g. a git worktree
-        of an older commit for a before/after comparison)."""
+        of an older commit for a before/after comparison). `config_name`: the file's name
+        (`kong.yml` makes it YAML)."""
         self.root = root or REPO_ROOT
         self.config = copy.deepcopy(config)
         self._reserved = reserve_port() if port is None else None
@@ -153,7 +156,7 @@ class GatewayProcess:
         self.taskset = taskset
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.TemporaryDirectory(prefix="fastgw-test-")
-        self.config_path = Path(self._dir.name) / "config.json"
+        self.config_path = Path(self._dir.name) / config_name
         self.log_path = Path(self._dir.name) / "fastgw.log"
         self.write_config(self.config)
 
@@ -177,7 +180,10 @@ class GatewayProcess:
 
     def write_config(self, config: dict[str, Any]) -> None:
         tmp = self.config_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
+        if self.config_path.suffix in (".yml", ".yaml"):
+            tmp.write_bytes(dump_yaml(config))
+        else:
+            tmp.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))
         os.replace(tmp, self.config_path)
 
     def start(self) -> GatewayProcess:

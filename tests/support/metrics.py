@@ -4,9 +4,12 @@ requests whose bytes are known exactly, and scrapes parsed into {(name, labels):
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -97,3 +100,38 @@ def eventually(check: Callable[[], Any], timeout: float = 10.0, step: float = 0.
             if time.monotonic() > deadline:
                 raise
             time.sleep(step)
+
+
+@contextmanager
+def prometheus_server(binary: str, job: str, target: str, workdir: Path) -> Iterator[str]:
+    """A real Prometheus scraping `target` (host:port) every second as `job`; yields its
+    base URL, and is always stopped (its log is `workdir/prometheus.log`)."""
+    port = free_port()
+    config = workdir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        f"scrape_configs:\n  - job_name: {job}\n    static_configs:\n"
+        f"      - targets: ['{target}']\n")
+    with open(workdir / "prometheus.log", "wb") as log:
+        proc = subprocess.Popen(
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+             f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
+            stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def prom_query(base: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query through Prometheus's HTTP API; its result vector."""
+    r = requests.get(base + "/api/v1/query", params={"query": promql}, timeout=5)
+    r.raise_for_status()
+    body = r.json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]

@@ -25,7 +25,8 @@ from fastgw.core.health import (
     ejection_seconds,
     slow_start_percent,
 )
-from fastgw.dataplane.passive import PassiveRecorder, WorkerHealth, failure_kind
+from fastgw.dataplane.health import WorkerHealth
+from fastgw.dataplane.passive import PassiveRecorder, failure_kind
 
 U = "u1"
 A, B = "10.0.0.1:80", "10.0.0.2:80"

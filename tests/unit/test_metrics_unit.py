@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from fastgw.dataplane.accesslog import AccessLog, RequestIds, valid_request_id
+from fastgw.core.http.request_id import RequestIds, valid_request_id
+from fastgw.dataplane.accesslog import AccessLog
 from fastgw.config import load_declarative
 from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, RouteStats, WorkerStats, aggregate
 from fastgw.dataplane.server import ProxyServer
@@ -108,11 +109,9 @@ def test_request_ids() -> None:
 def test_access_log_batches_lines_to_a_file(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path))
-    exchange = SimpleNamespace(
-        plan=None, target=None, down=SimpleNamespace(client_ip="10.0.0.1"), method="GET",
-        url=b"/x?y=1")
     for status in (404, 400):
-        log.add(exchange, 1.5, -1.0, 30, 120, status, b"id-1")  # type: ignore[arg-type]
+        log.add("10.0.0.1", "GET", b"/x?y=1", None, None, None, status, 1.5, -1.0, 30, 120,
+                b"id-1")
     assert not path.exists() or path.read_text() == ""  # nothing written on the loop
     log.flush()
     deadline = time.monotonic() + 5
@@ -124,7 +123,7 @@ def test_access_log_batches_lines_to_a_file(tmp_path: Path) -> None:
     assert first["latency_ms"] == {"request": 1.5, "upstream": None, "gateway": 1.5}
     # logrotate: the file is moved away; the next batch goes to a new file at the path.
     path.rename(tmp_path / "access.log.1")
-    log.add(exchange, 1.0, -1.0, 1, 1, 200, b"id-2")  # type: ignore[arg-type]
+    log.add("10.0.0.1", "GET", b"/x?y=1", None, None, None, 200, 1.0, -1.0, 1, 1, b"id-2")
     log.close()
     assert orjson.loads(path.read_text())["request_id"] == "id-2"
 

@@ -18,8 +18,12 @@ from fastgw.controlplane.store import FileChangedOnDisk, FileConfigStore, dump_d
 
 DOC: dict[str, Any] = {
     "_format_version": "3.0",
-    "upstreams": [{"name": "u", "targets": [{"target": "10.0.0.1:80"},
+    # Kong data fastgw keeps verbatim without enforcing it (Config.extra, entity extra)
+    "_info": {"select_tags": ["a"]},
+    "certificates": [{"cert": "x", "key": "y"}],
+    "upstreams": [{"name": "u", "targets": [{"target": "10.0.0.1:80", "failover": True},
                                             {"target": "10.0.0.2:80", "weight": 5}],
+                   "sticky_sessions_cookie": "c",
                    "healthchecks": {"active": {"healthy": {"interval": 5}}}}],
     "services": [{"name": f"s{i}", "host": "u", "tags": ["t"],
                   "routes": [{"name": f"r{i}", "paths": [f"/s{i}"], "headers": {"x-a": ["b"]}}]}
@@ -30,7 +34,8 @@ DOC: dict[str, Any] = {
                                                                 "upstream_host": "u"}}],
     "gateway": {"workers": 1, "drain_timeout": 3},
     "workspaces": [{"name": "team", "services": [{"name": "s0", "host": "h", "routes": [
-        {"name": "tr", "paths": ["/team"]}]}], "upstreams": [{"name": "tu"}]}],
+        {"name": "tr", "paths": ["/team"]}]}], "upstreams": [{"name": "tu"}],
+                    "vaults": [{"name": "env", "prefix": "team-env"}]}],
 }
 
 
@@ -41,7 +46,7 @@ def _open(tmp_path: Path, doc: dict[str, Any] = DOC) -> FileConfigStore:
 
 
 def _slow_bytes(store: FileConfigStore) -> bytes:
-    return orjson.dumps(dump_document(store.state), option=orjson.OPT_INDENT_2) + b""
+    return orjson.dumps(dump_document(store.state), option=orjson.OPT_INDENT_2) + b"\n"
 
 
 def _write(store: FileConfigStore, ws: str,
@@ -78,7 +83,7 @@ CHANGES: list[tuple[str, Callable[[Config], Config]]] = [
 
 def test_file_bytes_are_the_documents_whatever_path_wrote_them(tmp_path: Path) -> None:
     store = _open(tmp_path)
-    assert b"".join(store.encoder.encode(store.state)) == _slow_bytes(store)
+    assert b"".join(store.encoder.encode(store.state)) + b"\n" == _slow_bytes(store)
     path = Path(store.path)
     for ws, change in CHANGES:
         _write(store, ws, change)
@@ -173,3 +178,19 @@ def test_post_config_refuses_to_overwrite_a_hand_edit(tmp_path: Path) -> None:
     with pytest.raises(FileChangedOnDisk):
         asyncio.run(store.replace_document({"_format_version": "3.0"}))
     assert store.state.merged.service("s0") is not None
+
+
+def test_yaml_store_writes_whole_documents_and_notices_edits(tmp_path: Path) -> None:
+    from fastgw.config.loader import dump_yaml
+
+    path = tmp_path / "kong.yml"
+    path.write_bytes(dump_yaml(DOC))
+    store = FileConfigStore.open(str(path))
+    _add_consumer(store, "bob")
+    assert path.read_bytes().startswith(b"_format_version:")  # still YAML
+    reopened = FileConfigStore.open(str(path))
+    assert reopened.state.etag == store.state.etag
+    assert reopened.state.merged.consumer("bob") is not None
+    path.write_bytes(path.read_bytes().replace(b"username: bob", b"username: rob"))
+    with pytest.raises(FileChangedOnDisk):
+        _add_consumer(store, "carl")

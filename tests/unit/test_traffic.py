@@ -10,10 +10,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from fastgw.core.canary import CanaryBalancer, CanaryConfig, bucket, canary_buckets, goes_to_canary
+from fastgw.core.canary import CanaryConfig, bucket, canary_buckets, goes_to_canary
 from fastgw.config import ConfigError, load_declarative
 from fastgw.dataplane.sweeper import DeadlineSweeper
+from fastgw.dataplane.balancing import BalanceContext, CanaryBalancer
 from fastgw.dataplane.snapshot import PoolRegistry, RoutePlan, build_snapshot
+from tests.support.heads import make_head
 
 KEYS = [f"client-{i}" for i in range(10_000)]
 
@@ -146,11 +148,8 @@ def plans(registry: PoolRegistry, document: dict[str, Any]) -> dict[str, RoutePl
     return {p.route.name: p for p in snap.route_plans.values()}  # type: ignore[misc]
 
 
-def exchange(headers: dict[str, str], url: bytes = b"/a?x=1", ip: str = "10.0.0.9") -> Any:
-    hs = [(k.lower().encode(), k.encode(), v.encode()) for k, v in headers.items()]
-    return SimpleNamespace(headers=hs, url=url, upstream_target=b"/a?x=1", hash_cookie=None,
-                           down=SimpleNamespace(client_ip=ip), match=None,
-                           headers_map=lambda: {k.lower(): v for k, v in headers.items()})
+def exchange(headers: dict[str, str], url: str = "/a?x=1", ip: str = "10.0.0.9") -> Any:
+    return BalanceContext(make_head(url, headers), ip, None)
 
 
 def test_routes_without_the_plugin_are_untouched(registry: PoolRegistry) -> None:
@@ -181,7 +180,7 @@ def test_split_override_fallback_and_uri(registry: PoolRegistry) -> None:
     # upstream_uri only: same targets, another path (the query string is kept).
     uri = plans(registry, doc({"percentage": 100, "upstream_uri": "/v2/api"}, route="r"))["r"]
     ex = exchange({})
-    assert uri.pick(ex, []).port == 1001 and ex.upstream_target == b"/v2/api?x=1"  # type: ignore[union-attr]
+    assert uri.pick(ex, []).port == 1001 and ex.upstream_uri == b"/v2/api"  # type: ignore[union-attr]
 
 
 def test_direct_host_canary_and_retry_stays_on_its_side(registry: PoolRegistry) -> None:

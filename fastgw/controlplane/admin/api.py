@@ -27,18 +27,22 @@ import orjson
 from fastgw import __version__
 from fastgw.controlplane.admin import crud
 from fastgw.controlplane.admin import entities as E
-from fastgw.controlplane.admin.forms import parse_body
+from fastgw.controlplane.admin.forms import media_type, parse_body
 from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response, split_path
 from fastgw.controlplane.admin.openapi import build_openapi
+from fastgw.controlplane.admin.status import memory_block, memory_options
 from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
 from fastgw.config import ConfigError
+from fastgw.config.kong_export import to_kong
+from fastgw.config.loader import parse_yaml
 from fastgw.config.settings import settings_to_dict
 from fastgw.controlplane.store import (
     FileChangedOnDisk,
     FileConfigStore,
     PreconditionFailed,
     StoreState,
+    StoreWriteError,
 )
 
 __all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
@@ -175,6 +179,9 @@ class AdminAPI:
         except FileChangedOnDisk as exc:
             return json_response(409, {"name": "config file changed on disk",
                                        "message": str(exc)})
+        except StoreWriteError as exc:
+            # Say why (full disk, read-only file system): the operator can act on it.
+            return json_response(503, {"message": str(exc)})
 
     def _authorized(self, req: Request) -> bool:
         given = req.headers.get("fastgw-admin-token") or req.headers.get("kong-admin-token")
@@ -202,12 +209,16 @@ class AdminAPI:
         })
 
     async def _status(self, call: crud.Call) -> Response:
-        return json_response(200, self.status_body())
+        return json_response(200, self.status_body(call.req))
 
-    def status_body(self) -> dict[str, Any]:
+    def status_body(self, req: Request | None = None) -> dict[str, Any]:
+        """Kong's ``GET /status`` (``?unit=``/``?scale=`` for the memory block)."""
+        unit, scale = memory_options(req) if req is not None else ("m", 2)
         state = self.store.state
+        runtime = self.runtime.status()
         return {"database": {"reachable": True}, "configuration_hash": state.etag,
-                "config_version": state.version, **self.runtime.status()}
+                "config_version": state.version, **runtime,
+                "memory": memory_block(runtime.get("workers", []), unit, scale)}
 
     async def _openapi(self, call: crud.Call) -> Response:
         if self._openapi_doc is None:
@@ -217,20 +228,28 @@ class AdminAPI:
     async def _get_config(self, call: crud.Call) -> Response:
         state = self.store.state
         doc = state.document(with_gateway=False)
+        fmt = call.req.arg("format")
+        if fmt not in (None, "", "fastgw", "kong"):
+            raise HTTPError(400, {"code": 11, "name": "invalid options",
+                                  "message": "invalid option (format: expected 'kong' or "
+                                             "'fastgw')"})
+        extra: dict[str, Any] = {}
+        if fmt == "kong":  # a file Kong loads; what had to go is listed
+            doc, extra["dropped"] = to_kong(doc)
         # Kong returns the config as a (YAML) string; JSON is valid YAML.
         return json_response(200, {"config": orjson.dumps(doc).decode(), "version": state.version,
-                                   "etag": state.etag}, [("ETag", f'"{state.etag}"')])
+                                   "etag": state.etag, **extra}, [("ETag", f'"{state.etag}"')])
 
     async def _post_config(self, call: crud.Call) -> Response:
         req = call.req
-        body = parse_body(req)
-        doc: Any = body
-        if isinstance(body.get("config"), str):  # Kong's config=<document string>
-            try:
-                doc = orjson.loads(body["config"])
-            except orjson.JSONDecodeError:
-                raise _declarative_error(ConfigError([("config", "expected a JSON document "
-                                                       "(YAML is not supported)")])) from None
+        doc: Any
+        if media_type(req) in _YAML_TYPES:  # the body is the document (kong.yml)
+            doc = _parse_document(req.body)
+        else:
+            body = parse_body(req)
+            doc = body
+            if isinstance(body.get("config"), str):  # -F config=@kong.yml
+                doc = _parse_document(body["config"])
         body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
         if req.arg("check_hash") in ("1", "true") and body_hash == self.store.posted_hash:
             return Response(304, content_type=None)
@@ -254,6 +273,21 @@ class AdminAPI:
         return json_response(200, {"message": f"reloaded {self.store.path}",
                                    "version": state.version, "etag": state.etag},
                              [("ETag", f'"{state.etag}"')])
+
+
+_YAML_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"})
+
+
+def _parse_document(text: str | bytes) -> Any:
+    """A declarative document sent as text: YAML (which JSON is a part of)."""
+    try:
+        doc = parse_yaml(text, "config")
+    except ConfigError as err:
+        raise _declarative_error(err) from None
+    if not isinstance(doc, dict):
+        raise _declarative_error(ConfigError([("config", "expected a declarative document "
+                                                        "(a YAML or JSON object)")]))
+    return doc
 
 
 def _declarative_error(err: ConfigError) -> HTTPError:

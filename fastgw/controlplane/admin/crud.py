@@ -233,8 +233,8 @@ async def put_entity(call: Call, kind: str, param: str,
         _cross_workspace(call, kind, entity)
         return new, (entity, created)
 
-    entity, created = await commit(call, change)
-    return json_response(201 if created else 200, _stored(call, kind, entity.id))
+    entity, _created = await commit(call, change)
+    return json_response(200, _stored(call, kind, entity.id))  # Kong: 200, created or not
 
 
 async def patch_entity(call: Call, kind: str, param: str,

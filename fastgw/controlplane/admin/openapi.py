@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastgw import __version__
+from fastgw.config import model as _m
 from fastgw.config.validate import MISSING, SCHEMAS, Field
 
 __all__ = ["build_openapi"]
@@ -20,6 +21,26 @@ __all__ = ["build_openapi"]
 _TITLES = {"services": "Service", "routes": "Route", "upstreams": "Upstream",
            "targets": "Target", "consumers": "Consumer", "plugins": "Plugin"}
 _ANY_OBJECT: dict[str, Any] = {"type": "object", "additionalProperties": True}
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# The value checks that a pattern states exactly (both ways), so that the document and
+# the server agree: what the pattern allows is accepted, what it refuses is refused.
+_NON_ASCII = "[^\\x00-\\x7f]"
+_PATTERNS: dict[Any, str] = {
+    _m.uuid_error: _UUID_PATTERN,
+    _m.name_error: f"^(?:[A-Za-z0-9._~-]|{_NON_ASCII})+$",
+    _m.header_name_error: "^[A-Za-z0-9_-]+$",
+    _m.method_error: "^[A-Z]+$",
+    _m.tag_error: "^[^,/\\x00-\\x1f\\x7f]+$",
+    _m.path_error: "^(?!.*//)/(?:[A-Za-z0-9._~/:@!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*$",
+}
+# Fields with an entity-level rule the document cannot state: at least one of them.
+_ONE_OF_REQUIRED: dict[str, tuple[str, ...]] = {
+    "services": ("host", "url"), "consumers": ("username", "custom_id"),
+}
+_ENDPOINT_KEYS = {"services": "name", "routes": "name", "upstreams": "name",
+                  "targets": "target", "consumers": "username", "plugins": "instance_name"}
+_REQUIRED: dict[str, tuple[str, ...]] = {"upstreams": ("name",), "targets": ("target",),
+                                          "plugins": ("name",)}
 
 
 def _schema(spec: Field, *, request: bool) -> dict[str, Any]:
@@ -36,6 +57,9 @@ def _schema(spec: Field, *, request: bool) -> dict[str, Any]:
                 out["minimum"], out["maximum"] = int(lo), int(hi)
         if request and t == "string":
             out["minLength"] = spec.len_min or 1
+            pattern = _PATTERNS.get(spec.validator)
+            if pattern is not None:
+                out["pattern"] = pattern
     elif t in ("array", "set"):
         items = _schema(spec.elements, request=request) if spec.elements else {}
         out = {"type": "array", "items": items}
@@ -50,6 +74,8 @@ def _schema(spec: Field, *, request: bool) -> dict[str, Any]:
     elif t == "foreign":
         out = {"type": "object", "properties": {"id": {"type": "string"}}}
         if request:
+            out["properties"]["id"] = {"type": "string", "pattern": _UUID_PATTERN}
+        if request:
             out["required"] = ["id"]
             out["additionalProperties"] = False
     else:
@@ -60,6 +86,10 @@ def _schema(spec: Field, *, request: bool) -> dict[str, Any]:
 def _nullable(spec: Field, *, request: bool) -> dict[str, Any]:
     s = _schema(spec, request=request)
     if request:
+        # null means "unset" (the default applies), except for a required field that has
+        # no default.
+        if not (spec.required and spec.default is MISSING):
+            s["nullable"] = True
         return s
     never_null = spec.default is not MISSING and spec.default is not None
     if not never_null:
@@ -67,14 +97,25 @@ def _nullable(spec: Field, *, request: bool) -> dict[str, Any]:
     return s
 
 
-def _entity(kind: str, *, request: bool) -> dict[str, Any]:
+def _entity(kind: str, *, request: bool, create: bool = False, put: bool = False) -> dict[str, Any]:
+    """``request``: what a body may hold; ``create``: a POST body, with the fields a new
+    entity needs (a PATCH body needs none); ``put``: a PUT body, whose URL may give the
+    endpoint key (``PUT /upstreams/{name}``), so that field is not required there."""
     props = {k: _nullable(f, request=request) for k, f in SCHEMAS[kind].items()
              if not (request and k in ("created_at", "updated_at"))}
     out: dict[str, Any] = {"type": "object", "properties": props}
+    if create or put:
+        key = _ENDPOINT_KEYS.get(kind) if put else None
+        required = [f for f in _REQUIRED.get(kind, ()) if f != key]
+        if required:
+            out["required"] = required
+        either = _ONE_OF_REQUIRED.get(kind, ())
+        if either and key not in either:
+            out["anyOf"] = [{"required": [f]} for f in either]
     if request:
         if kind == "services":
-            props["url"] = {"type": "string", "description": "shorthand for protocol, host, "
-                                                              "port and path"}
+            props["url"] = {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9+.-]*://[A-Za-z0-9_]",
+                            "description": "shorthand for protocol, host, port and path"}
         if kind == "targets":
             props.pop("upstream", None)  # implied by the path
         if kind == "upstreams":
@@ -116,15 +157,16 @@ def _errors(*codes: int) -> dict[str, Any]:
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": False, "content": {
-        "application/json": {"schema": schema},
-        "application/x-www-form-urlencoded": {"schema": schema}}}
+    # JSON only: form bodies are accepted too (Kong's curl lines), but their values are all
+    # strings coerced by the schema, which JSON Schema cannot state.
+    return {"required": False, "content": {"application/json": {"schema": schema}}}
 
 
 _PAGE_PARAMS = [
     {"name": "size", "in": "query", "required": False,
      "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-    {"name": "offset", "in": "query", "required": False, "schema": {"type": "string"}},
+    {"name": "offset", "in": "query", "required": False,
+     "schema": {"type": "string", "minLength": 1, "pattern": "^[A-Za-z0-9_-]+$"}},
     {"name": "tags", "in": "query", "required": False, "schema": {"type": "string"}},
 ]
 
@@ -142,7 +184,7 @@ def _collection_ops(kind: str, params: list[str], tag: str) -> dict[str, Any]:
                                       "content": _json(_ref(f"{title}List"))},
                               **_errors(400, 404)}},
         "post": {"tags": [tag], "summary": f"Create a {title}", "parameters": path_params,
-                 "requestBody": _body(_ref(f"{title}Input")),
+                 "requestBody": _body(_ref(f"{title}Create")),
                  "responses": {"201": {"description": "created", "content": _json(_ref(title))},
                                **_errors(400, 404, 409, 413, 415)}},
     }
@@ -156,8 +198,8 @@ def _entity_ops(kind: str, params: list[str], tag: str) -> dict[str, Any]:
         "get": {"tags": [tag], "summary": f"Get a {title}", "parameters": path_params,
                 "responses": {"200": ok, **_errors(404)}},
         "put": {"tags": [tag], "summary": f"Create or replace a {title}", "parameters": path_params,
-                "requestBody": _body(_ref(f"{title}Input")),
-                "responses": {"200": ok, "201": ok, **_errors(400, 404, 409, 413, 415)}},
+                "requestBody": _body(_ref(f"{title}Replace")),
+                "responses": {"200": ok, **_errors(400, 404, 409, 413, 415)}},
         "patch": {"tags": [tag], "summary": f"Update a {title}", "parameters": path_params,
                   "requestBody": _body(_ref(f"{title}Input")),
                   "responses": {"200": ok, **_errors(400, 404, 409, 413, 415)}},
@@ -199,19 +241,24 @@ def build_openapi() -> dict[str, Any]:
                                                 "next": {"type": "string", "nullable": True},
                                                 "offset": {"type": "string"}}, "required": ["data"]}
     ws_input = {"type": "object", "additionalProperties": False, "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9._~-]+$", "minLength": 1},
-        "comment": {"type": "string"}, "meta": {"type": "object"}, "config": {"type": "object"}}}
+        "name": {"type": "string", "pattern": _PATTERNS[_m.name_error], "minLength": 1},
+        "comment": {"type": "string", "minLength": 1, "nullable": True},
+        "meta": {"type": "object", "nullable": True},
+        "config": {"type": "object", "nullable": True}}}
     ws_ok = {"description": "Workspace", "content": _json(_ref("Workspace"))}
     paths["/workspaces"] = {
         "get": {"tags": ["workspaces"], "summary": "List workspaces", "parameters": _PAGE_PARAMS,
                 "responses": {"200": {"description": "page", "content": _json(ws_list)}, **_errors(400)}},
-        "post": {"tags": ["workspaces"], "summary": "Create a workspace", "requestBody": _body(ws_input),
+        "post": {"tags": ["workspaces"], "summary": "Create a workspace",
+                 "requestBody": _body({**ws_input, "required": ["name"]}),
                  "responses": {"201": ws_ok, **_errors(400, 409, 413, 415)}}}
     paths["/workspaces/{id}"] = {
         "get": {"tags": ["workspaces"], "parameters": [_param("id")], "responses": {"200": ws_ok, **_errors(404)}},
         "patch": {"tags": ["workspaces"], "parameters": [_param("id")], "requestBody": _body(ws_input),
                   "responses": {"200": ws_ok, **_errors(400, 404, 409, 413, 415)}},
-        "put": {"tags": ["workspaces"], "parameters": [_param("id")], "requestBody": _body(ws_input),
+        "put": {"tags": ["workspaces"], "parameters": [_param("id")],
+                "requestBody": _body({**ws_input, "properties": {
+                    k: v for k, v in ws_input["properties"].items() if k != "name"}}),
                 "responses": {"200": ws_ok, "201": ws_ok, **_errors(400, 404, 409, 413, 415)}},
         "delete": {"tags": ["workspaces"], "parameters": [_param("id"),
                    {"name": "cascade", "in": "query", "required": False, "schema": {"type": "boolean"}}],
@@ -256,6 +303,8 @@ def build_openapi() -> dict[str, Any]:
     for kind, title in _TITLES.items():
         schemas[title] = _entity(kind, request=False)
         schemas[f"{title}Input"] = _entity(kind, request=True)
+        schemas[f"{title}Create"] = _entity(kind, request=True, create=True)
+        schemas[f"{title}Replace"] = _entity(kind, request=True, put=True)
         schemas[f"{title}List"] = {"type": "object", "required": ["data", "next"], "properties": {
             "data": {"type": "array", "items": _ref(title)},
             "next": {"type": "string", "nullable": True}, "offset": {"type": "string"}}}

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Awaitable, Callable
 
-from fastgw.controlplane.admin.http import Request, Response, json_response
+from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response
 
-__all__ = ["StatusAPI"]
+__all__ = ["StatusAPI", "bytes_to_str", "memory_block", "memory_options"]
 
 StatusHandler = Callable[[Request], Awaitable[Response]]
 
@@ -47,3 +47,54 @@ class StatusAPI:
     async def _get_ready(self, req: Request) -> Response:
         ready, why = self._readiness()
         return json_response(200 if ready else 503, {"message": "ready" if ready else why})
+
+
+# --------------------------------------------------------------------------- Kong's memory block
+
+_UNITS = {"k": (2**10, "KiB"), "m": (2**20, "MiB"), "g": (2**30, "GiB")}
+
+
+def bytes_to_str(n: int, unit: str, scale: int) -> str:
+    """Kong's ``bytes_to_str``: ``"b"`` gives the integer, else ``"1.50 MiB"``. Raises
+    ValueError with Kong's message for a unit or scale it refuses."""
+    if scale < 0:
+        raise ValueError("scale must be equal or greater than 0")
+    if not unit or unit.lower() == "b":
+        return str(int(n))
+    spec = _UNITS.get(unit.lower())
+    if spec is None:
+        raise ValueError(f"invalid unit '{unit}' (expected 'k/K', 'm/M', or 'g/G')")
+    return f"{n / spec[0]:.{scale}f} {spec[1]}"
+
+
+def memory_options(req: Request) -> tuple[str, int]:
+    """``?unit=`` (default ``m``) and ``?scale=`` (default 2) as Kong reads them: a scale
+    that is not a number is ignored; a bad unit or a negative scale is a 400."""
+    unit = req.arg("unit") or "m"
+    scale = 2
+    raw = req.arg("scale")
+    if raw:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = None  # Kong: tonumber() gives nil, the default applies
+        if value is not None:
+            if not value.is_integer() or value < 0:
+                raise HTTPError(400, {"message": "scale must be equal or greater than 0"})
+            scale = int(value)
+    try:
+        bytes_to_str(0, unit, scale)
+    except ValueError as err:
+        raise HTTPError(400, {"message": str(err)}) from None
+    return unit, scale
+
+
+def memory_block(workers: list[dict[str, Any]], unit: str, scale: int) -> dict[str, Any]:
+    """Kong's ``/status`` ``memory`` block. fastgw has no Lua VMs nor shared dicts: each
+    worker's resident memory stands where Kong puts its Lua VM's."""
+    return {
+        "workers_lua_vms": [{"http_allocated_gc": bytes_to_str(w.get("rss_bytes") or 0, unit,
+                                                               scale), "pid": w["pid"]}
+                            for w in workers],
+        "lua_shared_dicts": {},
+    }

@@ -1,0 +1,48 @@
+"""Request ids: one per request, the client's X-Request-Id when it is a plain token."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+
+__all__ = ["RequestIds", "valid_request_id"]
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+/=-]{1,128}")
+
+
+def valid_request_id(value: bytes) -> bool:
+    """A client's X-Request-Id is kept only if it is a plain token (no spaces, no CR/LF)."""
+    return _REQUEST_ID.fullmatch(value) is not None
+
+
+class RequestIds:
+    """Per-worker ids in Kong's shape (32 hex digits): 24 random, then an 8-digit counter.
+
+    Formatted in batches: handing one out is a `next()` on a list iterator.
+    """
+
+    __slots__ = ("prefix", "start", "_ids")
+
+    BATCH = 1024
+
+    def __init__(self) -> None:
+        self.prefix = os.urandom(12).hex().encode()
+        self.start = 0
+        self._ids: Iterator[bytes] = iter(())
+
+    def new(self) -> bytes:
+        rid = next(self._ids, None)
+        if rid is None:
+            rid = self._refill()
+        return rid
+
+    def _refill(self) -> bytes:
+        start = self.start
+        if start + self.BATCH > 0xFFFFFFFF:  # counter exhausted: a new prefix keeps ids unique
+            self.prefix = os.urandom(12).hex().encode()
+            start = 0
+        self.start = start + self.BATCH
+        prefix = self.prefix
+        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + self.BATCH + 1)])
+        return next(self._ids)

@@ -1,0 +1,160 @@
+"""Per-target keep-alive pools of upstream connections, and name resolution.
+
+Theory of operation
+-------------------
+A pool holds the idle keep-alive connections to one backend address (host, port) for
+one worker. Idle connections sit in a LIFO stack: the most recently used one is the
+warmest, and the least recently used ones age out through the idle timeout. A
+connection goes back only if the framing allowed reuse (nginx's rule: no error, response
+fully read, request fully sent, `Connection` not `close`, fewer than `max_requests`
+requests). A backend that closes an idle connection is noticed at once (its
+`connection_lost` removes it), so a stale socket is never handed out; bytes on an idle
+connection also close it (the idle-close race in reference/craft.md).
+
+Every open connection stays in the sweeper from connect to close; its deadline says what
+it waits for (IDLE here, or the exchange's READ/WRITE), so handing a connection out and
+back costs no set operations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections import deque
+
+from fastgw.dataplane.sweeper import IDLE, DeadlineSweeper
+from fastgw.dataplane.upstream import UpstreamConnection
+
+__all__ = ["PoolStats", "Resolver", "UpstreamPool"]
+
+
+class PoolStats:
+    """Counters of one pool; rendered by the metrics layer at scrape time."""
+
+    __slots__ = ("reused", "created", "connect_errors")
+
+    def __init__(self) -> None:
+        self.reused = 0
+        self.created = 0
+        self.connect_errors = 0
+
+
+class Resolver:
+    """Non-blocking name resolution with a small TTL cache (getaddrinfo in libuv's pool)."""
+
+    __slots__ = ("_cache", "ttl")
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self._cache: dict[tuple[str, int], tuple[float, str]] = {}
+        self.ttl = ttl
+
+    async def resolve(self, loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
+        if _is_ip(host):
+            return host
+        now = time.monotonic()
+        hit = self._cache.get((host, port))
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if not infos:
+            raise OSError(f"name resolution failed for {host}")
+        address = infos[0][4][0]
+        self._cache[(host, port)] = (now + self.ttl, address)
+        return address
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        return True
+    except OSError:
+        return False
+
+
+class UpstreamPool:
+    """Keep-alive connections to one backend address (host, port), for one worker."""
+
+    __slots__ = ("host", "port", "idle", "max_idle", "max_requests", "idle_timeout",
+                 "sweeper", "closed", "stats", "loop")
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        *,
+        max_idle: int,
+        max_requests: int,
+        idle_timeout: float,
+        sweeper: DeadlineSweeper,
+    ) -> None:
+        self.loop = loop
+        self.host = host
+        self.port = port
+        self.idle: deque[UpstreamConnection] = deque()
+        self.max_idle = max_idle
+        self.max_requests = max_requests
+        self.idle_timeout = idle_timeout
+        self.sweeper = sweeper
+        self.closed = False
+        self.stats = PoolStats()
+
+    def acquire(self) -> UpstreamConnection | None:
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                conn.deadline = 0.0
+                self.stats.reused += 1
+                return conn
+        return None
+
+    async def connect(self, resolver: Resolver, timeout: float) -> UpstreamConnection:
+        """A new connection, open and in the sweeper. Raises OSError (ConnectionError when
+        the backend closed it before we could use it) or asyncio.TimeoutError."""
+        loop = self.loop
+        try:
+            address = await resolver.resolve(loop, self.host, self.port)
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: UpstreamConnection(self), address, self.port),
+                timeout,
+            )
+        except BaseException:
+            self.stats.connect_errors += 1
+            raise
+        self.stats.created += 1
+        if conn.closed:
+            # Lost between connect and now (already forgotten): never hand it out.
+            raise ConnectionResetError(f"{self.host}:{self.port} closed the new connection")
+        self.sweeper.add(conn)
+        return conn
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if (
+            self.closed
+            or conn.requests >= self.max_requests
+            or len(self.idle) >= self.max_idle
+            or self.idle_timeout <= 0
+        ):
+            conn.close()
+            return
+        if conn.read_paused:  # an idle socket must be read to notice the backend closing it
+            conn.resume_reading()
+        conn.deadline = self.loop.time() + self.idle_timeout
+        conn.deadline_kind = IDLE
+        self.idle.append(conn)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """Drop a closed connection from the sweeper and the idle list."""
+        self.sweeper.discard(conn)
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+
+    def close(self) -> None:
+        """Stop pooling: idle connections close now, busy ones when their exchange ends."""
+        self.closed = True
+        while self.idle:
+            self.idle.pop().close()

@@ -1,0 +1,31 @@
+"""Request heads for tests, made the way the proxy makes them: raw bytes through llhttp
+and core.http.request.RequestReader."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import httptools
+
+from fastgw.core.http.request import RequestHead, RequestLimits, RequestReader
+
+
+def parse_heads(raw: bytes, limits: RequestLimits | None = None) -> list[RequestHead]:
+    """Every head the reader accepts in `raw`, up to an upgrade (raises what feed_data
+    raises otherwise)."""
+    heads: list[RequestHead] = []
+    reader = RequestReader(limits or RequestLimits(), lambda: None, heads.append,
+                           lambda body: None, lambda: None)
+    reader.parser = httptools.HttpRequestParser(reader)
+    try:
+        reader.parser.feed_data(raw)
+    except httptools.HttpParserUpgrade:
+        pass  # llhttp stops after an upgrade request's head
+    return heads
+
+
+def make_head(target: str = "/", headers: Mapping[str, str] | None = None,
+              method: str = "GET", host: str = "gw.test") -> RequestHead:
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    return parse_heads(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))[0]
