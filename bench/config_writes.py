@@ -21,13 +21,16 @@ and the issue's targets: p99 during writes within max(2x baseline, baseline + 5 
 weight change on every worker within 50 ms, an Admin write within 50 ms (medians).
 ``--baseline DIR`` runs another checkout (e.g. ``git worktree add /tmp/before main``) first,
 in the same run, so before and after share the machine's conditions. Results go to
-bench/results/config-writes-<time>.json. Never part of the test suite's pass/fail.
+bench/results/config-writes-<time>.json and config-writes-latest.json. Never part of the
+test suite's pass/fail.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -103,11 +106,14 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
     config = admin_config(large_config(services, targets))
     gw = GatewayProcess(config, workers=2, root=root, startup_timeout=180)
     gw.start()
+    workers: list[int] = []
     try:
         status_url, admin_url = gw.status_url, gw.admin_url
         _wait(lambda: requests.get(status_url + "/status/ready", timeout=5).status_code == 200,
               180, "gateway ready")
         _wait(lambda: _all_current(admin_url), 60, "workers current")
+        status = requests.get(admin_url + "/status", timeout=5).json()
+        workers = [w["pid"] for w in status["workers"]]
         start_at = time.monotonic() + 0.5
         load = subprocess.Popen(
             [sys.executable, "-m", "bench.paced_load", "--port", str(gw.port), "--rate", str(rate),
@@ -150,6 +156,13 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
         samples = orjson.loads(out)["samples"]
     finally:
         gw.stop()
+        # A worker still busy with queued config versions outlives a supervisor that was
+        # killed for not stopping in time: it would load the next measurement's CPU.
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         log = gw.log()
         gw._dir.cleanup()
     spreads = [float(ms) for _, ms in _LIVE.findall(log)][1:]  # [0] is the start-up version
@@ -244,9 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{r['proxy_failed']}, write statuses {r['write_statuses']}")
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"config-writes-{started}.json"
-    path.write_bytes(orjson.dumps({"started": started, "rate": args.rate, "results": results},
-                                  option=orjson.OPT_INDENT_2))
-    print(f"results: {path}")
+    data = orjson.dumps({"started": started, "rate": args.rate, "results": results},
+                        option=orjson.OPT_INDENT_2)
+    path.write_bytes(data)
+    (args.out / "config-writes-latest.json").write_bytes(data)
+    print(f"results: {path} (and config-writes-latest.json)")
     return 0
 
 
