@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastgw.dataplane.pool import PoolStats
 
@@ -38,10 +38,14 @@ from fastgw.dataplane.pool import PoolStats
 class _Connection(Protocol):
     """What a client connection shows the counters (dataplane.downstream)."""
 
-    active: object | None
-    tunnel: object | None
-    parsing: object | None
-    requests: int
+    @property
+    def active(self) -> object | None: ...
+    @property
+    def tunnel(self) -> object | None: ...
+    @property
+    def parsing(self) -> object | None: ...
+    @property
+    def requests(self) -> int: ...
 
 __all__ = [
     "GATEWAY_BUCKETS",
@@ -55,13 +59,13 @@ __all__ = [
 ]
 
 # Kong 3.x buckets (reference/kong.md §5): kong_latency_ms, and upstream/request latency.
-GATEWAY_BUCKETS: tuple[float, ...] = (1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000)
-UPSTREAM_BUCKETS: tuple[float, ...] = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)
+GATEWAY_BUCKETS: Final[tuple[float, ...]] = (1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000)
+UPSTREAM_BUCKETS: Final[tuple[float, ...]] = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)
 
-_GW = GATEWAY_BUCKETS
-_UP = UPSTREAM_BUCKETS
-_GW0 = float(_GW[0])
-_UP0 = float(_UP[0])
+_GW: Final = GATEWAY_BUCKETS
+_UP: Final = UPSTREAM_BUCKETS
+_GW0: Final = float(_GW[0])
+_UP0: Final = float(_UP[0])
 
 
 def service_label(service: Any) -> str:

@@ -4,6 +4,8 @@ the access log writer."""
 
 from __future__ import annotations
 
+import re
+
 import asyncio
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from types import SimpleNamespace
 import orjson
 import pytest
 
-from fastgw.core.http.request_id import RequestIds, valid_request_id
+from fastgw.core.http.request_id import ID_BATCH, RequestIds, valid_request_id
 from fastgw.dataplane.accesslog import AccessLog
 from fastgw.config import load_declarative
 from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, RouteStats, WorkerStats, aggregate
@@ -98,9 +100,12 @@ def test_stats_survive_a_reload_and_rename_starts_a_series() -> None:
 
 def test_request_ids() -> None:
     ids = RequestIds()
-    made = [ids.new() for _ in range(RequestIds.BATCH * 2 + 5)]
+    made = [ids.new() for _ in range(ID_BATCH * 2 + 5)]
     assert len(set(made)) == len(made)
-    assert all(len(i) == 32 and int(i, 16) >= 0 for i in made)
+    # Kong's shape: 32 hex digits, a per-worker random prefix, then a counter.
+    assert all(re.fullmatch(rb"[0-9a-f]{32}", i) for i in made)
+    assert {i[:24] for i in made} == {ids.prefix}
+    assert [int(i[24:], 16) for i in made] == list(range(1, len(made) + 1))
     assert valid_request_id(b"abc-123_x.y:z@w+/=")
     for bad in (b"", b"a b", b"a\r\nb", b"x" * 129, "é".encode()):
         assert not valid_request_id(bad)

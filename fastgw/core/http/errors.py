@@ -7,6 +7,8 @@ one function (Kong 3.x's JSON error shape, reference/kong.md §1).
 
 from __future__ import annotations
 
+from typing import Final
+
 import os
 import time
 from email.utils import formatdate
@@ -37,11 +39,11 @@ def reason_phrase(code: int) -> bytes:
 
 
 # "HTTP/1.1 200 OK\r\n" for every code, computed once.
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code)) for code in range(100, 1000)
 }
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def status_line(code: int) -> bytes:
@@ -67,11 +69,11 @@ class DateHeader:
         return self.value
 
 
-DATE = DateHeader()
+DATE: Final = DateHeader()
 
 # Kong's messages for errors the proxy itself produces (reference/kong.md §1), and
 # nginx's wording where Kong leaves it to nginx (405, 501, 505).
-MESSAGES: dict[int, str] = {
+MESSAGES: Final[dict[int, str]] = {
     400: "Bad request",
     404: "no Route matched with those values",
     405: "Method not allowed",

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import os
 import re
 from collections.abc import Iterator
 
-__all__ = ["RequestIds", "valid_request_id"]
+__all__ = ["ID_BATCH", "RequestIds", "valid_request_id"]
 
-_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:@+/=-]{1,128}")
+ID_BATCH: Final = 1024  # ids formatted at a time
+
+_REQUEST_ID: Final = re.compile(rb"[A-Za-z0-9._:@+/=-]{1,128}")
 
 
 def valid_request_id(value: bytes) -> bool:
@@ -24,8 +28,6 @@ class RequestIds:
 
     __slots__ = ("prefix", "start", "_ids")
 
-    BATCH = 1024
-
     def __init__(self) -> None:
         self.prefix = os.urandom(12).hex().encode()
         self.start = 0
@@ -39,10 +41,10 @@ class RequestIds:
 
     def _refill(self) -> bytes:
         start = self.start
-        if start + self.BATCH > 0xFFFFFFFF:  # counter exhausted: a new prefix keeps ids unique
+        if start + ID_BATCH > 0xFFFFFFFF:  # counter exhausted: a new prefix keeps ids unique
             self.prefix = os.urandom(12).hex().encode()
             start = 0
-        self.start = start + self.BATCH
+        self.start = start + ID_BATCH
         prefix = self.prefix
-        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + self.BATCH + 1)])
+        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + ID_BATCH + 1)])
         return next(self._ids)

@@ -34,6 +34,8 @@ Rules (RFC 9112 §6, RFC 9110 §7.6)
 
 from __future__ import annotations
 
+from typing import Final
+
 import re
 
 from fastgw.core.http.errors import status_line
@@ -51,8 +53,8 @@ __all__ = [
     "response_framing",
 ]
 
-_CONN_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-RESPONSE_SPECIAL = frozenset(HOP_BY_HOP | {b"content-length", b"x-request-id"})
+_CONN_KEYWORDS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+RESPONSE_SPECIAL: Final = frozenset(HOP_BY_HOP | {b"content-length", b"x-request-id"})
 
 # Response body framing towards the client (response_framing).
 NO_BODY, LENGTH, RE_CHUNK, CLOSE_DELIMITED = 0, 1, 2, 3

@@ -28,7 +28,7 @@ line) is cached per client connection in `ForwardedFields`.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Final
 
 from fastgw.core.http.fields import FORWARDED, HOP_BY_HOP, METHOD_BYTES, VIA_LINE, split_host_port
 from fastgw.core.http.request import RequestHead
@@ -36,8 +36,8 @@ from fastgw.core.http.request_id import valid_request_id
 
 __all__ = ["ForwardedFields", "build_upstream_head", "client_request_id", "prefix_line"]
 
-CRLF = b"\r\n"
-_DROP = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via", b"x-request-id",
+CRLF: Final = b"\r\n"
+_DROP: Final = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via", b"x-request-id",
                                   b"content-length"}
 
 
