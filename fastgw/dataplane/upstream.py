@@ -21,11 +21,18 @@ bytes to the client transport, with back-pressure both ways (see dataplane.tunne
 from __future__ import annotations
 
 import asyncio
+from typing import Final
+
 import httptools
 
 from fastgw.core.http.response import RESPONSE_SPECIAL
 
 __all__ = ["ConnectionOwner", "ResponseSink", "TunnelEnd", "UpstreamConnection"]
+
+# Response field names as sent -> their lower-case name when the proxy acts on them
+# (RESPONSE_SPECIAL), else b"". Backends repeat the same spellings: one dict lookup per
+# field instead of a lower() and a set lookup. Bounded (junk names just miss).
+_SPECIAL_BY_NAME: Final[dict[bytes, bytes]] = {}
 
 
 class ConnectionOwner:
@@ -179,8 +186,16 @@ class UpstreamConnection:
     # -- llhttp callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in RESPONSE_SPECIAL and self.awaiting_head:  # not trailer fields
+        if not self.awaiting_head:
+            return  # trailer fields
+        lname = _SPECIAL_BY_NAME.get(name)  # the exact spelling, seen before: no lower()
+        if lname is None:
+            lname = name.lower()
+            if lname not in RESPONSE_SPECIAL:
+                lname = b""
+            if len(_SPECIAL_BY_NAME) < 4096:
+                _SPECIAL_BY_NAME[name] = lname
+        if lname:
             self.special.append((lname, name, value))
 
     def on_headers_complete(self) -> None:

@@ -88,7 +88,7 @@ NO_BODY: Final = 0
 LENGTH: Final = 1
 CHUNKED: Final = 2
 
-# What on_header does with a field, by lower-case name (memoised in _FIELD_KINDS).
+# What on_header does with a field (by lower-case name; memoised in _FIELD_KINDS).
 _PLAIN: Final = 0
 _UNDERSCORED: Final = 1
 _HOST: Final = 2
@@ -99,17 +99,23 @@ _UPGRADE: Final = 6
 _EXPECT: Final = 7
 _SPECIAL: Final = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _TE,
                    b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"expect": _EXPECT}
-_FIELD_KINDS: Final[dict[bytes, int]] = dict(_SPECIAL)
+# Field names as sent -> (lower-case name, kind): clients repeat the same spellings, so
+# one dict lookup per field replaces a lower() and a classification.
+_FIELD_KINDS: Final[dict[bytes, tuple[bytes, int]]] = {}
 
 
-def _field_kind(lname: bytes) -> int:
+def _field_kind(name: bytes) -> tuple[bytes, int]:
     """Classify a field name not seen before (rule L2 for underscores), and remember it."""
-    # find(), not `b"_" in lname`: bytes.__contains__ first tries its argument as an int
-    # and raises (and clears) a TypeError for a bytes one.
-    kind = _UNDERSCORED if lname.find(b"_") != -1 else _PLAIN
+    lname = name.lower()
+    kind = _SPECIAL.get(lname)
+    if kind is None:
+        # find(), not `b"_" in lname`: bytes.__contains__ first tries its argument as an
+        # int and raises (and clears) a TypeError for a bytes one.
+        kind = _UNDERSCORED if lname.find(b"_") != -1 else _PLAIN
+    found = (lname, kind)
     if len(_FIELD_KINDS) < 4096:  # bounded: field names are few; junk names just miss
-        _FIELD_KINDS[lname] = kind
-    return kind
+        _FIELD_KINDS[name] = found
+    return found
 
 
 _CONNECTION_KEYWORDS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
@@ -306,10 +312,10 @@ class RequestReader:
         self.count += 1
         if self.size > limits.max_header_size or self.count > limits.max_header_count:
             self._refuse(431)
-        lname = name.lower()
-        kind = _FIELD_KINDS.get(lname)  # one hash of the name: most fields stop here
-        if kind is None:
-            kind = _field_kind(lname)
+        found = _FIELD_KINDS.get(name)  # the exact spelling, seen before: no lower()
+        if found is None:
+            found = _field_kind(name)
+        lname, kind = found
         if kind == _PLAIN:
             self.headers.append((lname, name, value))
             return

@@ -6,6 +6,8 @@ from typing import Final
 
 import os
 import re
+import sys
+from array import array
 from collections.abc import Iterator
 
 __all__ = ["ID_BATCH", "RequestIds", "valid_request_id"]
@@ -46,5 +48,11 @@ class RequestIds:
             start = 0
         self.start = start + ID_BATCH
         prefix = self.prefix
-        self._ids = iter([prefix + b"%08x" % n for n in range(start + 1, start + ID_BATCH + 1)])
+        # The batch's counters as one big-endian buffer, hexed at once: a slice per id
+        # instead of a %-format per id (which cost more than the rest of the id's use).
+        counters = array("I", range(start + 1, start + ID_BATCH + 1))
+        if sys.byteorder == "little":
+            counters.byteswap()
+        digits = counters.tobytes().hex().encode()
+        self._ids = iter([prefix + digits[i:i + 8] for i in range(0, 8 * ID_BATCH, 8)])
         return next(self._ids)

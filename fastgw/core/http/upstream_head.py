@@ -114,8 +114,9 @@ def build_upstream_head(
     """(head bytes, request id). `framing` is the framing line of U4 (or b"");
     `prefix` the route's X-Forwarded-Prefix line (or b""); `new_id` makes an id (U8)."""
     method = head.method
-    parts = [METHOD_BYTES.get(method) or method.encode("latin-1"), b" ", target,
-             b" HTTP/1.1\r\nHost: ", host, CRLF]
+    parts = [b"GET" if method == "GET" else METHOD_BYTES.get(method) or method.encode("latin-1"),
+             b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
+    append = parts.append
     hop = head.hop_names
     trusted = fwd.trusted
     incoming: dict[bytes, bytes] | None = None
@@ -128,13 +129,18 @@ def build_upstream_head(
                         incoming = {}
                     incoming[lname] = value
             elif lname == b"via":
-                parts += (b"Via: ", value, CRLF)
+                append(b"Via: ")
+                append(value)
+                append(CRLF)
             elif lname == b"x-request-id" and not request_id and valid_request_id(value):
                 request_id = value
             continue
         if hop is not None and lname in hop:
             continue
-        parts += (name, b": ", value, CRLF)
+        append(name)
+        append(b": ")
+        append(value)
+        append(CRLF)
     if framing:
         parts.append(framing)
     if head.websocket:
@@ -142,7 +148,9 @@ def build_upstream_head(
                   b"Connection: upgrade\r\n")
     if not request_id:
         request_id = new_id()
-    parts += (b"X-Request-Id: ", request_id, CRLF)
+    append(b"X-Request-Id: ")
+    append(request_id)
+    append(CRLF)
     parts.append(fwd.tail(head.host, prefix) if incoming is None
                  else fwd.trusted_tail(incoming, head.host, prefix))
     return b"".join(parts), request_id
