@@ -40,6 +40,7 @@ class Upstream(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.client: Client | None = None
+        self.head_next = False  # the next bytes start a response (its head)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -47,7 +48,11 @@ class Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         client = self.client
         if client is not None:
-            client.transport.write(data if client.keep_alive else _say_close(data))
+            if client.keep_alive or not self.head_next:
+                client.transport.write(data)
+            else:
+                client.transport.write(_say_close(data))
+            self.head_next = False
         try:
             self.parser.feed_data(data)  # on_message_complete hands the connection back
         except httptools.HttpParserError:
@@ -55,9 +60,10 @@ class Upstream(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         client, self.client = self.client, None
-        # Reusable only when the backend says so and read the whole request (an early
-        # answer, e.g. to a body still coming, leaves the connection mid-request).
-        if self.parser.should_keep_alive() and client is not None and client.request_complete:
+        # Reusable only when the backend says so and got the whole request (an early
+        # answer, e.g. to a body still coming, leaves the connection mid-request). No
+        # client: it left after sending its whole request (else connection_lost closed us).
+        if self.parser.should_keep_alive() and (client is None or client.request_complete):
             self.pool.append(self)
         else:
             self.transport.close()  # type: ignore[union-attr]
@@ -71,11 +77,12 @@ class Upstream(asyncio.Protocol):
             self.client.transport.close()
 
 
-def _say_close(data: bytes) -> bytes:
-    end = data.find(b"\r\n\r\n")
+def _say_close(head: bytes) -> bytes:
+    """The response's first bytes with `Connection: close` instead of any Connection field."""
+    end = head.find(b"\r\n\r\n")
     if end < 0:
-        return data  # a body chunk: only the head carries Connection
-    return _CONNECTION.sub(b"", data[:end]) + b"\r\nConnection: close" + data[end:]
+        return head  # the head spans reads: left as is (see the module docstring)
+    return _CONNECTION.sub(b"", head[:end]) + b"\r\nConnection: close" + head[end:]
 
 
 class Client(asyncio.Protocol):
@@ -137,7 +144,7 @@ class Client(asyncio.Protocol):
             self.outbox.append(data)  # type: ignore[union-attr]
 
     def attach(self, upstream: Upstream, data: bytes) -> None:
-        self.upstream, upstream.client = upstream, self
+        self.upstream, upstream.client, upstream.head_next = upstream, self, True
         upstream.transport.write(data)  # type: ignore[union-attr]
 
     async def connect(self, host: str, port: int, pool: list[Upstream]) -> None:
