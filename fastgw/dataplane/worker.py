@@ -26,6 +26,7 @@ from typing import Any
 from fastgw.config import ConfigError, load_declarative
 from fastgw.config.model import Config
 from fastgw.config.workspaces import merge_configs
+from fastgw.build import describe
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.server import ProxyServer, install_uvloop
 
@@ -79,6 +80,7 @@ class Worker:
         self.version = int(first.get("version", 0))
         for host, port in self.server.addresses:
             log.info("worker %d proxy listening on %s:%d", os.getpid(), host, port)
+        log.info("worker %d fastgw build: %s", os.getpid(), describe())
         channel.send({"type": "ack", "version": self.version, "ok": True, "pid": os.getpid(),
                       "apply_ms": 0.0})
         # Everything allocated so far (modules, the config, the router) lives as long as
