@@ -8,7 +8,6 @@ import os
 import re
 import sys
 from array import array
-from collections.abc import Iterator
 
 __all__ = ["ID_BATCH", "RequestIds", "valid_request_id"]
 
@@ -25,21 +24,24 @@ def valid_request_id(value: bytes) -> bool:
 class RequestIds:
     """Per-worker ids in Kong's shape (32 hex digits): 24 random, then an 8-digit counter.
 
-    Formatted in batches: handing one out is a `next()` on a list iterator.
+    Formatted in batches: handing one out is a list index.
     """
 
-    __slots__ = ("prefix", "start", "_ids")
+    __slots__ = ("prefix", "start", "_ids", "_next")
 
     def __init__(self) -> None:
         self.prefix = os.urandom(12).hex().encode()
         self.start = 0
-        self._ids: Iterator[bytes] = iter(())
+        self._ids: list[bytes] = []
+        self._next = 0
 
     def new(self) -> bytes:
-        rid = next(self._ids, None)
-        if rid is None:
-            rid = self._refill()
-        return rid
+        i = self._next
+        ids = self._ids
+        if i < len(ids):
+            self._next = i + 1
+            return ids[i]
+        return self._refill()
 
     def _refill(self) -> bytes:
         start = self.start
@@ -54,5 +56,6 @@ class RequestIds:
         if sys.byteorder == "little":
             counters.byteswap()
         digits = counters.tobytes().hex().encode()
-        self._ids = iter([prefix + digits[i:i + 8] for i in range(0, 8 * ID_BATCH, 8)])
-        return next(self._ids)
+        self._ids = [prefix + digits[i:i + 8] for i in range(0, 8 * ID_BATCH, 8)]
+        self._next = 1
+        return self._ids[0]
