@@ -24,17 +24,18 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from tests.support.gateway import free_port, wait_port
 
-__all__ = ["AnchorProcess", "nginx_config", "haproxy_config", "NGINX", "HAPROXY"]
+__all__ = ["AnchorProcess", "nginx_config", "nginx_user_line", "haproxy_config", "NGINX",
+           "HAPROXY"]
 
 NGINX = "nginx"
 HAPROXY = "haproxy"
 
 
-def _user_line() -> str:
+def nginx_user_line() -> str:
     if os.geteuid() != 0:
         return ""  # only a root master switches user; nginx warns if told to otherwise
     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -53,7 +54,7 @@ def nginx_config(prefix: str, port: int, backends: Sequence[str]) -> str:
     """
     servers = "".join(f"        server {b};\n" for b in backends)
     return f"""# fastgw bench anchor: nginx, one worker (written by bench/anchors.py)
-{_user_line()}worker_processes 1;
+{nginx_user_line()}worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 worker_rlimit_nofile 65536;
@@ -123,7 +124,10 @@ class AnchorProcess:
     def __init__(
         self, kind: str, backends: Sequence[str], *, startup_timeout: float = 10.0,
         taskset: str | None = None,
+        nginx_conf: Callable[[str, int, Sequence[str]], str] = nginx_config,
     ) -> None:
+        """`nginx_conf(prefix, port, backends)`: the nginx.conf to run (bench/edge_probe
+        runs nginx with request buffering and limits instead of the load test's config)."""
         assert kind in (NGINX, HAPROXY)
         self.kind = kind
         self.port = free_port()
@@ -135,7 +139,7 @@ class AnchorProcess:
         if kind == NGINX:
             for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
                 Path(self.prefix, sub).mkdir()
-            self.config_text = nginx_config(self.prefix, self.port, backends)
+            self.config_text = nginx_conf(self.prefix, self.port, backends)
             self.config_path = Path(self.prefix, "nginx.conf")
             args = [binary, "-p", self.prefix, "-e", f"{self.prefix}/error.log",
                     "-c", str(self.config_path), "-g", "daemon off;"]

@@ -6,13 +6,10 @@ Every finding of issue 9 and every rule of the edge spec has a test here. The at
 bytes are shared with `python -m bench.edge_probe` (tests/support/edge_probes.py), which
 sends the same probes to nginx.
 
-"Nothing reaches a backend" is checked after the fact: the test takes a mark of the
-recorder, sends its bytes, then sends a normal request on a new connection (the sentinel:
-it must get 200 from the same worker pid) and waits for the sentinel at the backend; every
-byte the backend received since the mark, other than the sentinel's, came from the probe.
-Tests that could be fooled by a cold upstream pool (a head written at once only reaches an
-idle pooled connection) first make one request, so that the pool is warm; the tests of
-bytes pipelined after an upgrade need the pool cold and start their own gateway.
+"Nothing reaches a backend" is checked with a sentinel request (tests/support/edge.py).
+The module's gateway starts every test with a warm upstream pool (a head written at once
+only reaches a backend through an idle pooled connection); the tests that need the pool
+cold (bytes pipelined after an upgrade) or other settings start their own gateway.
 
 New node settings are set through their `FASTGW_<NAME>` variables, so that a gateway that
 does not know them yet still starts and the test fails for what it tests.
@@ -28,8 +25,17 @@ from typing import Any
 
 import pytest
 
+from tests.support.edge import (
+    Edge,
+    T,
+    assert_kong_error,
+    assert_nothing_upstream,
+    assert_only_framed,
+    error_problems,
+    start_edge,
+    upstream_problems,
+)
 from tests.support.edge_probes import (
-    BODY_LIMIT,
     CAPTURE,
     REJECTED,
     SMUGGLED,
@@ -39,131 +45,18 @@ from tests.support.edge_probes import (
     request,
     websocket_head,
 )
-from tests.support.gateway import GatewayProcess, config_for_targets
-from tests.support.procs import status_kb
-from tests.support.rawclient import ClientResponse, Outcome, RawConnection, converse
-from tests.support.recorder import Activity, Mark, RecordedRequest, RecordingBackend, reply
+from tests.support.gateway import GatewayProcess
+from tests.support.rawclient import Outcome, RawConnection, converse
+from tests.support.recorder import RecordingBackend, default_reply, reply
 
 pytestmark = pytest.mark.timeout(90)
-
-T = 5.0  # bound of every wait for an answer ("at once": no 60 s read_timeout)
-WARM = b"GET /api/atelier/warm HTTP/1.1\r\nHost: edge.test\r\n\r\n"
-SENTINEL = b"GET /api/atelier/__sentinel HTTP/1.1\r\nHost: edge.test\r\n\r\n"
-
-
-def edge_config(backend: RecordingBackend, gateway: dict[str, Any] | None = None
-                ) -> dict[str, Any]:
-    """config_for_targets' layout (route /api/atelier) plus the routes the edge tests use:
-    /api/stream without request buffering, and /p on host good.test (preserve_host)."""
-    config = config_for_targets([backend.address],
-                                gateway={"max_body_size": BODY_LIMIT, **(gateway or {})})
-    config["services"][0]["routes"] += [
-        {"name": "stream", "paths": ["/api/stream"], "strip_path": False,
-         "request_buffering": False},
-        {"name": "absolute", "hosts": ["good.test"], "paths": ["/p"], "strip_path": False,
-         "preserve_host": True},
-    ]
-    return config
-
-
-class Edge:
-    """A gateway, the recorder behind it, and the checks every test ends with."""
-
-    def __init__(self, gw: GatewayProcess, backend: RecordingBackend) -> None:
-        self.gw = gw
-        self.backend = backend
-        self.port = gw.port
-        pids = gw.worker_pids()
-        assert len(pids) == 1, gw.log()
-        self.worker = pids[0]
-
-    def warm(self) -> None:
-        """One request, so that the upstream pool holds an idle connection."""
-        outcome = converse(self.port, [WARM])
-        assert outcome.statuses == [200], outcome
-
-    def assert_serving(self) -> RecordedRequest:
-        """A normal request on a new connection gets 200 from the same worker (no crash,
-        no respawn), and reaches the backend; returns it as the backend saw it."""
-        outcome = converse(self.port, [SENTINEL], timeout=T)
-        assert outcome.statuses == [200], f"normal request after the probe: {outcome.describe()}"
-        assert self.gw.worker_pids() == [self.worker], "the worker was replaced:\n" + self.gw.log()
-        assert self.gw.proc is not None and self.gw.proc.poll() is None
-        assert self.backend.wait_for(
-            lambda: any(r.target == "/api/atelier/__sentinel" and r.complete
-                        for r in self.backend.requests), T)
-        return next(r for r in reversed(self.backend.requests)
-                    if r.target == "/api/atelier/__sentinel")
-
-    def after(self, mark: Mark) -> Activity:
-        """What reached the backend since `mark`, once a sentinel request made it through
-        (so whatever the probe made the gateway write has arrived too), minus the sentinel."""
-        sentinel = self.assert_serving()
-        activity = self.backend.since(mark)
-        activity.requests = [r for r in activity.requests if r is not sentinel]
-        activity.received -= len(sentinel.raw_head)
-        return activity
-
-    def rss_kb(self) -> tuple[int, int]:
-        return status_kb(self.worker, b"VmRSS:"), status_kb(self.worker, b"VmHWM:")
-
-
-def upstream_problems(activity: Activity) -> list[str]:
-    problems = []
-    if activity.requests or activity.parse_errors:
-        problems.append(f"reached the backend: {activity.requests} {activity.parse_errors}")
-    elif activity.received:
-        problems.append(f"{activity.received} bytes reached the backend")
-    return problems
-
-
-def assert_nothing_upstream(activity: Activity) -> None:
-    problems = upstream_problems(activity)
-    assert not problems, problems[0]
-
-
-def assert_only_framed(activity: Activity) -> None:
-    """Every request at the backend carries the gateway's own head; nothing unparsable."""
-    assert activity.parse_errors == [], f"unparsable bytes at the backend: {activity.parse_errors}"
-    assert activity.unframed() == [], f"not framed by the gateway: {activity.unframed()}"
-    secret = [r for r in activity.requests if r.target.startswith("/admin")]
-    assert secret == [], f"an unrouted request reached the backend: {secret}"
-
-
-def error_problems(response: ClientResponse, statuses: frozenset[int] | set[int]) -> list[str]:
-    """Why `response` is not one of Kong's JSON errors with one of `statuses` and
-    Connection: close (empty: it is)."""
-    problems = []
-    if response.status not in statuses:
-        problems.append(f"status {response.status}, expected {sorted(statuses)}: {response}")
-    if not response.closes():
-        problems.append(f"no Connection: close on {response}")
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if not (isinstance(body, dict) and isinstance(body.get("message"), str)
-            and isinstance(body.get("request_id"), str)):
-        problems.append(f"not Kong's error body: {response.body[:200]!r}")
-    return problems
-
-
-def assert_kong_error(response: ClientResponse, statuses: frozenset[int] | set[int]) -> None:
-    problems = error_problems(response, statuses)
-    assert not problems, "; ".join(problems)
-
-
-def start_edge(backend: RecordingBackend, gateway: dict[str, Any] | None = None,
-               env: dict[str, str] | None = None) -> GatewayProcess:
-    return GatewayProcess(edge_config(backend, gateway), env=env).start()
-
 
 @pytest.fixture(scope="module")
 def module_edge() -> Iterator[Edge]:
     with RecordingBackend() as backend:
         gw = start_edge(backend)
         try:
-            yield Edge(gw, backend)
+            yield Edge.of(gw, backend)
         finally:
             gw.stop()
             gw._dir.cleanup()
@@ -171,11 +64,15 @@ def module_edge() -> Iterator[Edge]:
 
 @pytest.fixture
 def edge(module_edge: Edge) -> Edge:
-    """The module's gateway, its backend reset: no pooled connection, no records."""
+    """The module's gateway, its backend reset (connections closed, records dropped), then
+    one request: the gateway has dropped its stale pooled connections and holds one idle
+    connection, so that a head the gateway would write at once reaches the backend."""
     backend = module_edge.backend
     backend.websocket = "refuse"
     backend.delay = 0.0
+    backend.respond = default_reply
     backend.reset()
+    module_edge.warm()
     return module_edge
 
 
@@ -189,7 +86,7 @@ def own_edge() -> Iterator[Any]:
         backend = RecordingBackend(websocket=websocket).start()  # type: ignore[arg-type]
         gw = start_edge(backend, gateway, env)
         started.append((gw, backend))
-        return Edge(gw, backend)
+        return Edge.of(gw, backend)
 
     yield make
     for gw, backend in started:
@@ -203,7 +100,6 @@ def own_edge() -> Iterator[Any]:
 
 @pytest.mark.parametrize("probe", REJECTED, ids=lambda p: f"{p.name}(finding-{p.finding})")
 def test_rejected_with_an_error_and_nothing_upstream(edge: Edge, probe: Probe) -> None:
-    edge.warm()  # an idle pooled connection: a head written at once would reach it
     mark = edge.backend.mark()
     problems = []
     with RawConnection(edge.port, timeout=T) as conn:
@@ -225,7 +121,6 @@ def test_rejected_with_an_error_and_nothing_upstream(edge: Edge, probe: Probe) -
 def test_te_chunked_trailing_space_is_one_framed_request(edge: Edge) -> None:
     """llhttp decodes `chunked ` as chunked; so must the gateway: one request upstream, the
     decoded body sent with the Content-Length of a buffered body, never a second request."""
-    edge.warm()
     mark = edge.backend.mark()
     outcome = converse(edge.port, [request(b"POST", b"/api/atelier/smuggle",
                                            [b"Transfer-Encoding: chunked "], chunked(SMUGGLED))])
@@ -254,7 +149,6 @@ def test_smuggled_request_cannot_capture_the_next_clients_request(edge: Edge) ->
     """The attacker's body holds an incomplete `POST /capture` (Content-Length: 300): if
     it reached the backend as a request, it would wait on the pooled connection and take
     the next user's request, credentials included, as its body."""
-    edge.warm()
     mark = edge.backend.mark()
     attacker = converse(edge.port, [request(b"POST", b"/api/atelier/smuggle",
                                             [b"Transfer-Encoding: chunked "], chunked(CAPTURE))])
@@ -275,7 +169,6 @@ def test_smuggled_request_cannot_capture_the_next_clients_request(edge: Edge) ->
 def test_connection_field_cannot_remove_the_framing(edge: Edge) -> None:
     """`Connection: Content-Length` names a hop-by-hop field; the gateway drops such fields,
     but the framing it writes is its own, so the body still arrives as this request's."""
-    edge.warm()
     mark = edge.backend.mark()
     outcome = converse(edge.port, [request(
         b"POST", b"/api/atelier/hop",
@@ -299,8 +192,6 @@ def test_refused_websocket_upgrade_never_forwards_the_next_request(
     reaches the backend framed by it) or the connection closes; `/admin/secret` (routed
     nowhere) never reaches the backend."""
     target = edge if pool == "warm" else own_edge()  # cold: a fresh gateway, empty pool
-    if pool == "warm":
-        target.warm()
     mark = target.backend.mark()
     pipelined = SMUGGLED if second == "unrouted" else (
         b"GET /api/atelier/second HTTP/1.1\r\nHost: edge.test\r\n\r\n")

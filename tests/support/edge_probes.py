@@ -32,6 +32,11 @@ class Probe:
     connections: tuple[tuple[bytes, ...], ...]  # run in turn; each: segments to send
     statuses: frozenset[int] = frozenset()  # REJECTED: the acceptable error statuses
     note: str = ""
+    requests: tuple[int, ...] = ()  # requests on each connection (default: one each)
+    cold: bool = False  # run with no idle pooled upstream connection
+
+    def expected_responses(self, connection: int) -> int:
+        return self.requests[connection] if self.requests else 1
 
 
 def chunked(*pieces: bytes) -> bytes:
@@ -137,7 +142,11 @@ SCENARIOS: tuple[Probe, ...] = (
           note="the victim's request arrives as its own, nothing captured"),
     Probe("ws-refused-pipelined", "2",
           ((websocket_head(b"/api/atelier/ws") + SMUGGLED,),),
-          note="backend refuses the upgrade (200); /admin/secret never at the backend"),
+          note="backend refuses the upgrade (200); /admin/secret never at the backend",
+          requests=(2,)),
+    Probe("ws-refused-pipelined-cold", "2",
+          ((websocket_head(b"/api/atelier/ws") + SMUGGLED,),),
+          note="the same with no idle pooled backend connection", requests=(2,), cold=True),
     Probe("connection-names-length", "rule",
           ((request(b"POST", b"/api/atelier/hop", [b"Connection: Content-Length",
                                                    b"Content-Length: %d" % len(SMUGGLED)],
