@@ -59,6 +59,21 @@ def test_unparsable_bytes_are_a_parse_error(backend: RecordingBackend) -> None:
     assert error.connection == 0 and error.data.startswith(b"XYZ\x00")
 
 
+def test_methods_llhttp_has_no_name_for_are_still_requests(backend: RecordingBackend) -> None:
+    """`GE_T` and `get` are valid methods (tokens) that a proxy may forward; llhttp only
+    parses methods it knows, so the recorder parses them as GET and records them as sent."""
+    stream = (b"GE_T /a HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"get /b HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"
+              b"\r\nPURGE /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    outcome = converse(backend.port, [stream[:2], stream[2:40], stream[40:]], responses=3,
+                       pause=0.01)
+    assert outcome.statuses == [200, 200, 200]
+    assert [(r.method, r.target, r.body) for r in backend.requests] == [
+        ("GE_T", "/a", b""), ("get", "/b", b"hi"), ("PURGE", "/c", b"")]
+    assert backend.requests[1].raw_head.startswith(b"get /b")
+    assert backend.parse_errors == []
+
+
 def test_connections_counted_open_and_closed(backend: RecordingBackend) -> None:
     with RawConnection(backend.port) as one, RawConnection(backend.port):
         assert backend.wait_for(lambda: backend.open_connections == 2, 5)

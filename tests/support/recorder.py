@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -60,6 +62,8 @@ _WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # Raw bytes kept per connection (counting goes on past it): a test that streams 256 MiB
 # at a proxy must not make the recorder the thing that runs out of memory.
 RAW_KEEP = 16 << 20
+# RFC 9110 §5.6.2: a method is a token. llhttp parses only the methods it has names for.
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 @dataclass
@@ -173,8 +177,8 @@ def proxy_head_problems(request: RecordedRequest, via: str = FASTGW_VIA) -> list
     problems = []
     line = request.raw_head.split(b"\r\n", 1)[0]
     parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0].isalpha() or not parts[0].isupper() \
-            or not parts[1] or parts[2] != b"HTTP/1.1":
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or not parts[1] \
+            or parts[2] != b"HTTP/1.1":
         problems.append(f"request line {line[:100]!r}")
     if b"\n" in request.raw_head.replace(b"\r\n", b""):
         problems.append("bare LF in the head")
@@ -379,6 +383,22 @@ class RecordingBackend:
         return delay(request) if callable(delay) else delay
 
 
+@functools.lru_cache(maxsize=256)
+def _llhttp_knows(method: bytes) -> bool:
+    try:
+        probe = method + b" / HTTP/1.1\r\nHost: x\r\n\r\n"  # PRI fails only after a field
+        httptools.HttpRequestParser(_NoCallbacks()).feed_data(probe)
+    except httptools.HttpParserUpgrade:
+        return True  # CONNECT
+    except httptools.HttpParserError:
+        return False
+    return True
+
+
+class _NoCallbacks:
+    pass
+
+
 class _RecorderProtocol(asyncio.Protocol):
     """One backend connection: record, cut into requests, answer."""
 
@@ -389,6 +409,8 @@ class _RecorderProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.pending = b""
         self.message = bytearray()  # raw bytes of the message being parsed
+        self.in_message = False  # llhttp has begun a message and not completed it
+        self.method_sent = ""  # a method llhttp does not know, parsed as GET
         self.current: RecordedRequest | None = None
         self.url = b""
         self.headers: list[tuple[str, str]] = []
@@ -447,15 +469,26 @@ class _RecorderProtocol(asyncio.Protocol):
                 if not self.upgrade_body_left:
                     self._complete(self.current)
                 continue
+            newline = -1
             if self.sized_left:
                 size = min(self.sized_left, len(self.pending))
             else:
                 newline = self.pending.find(b"\n")
                 size = newline + 1 if newline != -1 else len(self.pending)
-            piece, self.pending = self.pending[:size], self.pending[size:]
+            fed = piece = self.pending[:size]
+            if not self.in_message and piece[:1] not in (b"\r", b"\n"):
+                space = piece.find(b" ")
+                if space == -1 and newline == -1 and len(piece) < 64:
+                    return  # the method is not all here yet
+                method = piece[:space] if space != -1 else b""
+                if method and _TOKEN.fullmatch(method) and not _llhttp_knows(method):
+                    # A valid method llhttp has no name for: parse as GET, record as sent.
+                    self.method_sent = method.decode("latin-1")
+                    fed = b"GET" + piece[space:]
+            self.pending = self.pending[size:]
             self.message += piece
             try:
-                self.parser.feed_data(piece)
+                self.parser.feed_data(fed)
             except httptools.HttpParserUpgrade as exc:
                 rest = piece[exc.args[0]:] + self.pending
                 self.pending = b""
@@ -500,6 +533,7 @@ class _RecorderProtocol(asyncio.Protocol):
     # -- httptools callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self.in_message = True
         self.url = b""
         self.headers = []
 
@@ -511,9 +545,10 @@ class _RecorderProtocol(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         parser = self.parser
+        method, self.method_sent = self.method_sent or parser.get_method().decode("latin-1"), ""
         request = RecordedRequest(
             connection=self.record.index,
-            method=parser.get_method().decode("latin-1"),
+            method=method,
             target=self.url.decode("latin-1"),
             version=parser.get_http_version(),
             headers=self.headers,
@@ -540,6 +575,7 @@ class _RecorderProtocol(asyncio.Protocol):
         assert request is not None
         self.message = bytearray()
         self.sized_left = 0
+        self.in_message = False
         if self.parser.should_upgrade():
             return  # _on_upgrade decides: tunnel, or an ordinary answer
         self._complete(request)
