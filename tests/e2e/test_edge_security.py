@@ -145,6 +145,19 @@ def test_te_uppercase_chunked_is_a_valid_chunked_request(edge: Edge) -> None:
     assert upstream.body == b"hello world" and upstream.all("content-length") == ["11"]
 
 
+def test_content_length_with_trailing_space_is_reframed(edge: Edge) -> None:
+    """`Content-Length: 5 ` is a valid length (OWS is trimmed); upstream, the gateway
+    writes its own `Content-Length: 5`, never the client's spelling."""
+    mark = edge.backend.mark()
+    outcome = converse(edge.port, [request(b"POST", b"/api/atelier/ows",
+                                           [b"Content-Length: 5 "], b"hello")])
+    assert outcome.statuses == [200], outcome.describe()
+    activity = edge.after(mark)
+    assert_only_framed(activity)
+    (upstream,) = activity.requests
+    assert upstream.body == b"hello" and upstream.all("content-length") == ["5"]
+
+
 def test_smuggled_request_cannot_capture_the_next_clients_request(edge: Edge) -> None:
     """The attacker's body holds an incomplete `POST /capture` (Content-Length: 300): if
     it reached the backend as a request, it would wait on the pooled connection and take
