@@ -28,14 +28,14 @@ from typing import Callable, Sequence
 
 from tests.support.gateway import free_port, wait_port
 
-__all__ = ["AnchorProcess", "nginx_config", "nginx_user_line", "haproxy_config", "NGINX",
+__all__ = ["AnchorProcess", "nginx_config", "nginx_conf_text", "haproxy_config", "NGINX",
            "HAPROXY"]
 
 NGINX = "nginx"
 HAPROXY = "haproxy"
 
 
-def nginx_user_line() -> str:
+def _user_line() -> str:
     if os.geteuid() != 0:
         return ""  # only a root master switches user; nginx warns if told to otherwise
     user = pwd.getpwuid(os.geteuid()).pw_name
@@ -53,22 +53,8 @@ def nginx_config(prefix: str, port: int, backends: Sequence[str]) -> str:
     (nginx's default 1m would reject a body a header's worth over 1 MiB).
     """
     servers = "".join(f"        server {b};\n" for b in backends)
-    return f"""# fastgw bench anchor: nginx, one worker (written by bench/anchors.py)
-{nginx_user_line()}worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{
-    worker_connections 16384;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
+    return nginx_conf_text(prefix, "fastgw bench anchor: nginx, one worker (written by "
+                           "bench/anchors.py)", f"""    keepalive_requests 1000000;
     keepalive_timeout 75s;
     upstream iris {{
 {servers}        keepalive 128;
@@ -84,7 +70,28 @@ http {{
             proxy_max_temp_file_size 0;
         }}
     }}
+""")
+
+
+def nginx_conf_text(prefix: str, title: str, http: str) -> str:
+    """An nginx.conf that runs in the foreground from `prefix` as any user: one worker,
+    pid, logs and every temp path inside `prefix`; `http` is the rest of its http block."""
+    return f"""# {title}
+{_user_line()}worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+worker_rlimit_nofile 65536;
+events {{
+    worker_connections 16384;
 }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/client_body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{http}}}
 """
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from bench.anchors import NGINX, AnchorProcess, nginx_user_line
+from bench.anchors import NGINX, AnchorProcess, nginx_conf_text
 from bench.idle import idle_cost, raise_nofile
 from bench.procstat import memory_kb
 from tests.support.edge import Edge, edge_config
@@ -55,22 +55,8 @@ UPGRADE_STREAM = 64 << 20
 
 def nginx_edge_config(prefix: str, port: int, backends: Sequence[str]) -> str:
     servers = "".join(f"        server {b};\n" for b in backends)
-    return f"""# fastgw edge probe: nginx as the reference edge (written by bench/edge_probe.py)
-{nginx_user_line()}worker_processes 1;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-worker_rlimit_nofile 65536;
-events {{
-    worker_connections 16384;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    client_max_body_size {BODY_LIMIT};
+    return nginx_conf_text(prefix, "fastgw edge probe: nginx as the reference edge (written by "
+                           "bench/edge_probe.py)", f"""    client_max_body_size {BODY_LIMIT};
     upstream backend {{
 {servers}        keepalive 32;
     }}
@@ -88,8 +74,7 @@ http {{
             return 404;
         }}
     }}
-}}
-"""
+""")
 
 
 @dataclass

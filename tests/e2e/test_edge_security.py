@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from tests.support.edge import (
     assert_nothing_upstream,
     assert_only_framed,
     error_problems,
-    start_edge,
+    running_edge,
     upstream_problems,
 )
 from tests.support.edge_probes import (
@@ -45,21 +46,15 @@ from tests.support.edge_probes import (
     request,
     websocket_head,
 )
-from tests.support.gateway import GatewayProcess
 from tests.support.rawclient import Outcome, RawConnection, converse
-from tests.support.recorder import RecordingBackend, default_reply, reply
+from tests.support.recorder import default_reply, reply
 
 pytestmark = pytest.mark.timeout(90)
 
 @pytest.fixture(scope="module")
 def module_edge() -> Iterator[Edge]:
-    with RecordingBackend() as backend:
-        gw = start_edge(backend)
-        try:
-            yield Edge.of(gw, backend)
-        finally:
-            gw.stop()
-            gw._dir.cleanup()
+    with running_edge() as edge:
+        yield edge
 
 
 @pytest.fixture
@@ -79,20 +74,8 @@ def edge(module_edge: Edge) -> Edge:
 @pytest.fixture
 def own_edge() -> Iterator[Any]:
     """A factory of fresh gateways (own recorder, cold pool, own settings)."""
-    started: list[tuple[GatewayProcess, RecordingBackend]] = []
-
-    def make(gateway: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-             websocket: str = "refuse") -> Edge:
-        backend = RecordingBackend(websocket=websocket).start()  # type: ignore[arg-type]
-        gw = start_edge(backend, gateway, env)
-        started.append((gw, backend))
-        return Edge.of(gw, backend)
-
-    yield make
-    for gw, backend in started:
-        gw.stop()
-        gw._dir.cleanup()
-        backend.stop()
+    with ExitStack() as stack:
+        yield lambda **kwargs: stack.enter_context(running_edge(**kwargs))
 
 
 # -- every error: Kong's JSON, Connection: close, closed, nothing upstream (findings 4-7) ---
@@ -292,6 +275,42 @@ def test_slow_uploads_hold_no_backend_connection(edge: Edge) -> None:
     assert_only_framed(activity)
     assert sorted(r.body for r in activity.requests) == bodies
     assert all(r.all("content-length") == [str(size)] for r in activity.requests)
+
+
+def test_streamed_chunked_body_is_chunked_upstream_also_when_spilled(edge: Edge) -> None:
+    """`request_buffering: false` with a chunked body: the gateway streams it chunked. More
+    than client_body_buffer_size of it arriving with the head (kept in a temp file until
+    the connection is ready) must go out chunked as well: written as is, the decoded body
+    would be the framing, and a body starting with `0\r\n\r\n` would end the request
+    there and make the rest a request of the attacker's (found by test_fuzz)."""
+    mark = edge.backend.mark()
+    payload = (b"0\r\n\r\n" + SMUGGLED + b"GET /api/atelier/pad HTTP/1.1\r\nHost: edge.test\r\n"
+               b"X-Pad: " + b"p" * 30000 + b"\r\n\r\n")
+    data = request(b"POST", b"/api/stream/spill", [b"Transfer-Encoding: chunked"],
+                   chunked(payload))
+    first = data.index(b"\r\n\r\n") + 4 + 12000  # the head and 12000 bytes: one read
+    outcome = converse(edge.port, [data[:first], data[first:]], pause=0.05)
+    assert outcome.statuses == [200], outcome.describe()
+    activity = edge.after(mark)
+    assert_only_framed(activity)
+    (upstream,) = activity.requests
+    assert upstream.target == "/api/stream/spill" and upstream.body == payload
+
+
+def test_streamed_sized_body_arrives_whole_also_when_spilled(edge: Edge) -> None:
+    """The same with a Content-Length body: the part kept in a temp file before the
+    connection was ready goes first, then the rest as it comes, and the client gets its
+    answer (not a wait for the backend's read timeout)."""
+    mark = edge.backend.mark()
+    body = bytes(range(256)) * 200
+    data = request(b"POST", b"/api/stream/sized", [b"Content-Length: %d" % len(body)], body)
+    first = data.index(b"\r\n\r\n") + 4 + 12000
+    outcome = converse(edge.port, [data[:first], data[first:]], pause=0.05, timeout=T)
+    assert outcome.statuses == [200], outcome.describe()
+    activity = edge.after(mark)
+    assert_only_framed(activity)
+    (upstream,) = activity.requests
+    assert upstream.body == body and upstream.complete
 
 
 def test_413_lingers_so_an_uploading_client_reads_it(edge: Edge) -> None:

@@ -38,10 +38,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from tests.support.edge import Edge, framing_problems, start_edge
+from tests.support.edge import Edge, framing_problems, running_edge
 from tests.support.edge_probes import BODY_LIMIT, CAPTURE, SMUGGLED, chunked
 from tests.support.rawclient import RawConnection
-from tests.support.recorder import RecordingBackend
 
 FUZZ_SECONDS = float(os.environ.get("FASTGW_FUZZ_SECONDS", "90"))
 SHRINK = os.environ.get("FASTGW_FUZZ_SHRINK") == "1"
@@ -217,13 +216,8 @@ def connection_bytes(draw: st.DrawFn) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def fuzz_edge() -> Iterator[Edge]:
-    with RecordingBackend() as backend:
-        gw = start_edge(backend)
-        try:
-            yield Edge.of(gw, backend)
-        finally:
-            gw.stop()
-            gw._dir.cleanup()
+    with running_edge() as edge:
+        yield edge
 
 
 def run_batch(edge: Edge, connections: list[list[bytes]], pause: float) -> None:

@@ -9,6 +9,8 @@ received since the mark, other than the sentinel's, came from the probe.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from tests.support.edge_probes import BODY_LIMIT
@@ -21,6 +23,7 @@ from tests.support.recorder import (
     Mark,
     RecordedRequest,
     RecordingBackend,
+    WebSocketMode,
 )
 
 __all__ = [
@@ -33,7 +36,7 @@ __all__ = [
     "edge_config",
     "error_problems",
     "framing_problems",
-    "start_edge",
+    "running_edge",
     "upstream_problems",
 ]
 
@@ -173,6 +176,14 @@ def assert_kong_error(response: ClientResponse, statuses: frozenset[int] | set[i
     assert not problems, "; ".join(problems)
 
 
-def start_edge(backend: RecordingBackend, gateway: dict[str, Any] | None = None,
-               env: dict[str, str] | None = None) -> GatewayProcess:
-    return GatewayProcess(edge_config(backend, gateway), env=env).start()
+@contextmanager
+def running_edge(gateway: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+                 websocket: WebSocketMode = "refuse") -> Iterator[Edge]:
+    """A recording backend and a fastgw in front of it (edge_config), both stopped after."""
+    with RecordingBackend(websocket=websocket) as backend:
+        gw = GatewayProcess(edge_config(backend, gateway), env=env)
+        try:
+            yield Edge.of(gw.start(), backend)
+        finally:
+            gw.stop()
+            gw._dir.cleanup()
