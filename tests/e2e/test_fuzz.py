@@ -71,7 +71,8 @@ ODD_HOSTS: list[list[bytes]] = [
     [b"Host: edge.test", b"Host: other.test"], [b"Host: edge.test", b"Host: edge.test"],
     [b"Host: edge.test\t"], [b"Host : edge.test"],
 ]
-BODIES = [b"", b"hello", SMUGGLED, CAPTURE, b"0\r\n\r\n" + SMUGGLED, b"z" * (BODY_LIMIT + 10)]
+BODIES = [b"", b"hello", SMUGGLED, CAPTURE, b"0\r\n\r\n" + SMUGGLED, b"0\r\n\r\n" + SMUGGLED + b"m" * 20000,
+          b"z" * (BODY_LIMIT + 10)]  # 20 KB: over client_body_buffer_size; the last: over the limit
 TE_NAMES = [b"transfer-encoding", b"TRANSFER-ENCODING", b"Transfer_Encoding",
             b"Transfer-Encoding ", b" Transfer-Encoding"]
 TE_VALUES = [b"chunked ", b"CHUNKED", b"Chunked", b"chunked\t", b" chunked", b"gzip, chunked",
