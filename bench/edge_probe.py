@@ -18,7 +18,8 @@ after an upgrade request followed by a stream of bytes, and memory per idle conn
 
 nginx runs as the reference edge: one worker, `upstream { keepalive 32; }`,
 `proxy_http_version 1.1`, `proxy_set_header Connection ""`, default request buffering,
-`client_max_body_size` = BODY_LIMIT, only /api/atelier proxied; it also sets Via,
+`client_max_body_size` = BODY_LIMIT, only /api/atelier proxied (and /api/stream with
+`proxy_request_buffering off`, like fastgw's route); it also sets Via,
 X-Request-Id and X-Forwarded-For so that the recorder knows its heads (via "1.1 nginx").
 This is a report, not a test: nothing here passes or fails (the edge tests do that).
 """
@@ -69,6 +70,15 @@ def nginx_edge_config(prefix: str, port: int, backends: Sequence[str]) -> str:
             proxy_set_header Via "{NGINX_VIA}";
             proxy_set_header X-Request-Id $request_id;
             proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        }}
+        location /api/stream {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Via "{NGINX_VIA}";
+            proxy_set_header X-Request-Id $request_id;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_request_buffering off;
         }}
         location / {{
             return 404;
@@ -139,7 +149,7 @@ def run_probe(edge: Edge, probe: Probe) -> dict[str, str]:
     client = []
     for i, segments in enumerate(probe.connections):
         with RawConnection(edge.port, timeout=BOUND) as conn:
-            conn.send_segments(segments, 0.01)
+            conn.send_segments(segments, 0.05)
             outcome = conn.read(probe.expected_responses(i), BOUND)
             if outcome.responses and outcome.responses[-1].closes():
                 conn.closed_within(BOUND)

@@ -39,10 +39,13 @@ from tests.support.edge import (
 from tests.support.edge_probes import (
     CAPTURE,
     REJECTED,
+    SIZED_PAYLOAD,
     SMUGGLED,
+    SPILLED_PAYLOAD,
     VICTIM,
     Probe,
     chunked,
+    probe_named,
     request,
     websocket_head,
 )
@@ -284,17 +287,12 @@ def test_streamed_chunked_body_is_chunked_upstream_also_when_spilled(edge: Edge)
     would be the framing, and a body starting with `0\r\n\r\n` would end the request
     there and make the rest a request of the attacker's (found by test_fuzz)."""
     mark = edge.backend.mark()
-    payload = (b"0\r\n\r\n" + SMUGGLED + b"GET /api/atelier/pad HTTP/1.1\r\nHost: edge.test\r\n"
-               b"X-Pad: " + b"p" * 30000 + b"\r\n\r\n")
-    data = request(b"POST", b"/api/stream/spill", [b"Transfer-Encoding: chunked"],
-                   chunked(payload))
-    first = data.index(b"\r\n\r\n") + 4 + 12000  # the head and 12000 bytes: one read
-    outcome = converse(edge.port, [data[:first], data[first:]], pause=0.05)
+    outcome = converse(edge.port, probe_named("stream-spilled-chunked").connections[0], pause=0.05)
     assert outcome.statuses == [200], outcome.describe()
     activity = edge.after(mark)
     assert_only_framed(activity)
     (upstream,) = activity.requests
-    assert upstream.target == "/api/stream/spill" and upstream.body == payload
+    assert upstream.target == "/api/stream/spill" and upstream.body == SPILLED_PAYLOAD
 
 
 def test_streamed_sized_body_arrives_whole_also_when_spilled(edge: Edge) -> None:
@@ -302,15 +300,13 @@ def test_streamed_sized_body_arrives_whole_also_when_spilled(edge: Edge) -> None
     connection was ready goes first, then the rest as it comes, and the client gets its
     answer (not a wait for the backend's read timeout)."""
     mark = edge.backend.mark()
-    body = bytes(range(256)) * 200
-    data = request(b"POST", b"/api/stream/sized", [b"Content-Length: %d" % len(body)], body)
-    first = data.index(b"\r\n\r\n") + 4 + 12000
-    outcome = converse(edge.port, [data[:first], data[first:]], pause=0.05, timeout=T)
+    outcome = converse(edge.port, probe_named("stream-spilled-length").connections[0], pause=0.05,
+                       timeout=T)
     assert outcome.statuses == [200], outcome.describe()
     activity = edge.after(mark)
     assert_only_framed(activity)
     (upstream,) = activity.requests
-    assert upstream.body == body and upstream.complete
+    assert upstream.body == SIZED_PAYLOAD and upstream.complete
 
 
 def test_413_lingers_so_an_uploading_client_reads_it(edge: Edge) -> None:

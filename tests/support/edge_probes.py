@@ -5,9 +5,8 @@ segments sent as separate packets. `REJECTED` probes must each get an error stat
 `Connection: close` and put no byte on any backend connection; `SCENARIOS` are proxied,
 and what reaches the backend must be exactly what the proxy framed itself.
 
-The proxy in front of the recorder routes `/api/atelier` (and, for fastgw, `/api/stream`
-without request buffering); `/admin/secret` is routed nowhere, and `max_body_size` is
-`BODY_LIMIT`.
+The proxy in front of the recorder routes `/api/atelier`, and `/api/stream` without request
+buffering; `/admin/secret` is routed nowhere, and `max_body_size` is `BODY_LIMIT`.
 """
 
 from __future__ import annotations
@@ -131,6 +130,18 @@ REJECTED: tuple[Probe, ...] = (
                     body=chunked(*(b"c" * 30000 for _ in range(5)))), 413),
 )
 
+def _split_after_head(data: bytes, body_bytes: int) -> tuple[bytes, bytes]:
+    """The head and the first `body_bytes` body bytes in one packet, the rest in another."""
+    cut = data.index(b"\r\n\r\n") + 4 + body_bytes
+    return data[:cut], data[cut:]
+
+
+# A streamed body that starts with more than client_body_buffer_size (8 KiB) with its head,
+# whose decoded content would end a chunked message early and smuggle a request.
+SPILLED_PAYLOAD = (b"0\r\n\r\n" + SMUGGLED + b"GET /api/atelier/pad HTTP/1.1\r\nHost: edge.test\r\n"
+                   b"X-Pad: " + b"p" * 30000 + b"\r\n\r\n")
+SIZED_PAYLOAD = bytes(range(256)) * 200
+
 SCENARIOS: tuple[Probe, ...] = (
     Probe("smuggle-te-space", "1",
           ((request(b"POST", b"/api/atelier/smuggle", [b"Transfer-Encoding: chunked "],
@@ -152,9 +163,23 @@ SCENARIOS: tuple[Probe, ...] = (
                                                    b"Content-Length: %d" % len(SMUGGLED)],
                     SMUGGLED),),),
           note="a field named in Connection cannot remove the framing"),
+    Probe("stream-spilled-chunked", "fuzz",
+          (_split_after_head(request(b"POST", b"/api/stream/spill",
+                                     [b"Transfer-Encoding: chunked"], chunked(SPILLED_PAYLOAD)),
+                             12000),),
+          note="request_buffering off: one framed request with the whole body"),
+    Probe("stream-spilled-length", "fuzz",
+          (_split_after_head(request(b"POST", b"/api/stream/sized",
+                                     [b"Content-Length: %d" % len(SIZED_PAYLOAD)], SIZED_PAYLOAD),
+                             12000),),
+          note="request_buffering off: the whole body arrives, the client is answered"),
     Probe("underscores", "7",
           ((request(b"POST", b"/api/atelier/underscore",
                     [b"Content-Length: 3", b"Transfer_Encoding: chunked",
                      b"X_Forwarded_For: 6.6.6.6", b"Foo_Bar: 1"], b"abc"),),),
           note="no field with '_' at the backend"),
 )
+
+
+def probe_named(name: str) -> Probe:
+    return next(p for p in (*REJECTED, *SCENARIOS) if p.name == name)
