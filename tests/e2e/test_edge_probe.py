@@ -35,7 +35,9 @@ def test_edge_probe_side_by_side(tmp_path: Path) -> None:
         assert not any(word in nginx for word in ("UNFRAMED", "unparsed", "SENTINEL")), (
             name, nginx)
     nginx = doc["targets"]["nginx"]
-    assert "keepalive 32;" in nginx["config"] and "proxy_request_buffering" not in nginx["config"]
+    config = nginx["config"]
+    atelier = config[config.index("location /api/atelier"):config.index("location /api/stream")]
+    assert "keepalive 32;" in config and "proxy_request_buffering" not in atelier
     assert nginx["slow_clients"] == {"backend_connections_while_incomplete": 0,
                                      "backend_requests_while_incomplete": 0, "answered_200": 100}
     for target in ("fastgw", "nginx"):
