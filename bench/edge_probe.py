@@ -56,6 +56,7 @@ UPGRADE_STREAM = 64 << 20
 
 def nginx_edge_config(prefix: str, port: int, backends: Sequence[str]) -> str:
     servers = "".join(f"        server {b};\n" for b in backends)
+    locations = _proxied("/api/atelier") + _proxied("/api/stream", "proxy_request_buffering off;")
     return nginx_conf_text(prefix, "fastgw edge probe: nginx as the reference edge (written by "
                            "bench/edge_probe.py)", f"""    client_max_body_size {BODY_LIMIT};
     upstream backend {{
@@ -63,28 +64,21 @@ def nginx_edge_config(prefix: str, port: int, backends: Sequence[str]) -> str:
     }}
     server {{
         listen 127.0.0.1:{port};
-        location /api/atelier {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Via "{NGINX_VIA}";
-            proxy_set_header X-Request-Id $request_id;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        }}
-        location /api/stream {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Via "{NGINX_VIA}";
-            proxy_set_header X-Request-Id $request_id;
-            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            proxy_request_buffering off;
-        }}
-        location / {{
+{locations}        location / {{
             return 404;
         }}
     }}
 """)
+
+
+def _proxied(path: str, *extra: str) -> str:
+    """A location proxied to the recorder, with the fields that mark nginx's own heads."""
+    lines = ["proxy_pass http://backend;", "proxy_http_version 1.1;",
+             'proxy_set_header Connection "";', f'proxy_set_header Via "{NGINX_VIA}";',
+             "proxy_set_header X-Request-Id $request_id;",
+             "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;", *extra]
+    body = "".join(f"            {line}\n" for line in lines)
+    return f"        location {path} {{\n{body}        }}\n"
 
 
 @dataclass
