@@ -208,8 +208,13 @@ def mutated(draw: st.DrawFn, data: bytes) -> bytes:
 def connection_bytes(draw: st.DrawFn) -> list[bytes]:
     """What one client connection sends: 1-3 pipelined requests, cut into segments."""
     stream = b"".join(draw(http_request()) for _ in range(draw(st.integers(1, 3))))
-    cuts = sorted(set(draw(st.lists(st.integers(0, len(stream)), max_size=5))))
-    return [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)]) if b > a]
+    cuts = set(draw(st.lists(st.integers(0, len(stream)), max_size=5)))
+    # Cuts near a head's end too: a head with part of its body in one read, the rest later.
+    head_end = stream.find(b"\r\n\r\n")
+    if head_end != -1 and draw(st.booleans()):
+        cuts.add(min(len(stream), head_end + 4 + draw(st.integers(0, 16384))))
+    ordered = sorted(cuts)
+    return [stream[a:b] for a, b in zip([0, *ordered], [*ordered, len(stream)]) if b > a]
 
 
 # -- the test ----------------------------------------------------------------------------
