@@ -1,6 +1,7 @@
 """`python -m bench run | idle`: the load benchmark's command line.
 
     python -m bench run                      # everything, ~6-8 min on 2 cores
+    python -m bench run --set speed          # issue 15's speed targets, ~4 min
     python -m bench run --quick              # ~1 s per target and workload, 1 repeat
     python -m bench run --targets fastgw1,nginx --workloads get_c64 --repeats 5
     git worktree add /tmp/before HEAD~3 && python -m bench run --baseline /tmp/before \
@@ -19,15 +20,15 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import orjson
 
-from bench.load import ALL_TARGETS, DEFAULT_WORKLOADS, QUICK_WORKLOADS, Options, run_benchmark
+from bench.load import ALL_TARGETS, BACKEND_KINDS, BENCH_SETS, Options, run_benchmark
 from bench.loadgen import WORKLOADS
-from tests.support.procs import REPO_ROOT
 from bench.report import draw_chart, format_table, summarize, write_results
+from tests.support.procs import REPO_ROOT
 
 DEFAULT_OUT = REPO_ROOT / "bench" / "results"
 
@@ -41,15 +42,23 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="load test targets side by side (direct, fastgw, nginx...)")
+    run.add_argument("--set", dest="bench_set", choices=list(BENCH_SETS), default="default",
+                     help="; ".join(f"{name}: {b.description} (targets {','.join(b.targets)}; "
+                                    f"workloads {','.join(b.workloads)})"
+                                    for name, b in BENCH_SETS.items()))
     run.add_argument("--quick", action="store_true",
-                     help=f"1 s runs, 1 repeat, workloads {','.join(QUICK_WORKLOADS)}")
+                     help="1 s runs, 1 repeat (the default set: workloads "
+                          f"{','.join(BENCH_SETS['default'].quick_workloads)})")
     run.add_argument("--duration", type=int, help="seconds per run (default 4; --quick 1)")
     run.add_argument("--repeats", type=int, help="interleaved repeats (default 3; --quick 1)")
-    run.add_argument("--targets", type=_csv, default=list(ALL_TARGETS),
-                     help=f"comma list from {','.join(ALL_TARGETS)} (default: all)")
+    run.add_argument("--targets", type=_csv, default=None,
+                     help=f"comma list from {','.join(ALL_TARGETS)} (default: the set's)")
     run.add_argument("--workloads", type=_csv, default=None,
-                     help=f"comma list from {','.join(WORKLOADS)} "
-                          f"(default {','.join(DEFAULT_WORKLOADS)})")
+                     help=f"comma list from {','.join(WORKLOADS)} (default: the set's)")
+    run.add_argument("--backends", choices=BACKEND_KINDS, default=None,
+                     help="emulator: two IRIS emulators (every workload); nginx: one nginx "
+                          "serving two small JSON answers (no /_emulator/ workloads) "
+                          "(default: the set's)")
     run.add_argument("--backend", action="append", default=[], metavar="URL",
                      help="a real backend instead of the emulator (give two)")
     run.add_argument("--user", help="Basic auth user sent with every request")
@@ -57,8 +66,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=0, help="N of fastgwN (default: CPU count)")
     run.add_argument("--no-pin", action="store_true", help="do not taskset the emulators")
     run.add_argument("--out", type=Path, default=None,
-                     help=f"results directory (default {DEFAULT_OUT}; {DEFAULT_OUT}/baseline "
-                          "with --baseline, so the README's latest results stay)")
+                     help=f"results directory (default {DEFAULT_OUT}; {DEFAULT_OUT}/<set> for "
+                          f"another set, {DEFAULT_OUT}/baseline with --baseline, so the "
+                          "README's latest results stay)")
     run.add_argument("--baseline", type=Path, metavar="DIR",
                      help="another fastgw checkout (e.g. `git worktree add /tmp/old <commit>`): "
                           "its --workers 1 runs as target 'baseline', interleaved with fastgw1, "
@@ -71,9 +81,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    workloads = args.workloads or list(QUICK_WORKLOADS if args.quick else DEFAULT_WORKLOADS)
+    bench_set = BENCH_SETS[args.bench_set]
+    workloads = args.workloads or list(
+        bench_set.quick_workloads if args.quick else bench_set.workloads)
+    targets = args.targets or list(bench_set.targets)
     unknown = [w for w in workloads if w not in WORKLOADS]
-    bad_targets = [t for t in args.targets if t not in ALL_TARGETS]
+    bad_targets = [t for t in targets if t not in ALL_TARGETS]
     if unknown or bad_targets:
         print(f"unknown workloads {unknown} / targets {bad_targets}", file=sys.stderr)
         return 2
@@ -83,12 +96,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     if len(args.backend) not in (0, 2):
         print("give exactly two --backend URLs (or none for the emulator)", file=sys.stderr)
         return 2
+    if args.backend and args.backends:
+        print("--backend URLs and --backends: choose one", file=sys.stderr)
+        return 2
     opts = Options(
-        targets=args.targets,
+        targets=targets,
         workloads=workloads,
         duration=args.duration or (1 if args.quick else 4),
         repeats=args.repeats or (1 if args.quick else 3),
         backends=args.backend,
+        backend_kind=args.backends or bench_set.backends,
         user=args.user,
         password=args.password,
         warmup=1,
@@ -97,8 +114,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         baseline=args.baseline.resolve() if args.baseline else None,
         log=lambda line: print(line, flush=True),
     )
-    out = args.out or (DEFAULT_OUT / "baseline" if args.baseline else DEFAULT_OUT)
-    doc = summarize(run_benchmark(opts))
+    out = args.out or (DEFAULT_OUT / "baseline" if args.baseline
+                       else DEFAULT_OUT if args.bench_set == "default"
+                       else DEFAULT_OUT / args.bench_set)
+    raw = run_benchmark(opts)
+    raw["set"] = args.bench_set
+    doc = summarize(raw)
     print()
     print(format_table(doc))
     path, latest = write_results(doc, out)

@@ -5,12 +5,12 @@ nginx costs for the same job on the same box in the same minute" means a lot. Th
 follow reference/performance.md: upstream keep-alive on (nginx `keepalive 128` +
 HTTP/1.1 + empty Connection header; HAProxy `http-reuse always`), one worker, no access log.
 
-Both run in a temporary prefix directory, in the foreground, so they work as root and as an
-ordinary user and leave nothing behind: nginx gets `-p DIR -e DIR/error.log` (so it never
-touches /var/log/nginx, which a non-root user cannot open) and every temp path inside DIR;
-as root, `user` is set to root's own account because the default (`nobody`) could not write
-the temp dirs we created. Basic auth for real backends needs no config line: the load
-generator sends the Authorization header and both proxies forward it untouched.
+Both run in a temporary prefix directory, in the foreground (bench/server_process.py): nginx
+gets `-p DIR -e DIR/error.log` (so it never touches /var/log/nginx, which a non-root user
+cannot open) and every temp path inside DIR; as root, `user` is set to root's own account
+because the default (`nobody`) could not write the temp dirs we created. Basic auth for real
+backends needs no config line: the load generator sends the Authorization header and both
+proxies forward it untouched.
 """
 
 from __future__ import annotations
@@ -21,17 +21,36 @@ import pwd
 import resource
 import shutil
 import subprocess
-import tempfile
-import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Sequence
 
-from tests.support.gateway import free_port, wait_port
+from bench.server_process import ServerProcess
+from tests.support.gateway import free_port
 
-__all__ = ["AnchorProcess", "nginx_config", "haproxy_config", "NGINX", "HAPROXY"]
+__all__ = [
+    "ANCHOR_EQUIVALENT_SETTINGS",
+    "HAPROXY",
+    "NGINX",
+    "AnchorProcess",
+    "haproxy_config",
+    "nginx_args",
+    "nginx_conf_text",
+    "nginx_config",
+    "nginx_main",
+]
 
 NGINX = "nginx"
 HAPROXY = "haproxy"
+
+# What the nginx anchor sets away from fastgw's defaults, as fastgw setting -> value; the
+# bench gives fastgw the same (bench/load.py) so both do the same job.
+ANCHOR_EQUIVALENT_SETTINGS = {
+    "keepalive_requests": 1000000,  # nginx `keepalive_requests 1000000` (server side)
+    "upstream_keepalive_pool_size": 128,  # nginx `upstream { keepalive 128; }`
+    # nginx's `keepalive_requests` inside `upstream` is left at its default, 1000 since
+    # nginx 1.19.10 (fastgw's default, Kong's, is 10000).
+    "upstream_keepalive_max_requests": 1000,
+}
 
 
 def _user_line() -> str:
@@ -42,18 +61,19 @@ def _user_line() -> str:
     return f"user {user} {group};\n"
 
 
-def nginx_config(prefix: str, port: int, backends: Sequence[str]) -> str:
-    """One worker, upstream keep-alive, round robin, streaming like fastgw does.
+_NGINX_TEMP_DIRS = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
 
-    proxy_request_buffering off: stream the 1 MiB POST to the backend as it arrives (as
-    fastgw does) instead of spooling it to a temp file first. proxy_max_temp_file_size 0:
-    responses larger than the memory buffers are relayed at the client's pace, never
-    written to disk (fastgw never touches the disk either). client_max_body_size 0: no limit
-    (nginx's default 1m would reject a body a header's worth over 1 MiB).
+
+def nginx_main(prefix: str) -> str:
+    """The config's start up to `http {`: one worker, every path inside `prefix`, no log.
+
+    Creates the temp directories it names. `keepalive_requests 1000000`: a client connection
+    is never closed by nginx for its request count during a run (nginx's default is 1000).
     """
-    servers = "".join(f"        server {b};\n" for b in backends)
-    return f"""# fastgw bench anchor: nginx, one worker (written by bench/anchors.py)
-{_user_line()}worker_processes 1;
+    for sub in (*_NGINX_TEMP_DIRS, "logs"):  # logs/: where -p points nginx before -e applies
+        Path(prefix, sub).mkdir(exist_ok=True)
+    temp = "".join(f"    {sub}_temp_path {prefix}/{sub};\n" for sub in _NGINX_TEMP_DIRS)
+    return f"""{_user_line()}worker_processes 1;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
 worker_rlimit_nofile 65536;
@@ -62,15 +82,36 @@ events {{
 }}
 http {{
     access_log off;
-    client_body_temp_path {prefix}/client_body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-    keepalive_requests 1000000;
+{temp}    keepalive_requests {ANCHOR_EQUIVALENT_SETTINGS["keepalive_requests"]};
     keepalive_timeout 75s;
-    upstream iris {{
-{servers}        keepalive 128;
+"""
+
+
+def nginx_conf_text(prefix: str, title: str, http: str) -> str:
+    """A whole nginx.conf from nginx_main: `http` is the rest of its http block."""
+    return f"# {title}\n{nginx_main(prefix)}{http}}}\n"
+
+
+def nginx_args(binary: str, prefix: str, config: Path) -> list[str]:
+    return [binary, "-p", prefix, "-e", f"{prefix}/error.log", "-c", str(config),
+            "-g", "daemon off;"]
+
+
+def nginx_config(prefix: str, port: int, backends: Sequence[str]) -> str:
+    """One worker, upstream keep-alive, round robin; request bodies buffered as fastgw does.
+
+    Request buffering is nginx's default (on), as it is Kong's and fastgw's: the body is
+    read whole (spooled to DIR/client_body past the memory buffer) before the request goes
+    upstream. proxy_max_temp_file_size 0: responses larger than the memory buffers are
+    relayed at the client's pace, never written to disk (fastgw streams responses too).
+    client_max_body_size 0: no limit (nginx's default 1m would reject a body a header's
+    worth over 1 MiB).
+    """
+    servers = "".join(f"        server {b};\n" for b in backends)
+    pool = ANCHOR_EQUIVALENT_SETTINGS["upstream_keepalive_pool_size"]
+    return f"""# fastgw bench anchor: nginx, one worker (written by bench/anchors.py)
+{nginx_main(prefix)}    upstream iris {{
+{servers}        keepalive {pool};
     }}
     server {{
         listen 127.0.0.1:{port};
@@ -79,7 +120,6 @@ http {{
             proxy_pass http://iris;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
-            proxy_request_buffering off;
             proxy_max_temp_file_size 0;
         }}
     }}
@@ -117,97 +157,34 @@ backend iris
 {servers}"""
 
 
-class AnchorProcess:
+class AnchorProcess(ServerProcess):
     """nginx or HAProxy in the foreground on a free port, in a temp prefix directory."""
 
     def __init__(
         self, kind: str, backends: Sequence[str], *, startup_timeout: float = 10.0,
         taskset: str | None = None,
+        nginx_conf: Callable[[str, int, Sequence[str]], str] = nginx_config,
     ) -> None:
+        """`nginx_conf(prefix, port, backends)`: the nginx.conf to run (bench/edge_probe
+        runs nginx with its limits instead of the load test's config)."""
         assert kind in (NGINX, HAPROXY)
+        super().__init__(kind, [free_port()], startup_timeout=startup_timeout, taskset=taskset)
         self.kind = kind
-        self.port = free_port()
-        self._dir = tempfile.TemporaryDirectory(prefix=f"bench-{kind}-")
-        self.prefix = self._dir.name
-        self.startup_timeout = startup_timeout
-        binary = shutil.which(kind) or f"/usr/sbin/{kind}"
-        self.binary = binary
+        self.binary = shutil.which(kind) or f"/usr/sbin/{kind}"
         if kind == NGINX:
-            for sub in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi", "logs"):
-                Path(self.prefix, sub).mkdir()
-            self.config_text = nginx_config(self.prefix, self.port, backends)
-            self.config_path = Path(self.prefix, "nginx.conf")
-            args = [binary, "-p", self.prefix, "-e", f"{self.prefix}/error.log",
-                    "-c", str(self.config_path), "-g", "daemon off;"]
+            path = self.write_config("nginx.conf", nginx_conf(self.prefix, self.port, backends))
+            self.args = nginx_args(self.binary, self.prefix, path)
         else:
-            self.config_text = haproxy_config(self.prefix, self.port, backends)
-            self.config_path = Path(self.prefix, "haproxy.cfg")
-            args = [binary, "-db", "-f", str(self.config_path)]
-        self.config_path.write_text(self.config_text)
-        if taskset:
-            args = ["taskset", "-c", taskset, *args]
-        self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = Path(self.prefix, "stderr.log")
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+            path = self.write_config("haproxy.cfg",
+                                     haproxy_config(self.prefix, self.port, backends))
+            self.args = [self.binary, "-db", "-f", str(path)]
 
     def version(self) -> str:
-        out = subprocess.run([self.binary, "-v"], capture_output=True, text=True, timeout=5)
-        text = (out.stdout + out.stderr).strip().splitlines()
-        return text[0] if text else "?"
+        return binary_version(self.binary)
 
-    def start(self) -> "AnchorProcess":
-        self._log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            self.args, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            cwd=self.prefix,
-        )
-        deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                wait_port("127.0.0.1", self.port, 0.2)
-                return self
-            except TimeoutError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"{self.kind} did not listen:\n{self.log()}")
 
-    def log(self) -> str:
-        text = ""
-        for name in ("stderr.log", "error.log"):
-            try:
-                text += Path(self.prefix, name).read_text(errors="replace")
-            except OSError:
-                pass
-        return text
-
-    def stop(self) -> int | None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.terminate()  # nginx: fast shutdown; haproxy -db: exits
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        self._log.close()
-        return proc.returncode
-
-    def __enter__(self) -> "AnchorProcess":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-        self._dir.cleanup()
+def binary_version(binary: str) -> str:
+    """First line of `binary -v` (nginx prints it on stderr, HAProxy on stdout)."""
+    out = subprocess.run([binary, "-v"], check=False, capture_output=True, text=True, timeout=5)
+    text = (out.stdout + out.stderr).strip().splitlines()
+    return text[0] if text else "?"

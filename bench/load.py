@@ -8,8 +8,13 @@ Shape of a run (why it is done this way):
   handing one target a bad minute. Medians over repeats are what we quote.
 * `direct` is the load generator talking to backend A alone: the ceiling, and its "proxy
   CPU" is the backend's own CPU (as in reference/performance.md).
-* Emulator backends are pinned with taskset (to the last allowed CPU) when there are at
-  least two CPUs, so they do not migrate onto the core the proxy under test is using.
+* Backends are the IRIS emulator (two processes; every workload) or one nginx serving two
+  fixed small JSON answers (bench/nginx_backends.py; the cheapest backend, used by the
+  speed set). Either is pinned with taskset (to the last allowed CPU) when there are at
+  least two CPUs, so it does not migrate onto the core the proxy under test is using.
+* fastgw gets the nginx anchor's settings where they differ from fastgw's defaults
+  (anchors.ANCHOR_EQUIVALENT_SETTINGS), so both do the same job. `fastgw1py` is fastgw1
+  with FASTGW_PURE_PYTHON=1; every fastgw target records the build it ran.
 * CPU per request is measured around each run on the target's process tree
   (bench/procstat.py); requests come from the load generator's own count.
 """
@@ -23,23 +28,61 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
-from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from bench.anchors import HAPROXY, NGINX, AnchorProcess
-from tests.support.gateway import GatewayProcess, config_for_targets
+from bench.anchors import ANCHOR_EQUIVALENT_SETTINGS, HAPROXY, NGINX, AnchorProcess
+from bench.fastgw_build import PURE_PYTHON_ENV, describe_build, is_pure_python
 from bench.loadgen import WORKLOADS, LoadResult, Workload, loadgen_name, run_load
-from tests.support.procs import IrisProcess
+from bench.nginx_backends import NginxBackends
 from bench.procstat import RssSampler, cpu_seconds_between, cpu_snapshot, memory_kb
+from bench.server_process import MinimalProxyProcess
+from tests.support.gateway import GatewayProcess, config_for_targets
+from tests.support.procs import IrisProcess
 
-__all__ = ["Options", "ALL_TARGETS", "DEFAULT_WORKLOADS", "QUICK_WORKLOADS", "run_benchmark"]
+__all__ = [
+    "ALL_TARGETS",
+    "BENCH_SETS",
+    "DEFAULT_WORKLOADS",
+    "QUICK_WORKLOADS",
+    "BenchSet",
+    "Options",
+    "run_benchmark",
+]
 
-ALL_TARGETS = ("direct", "fastgw1", "fastgwN", "nginx", "haproxy")
+ALL_TARGETS = ("direct", "fastgw1", "fastgw1py", "fastgwN", "nginx", "minimal", "haproxy")
 DEFAULT_WORKLOADS = ("get_c1", "get_c64", "get_c512", "bytes_1m", "post_1m", "get_close")
 QUICK_WORKLOADS = ("get_c8", "bytes_1m")
+EMULATOR, NGINX_BACKENDS = "emulator", "nginx"
+BACKEND_KINDS = (EMULATOR, NGINX_BACKENDS)
+
+
+@dataclass(frozen=True)
+class BenchSet:
+    """A named run: its targets, workloads and backends (each overridable by a flag)."""
+
+    targets: tuple[str, ...]
+    workloads: tuple[str, ...]
+    quick_workloads: tuple[str, ...]
+    backends: str
+    description: str
+
+
+BENCH_SETS = {
+    "default": BenchSet(("direct", "fastgw1", "fastgwN", "nginx", "haproxy"), DEFAULT_WORKLOADS,
+                        QUICK_WORKLOADS, EMULATOR,
+                        "fastgw against nginx and HAProxy on every workload (emulator backends)"),
+    # Issue 15's speed targets: fastgw --workers 1, compiled and pure Python, against nginx,
+    # with the minimal Python proxy as the reachable floor, on nginx backends.
+    "speed": BenchSet(("direct", "fastgw1", "fastgw1py", "nginx", "minimal", "haproxy"),
+                      ("get_c64", "get_c1", "get_close"), ("get_c64", "get_c1", "get_close"),
+                      NGINX_BACKENDS,
+                      "issue 15's speed targets: fastgw1 and fastgw1py vs nginx (nginx backends)"),
+}
 INSTALL_HINT = {
     "wrk": "apt-get install wrk",
     NGINX: "apt-get install nginx-light",
@@ -50,11 +93,12 @@ INSTALL_HINT = {
 
 @dataclass
 class Options:
-    targets: list[str] = field(default_factory=lambda: list(ALL_TARGETS))
+    targets: list[str] = field(default_factory=lambda: list(BENCH_SETS["default"].targets))
     workloads: list[str] = field(default_factory=lambda: list(DEFAULT_WORKLOADS))
     duration: int = 4
     repeats: int = 3
-    backends: list[str] = field(default_factory=list)  # external backend URLs; empty = emulator
+    backends: list[str] = field(default_factory=list)  # external backend URLs
+    backend_kind: str = EMULATOR  # without external URLs: EMULATOR or NGINX_BACKENDS
     user: str | None = None
     password: str | None = None
     warmup: int = 1
@@ -73,6 +117,8 @@ class Target:
     config: Any  # exact configuration (text for anchors, dict for fastgw)
     command: list[str]
     version: str = ""
+    build: str | None = None  # fastgw targets: fastgw_build.describe_build()
+    env: dict[str, str] = field(default_factory=dict)  # set on top of the harness's
 
 
 def cpu_list() -> list[int]:
@@ -111,13 +157,25 @@ def missing_tools(opts: Options) -> list[str]:
     for kind in (NGINX, HAPROXY):
         if kind in opts.targets and shutil.which(kind) is None:
             hints.append(f"{kind} not found ({INSTALL_HINT[kind]}); target '{kind}' skipped")
+    if _backend_kind(opts) == NGINX_BACKENDS and shutil.which(NGINX) is None:
+        hints.append(f"{NGINX} not found ({INSTALL_HINT[NGINX]}); emulator backends instead")
     if opts.pin and not opts.backends and shutil.which("taskset") is None:
         hints.append(f"taskset not found ({INSTALL_HINT['taskset']}); backends not pinned")
     return hints
 
 
+def _backend_kind(opts: Options) -> str:
+    """What will serve: "external" (--backend URLs), nginx if asked and installed, else the
+    emulator."""
+    if opts.backends:
+        return "external"
+    if opts.backend_kind == NGINX_BACKENDS and shutil.which(NGINX) is not None:
+        return NGINX_BACKENDS
+    return EMULATOR
+
+
 def _start_backends(stack: ExitStack, opts: Options) -> tuple[list[str], list[int], dict[str, Any]]:
-    """(host:port list, pids, description). Two emulators unless --backend URLs were given."""
+    """(host:port list, pids, description): --backend URLs, one nginx, or two emulators."""
     if opts.backends:
         addrs = []
         for url in opts.backends:
@@ -128,6 +186,11 @@ def _start_backends(stack: ExitStack, opts: Options) -> tuple[list[str], list[in
         return addrs, [], {"kind": "external", "urls": opts.backends, "pinned": None}
     cpus = cpu_list()
     pin = str(cpus[-1]) if opts.pin and len(cpus) >= 2 and shutil.which("taskset") else None
+    if _backend_kind(opts) == NGINX_BACKENDS:
+        nginx = stack.enter_context(NginxBackends(taskset=pin))
+        return nginx.addresses, [nginx.pid], {
+            "kind": "nginx (bench/nginx_backends.py)", "version": nginx.version(),
+            "addresses": nginx.addresses, "pinned_cpu": pin, "config": nginx.config_text}
     pids, addrs = [], []
     for ident in ("A", "B"):
         iris = stack.enter_context(
@@ -142,32 +205,54 @@ def _start_target(stack: ExitStack, name: str, backends: list[str], backend_pids
     if name == "direct":
         return Target(name, "direct", f"http://{backends[0]}", backend_pids[:1], None,
                       [], "backend A alone (the ceiling)")
-    if name in ("fastgw1", "fastgwN"):
-        workers = 1 if name == "fastgw1" else (opts.workers_n or len(cpu_list()))
-        # Route "/" (not just /api/atelier) so the /_emulator/ workloads pass too, exactly
-        # like the anchors' `location /`.
-        config = config_for_targets(backends, route={"paths": ["/"]})
-        gw = stack.enter_context(GatewayProcess(config, workers=workers))
-        return Target(name, "fastgw", gw.url, [gw.pid], gw.config,
-                      [sys.executable, "-m", "fastgw", "run", "-c", "<config>"],
-                      f"fastgw --workers {workers}")
+    if name in ("fastgw1", "fastgw1py", "fastgwN"):
+        workers = 1 if name != "fastgwN" else (opts.workers_n or len(cpu_list()))
+        env = dict(PURE_PYTHON_ENV) if name == "fastgw1py" else {}
+        return _start_fastgw(stack, name, backends, workers, env, None,
+                             f"fastgw --workers {workers}")
     if name == "baseline" and opts.baseline is not None:
-        config = config_for_targets(backends, route={"paths": ["/"]})
-        gw = stack.enter_context(GatewayProcess(config, workers=1, root=opts.baseline))
-        return Target(name, "fastgw", gw.url, [gw.pid], gw.config,
-                      [sys.executable, "-m", "fastgw", "run", "-c", "<config>"],
-                      f"fastgw --workers 1 from {opts.baseline} ({_commit(opts.baseline)})")
+        return _start_fastgw(stack, name, backends, 1, {}, opts.baseline,
+                             f"fastgw --workers 1 from {opts.baseline} "
+                             f"({_commit(opts.baseline)})")
     if name in (NGINX, HAPROXY):
         anchor = stack.enter_context(AnchorProcess(name, backends))
-        return Target(name, name, anchor.url, [anchor.pid], anchor.config_text, anchor.args,
-                      anchor.version())
+        return Target(name, name, anchor.url, [anchor.pid], anchor.config_text,
+                      anchor.command(), anchor.version())
+    if name == "minimal":
+        proxy = stack.enter_context(MinimalProxyProcess(backends))
+        return Target(name, "minimal", proxy.url, [proxy.pid], None, proxy.command(),
+                      proxy.version())
     raise ValueError(f"unknown target {name!r} (choose from {', '.join(ALL_TARGETS)})")
+
+
+def _start_fastgw(stack: ExitStack, name: str, backends: list[str], workers: int,
+                  env: dict[str, str], root: Path | None, version: str) -> Target:
+    # Route "/" (not just /api/atelier) so the /_emulator/ workloads pass too, exactly
+    # like the anchors' `location /`.
+    config = config_for_targets(backends, route={"paths": ["/"]},
+                                gateway=dict(ANCHOR_EQUIVALENT_SETTINGS))
+    gw = stack.enter_context(GatewayProcess(config, workers=workers, env=env, root=root))
+    command = [sys.executable, "-m", "fastgw", "run", "-c", "<config>"]
+    if env:
+        command = ["env", *(f"{k}={v}" for k, v in env.items()), *command]
+    return Target(name, "fastgw", gw.url, [gw.pid], gw.config, command, version,
+                  build=describe_build(gw.log(), gw.root, env), env=env)
+
+
+def _build_warning(target: Target) -> str | None:
+    """fastgw1py must run pure Python, and fastgw1 should not (say so, never fail)."""
+    pure = is_pure_python(target.build or "")
+    if target.name == "fastgw1py" and pure is False:
+        return f"fastgw1py runs build '{target.build}' although {PURE_PYTHON_ENV} is set"
+    if target.name == "fastgw1" and pure is True:
+        return f"fastgw1 runs build '{target.build}': no compiled modules (pip install -e .)"
+    return None
 
 
 def _commit(root: Path) -> str:
     """The checkout's commit, for the record (or "?" outside git)."""
     try:
-        out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"],
+        out = subprocess.run(["git", "-C", str(root), "log", "-1", "--format=%h %s"], check=False,
                              capture_output=True, text=True, timeout=10)
     except OSError:
         return "?"
@@ -218,7 +303,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         at = targets.index("fastgw1") + 1 if "fastgw1" in targets else len(targets)
         targets.insert(at, "baseline")
     workloads = [WORKLOADS[w] for w in opts.workloads]
-    if opts.backends:
+    if _backend_kind(opts) != EMULATOR:
         skipped = [w.name for w in workloads if w.emulator_only]
         if skipped:
             log(f"note: {', '.join(skipped)} need the emulator's /_emulator/ endpoints; skipped")
@@ -244,10 +329,16 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
             target = _start_target(stack, name, addrs, backend_pids, opts)
             _check(target.url, headers)
             running.append(target)
-            log(f"started {name:8s} {target.url}  ({target.version})")
+            build = f", build: {target.build}" if target.build else ""
+            log(f"started {name:9s} {target.url}  ({target.version}{build})")
+            warning = _build_warning(target)
+            if warning:
+                log(f"warning: {warning}")
+                doc["notes"].append(warning)
         doc["targets"] = {
             t.name: {"kind": t.kind, "url": t.url, "version": t.version, "command": t.command,
-                     "config": t.config}
+                     "config": t.config, "env": t.env,
+                     **({"build": t.build} if t.build is not None else {})}
             for t in running
         }
         if opts.warmup:
@@ -264,7 +355,7 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
                     run["repeat"] = repeat
                     runs.append(run)
                     log(f"[{len(runs):3d}/{total}] r{repeat} {workload.name:9s} "
-                        f"{target.name:8s} {run['rps']:9.0f} req/s  "
+                        f"{target.name:9s} {run['rps']:9.0f} req/s  "
                         f"p99 {run['latency_us'].get('p99', 0) / 1000:7.2f} ms  "
                         f"cpu {run['cpu_us_per_request'] or 0:7.1f} us/req  "
                         f"err {run['error_count'] + run['non2xx']}")

@@ -22,7 +22,20 @@ from fastgw.config import load_declarative
 from fastgw.dataplane.downstream import ClientConnection
 from fastgw.dataplane.server import ProxyServer
 from fastgw.dataplane.upstream import UpstreamConnection
+from collections import deque
+
 from tests.support.transport import RecordingTransport
+
+
+class NullTransport(RecordingTransport):
+    """A transport whose writes cost what a C call costs and keep nothing: the bench
+    measures fastgw's Python, not a fake transport's."""
+
+    def __init__(self, peer: tuple[str, int], sock: tuple[str, int]) -> None:
+        super().__init__(peer, sock, keep=False)
+        sink: deque[bytes] = deque(maxlen=0)
+        self.write = sink.append  # type: ignore[method-assign]
+        self.writelines = sink.extend  # type: ignore[method-assign]
 
 REQUEST = b"GET /api/atelier/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
 BODY = b'{"status":{"errors":[],"summary":""},"console":[],"result":{"content":{"id":"A"}}}'
@@ -62,13 +75,12 @@ def measure(n: int) -> float:
     asyncio.set_event_loop(loop)
     server = ProxyServer(config(), loop)
     down = ClientConnection(server, 8000)
-    down.connection_made(RecordingTransport(keep=False))
+    down.connection_made(NullTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
     # Warm one pooled connection per target so every request takes the keep-alive path.
     for upstream in server.snapshot.upstreams.values():
         for target in upstream.targets:
             conn = UpstreamConnection(target.pool)
-            conn.connection_made(RecordingTransport((target.host, target.port),
-                                                    ("127.0.0.1", 50000), keep=False))
+            conn.connection_made(NullTransport((target.host, target.port), ("127.0.0.1", 50000)))
             target.pool.idle.append(conn)
             target.pool.max_requests = 1 << 62  # never retire the fake connections
 

@@ -15,6 +15,7 @@ import copy
 import re
 import time
 import uuid
+from dataclasses import fields
 from typing import Any, Iterable, Mapping
 
 from fastgw.config.model import (
@@ -227,11 +228,11 @@ class _Loader:
         seen_p: set[tuple[Any, ...]] = set()
         for it in self.items["plugins"]:
             d = it.data
-            key = (d["name"], d.get("route"), d.get("service"), d.get("consumer"))
-            if key in seen_p:
+            pkey = (d["name"], d.get("route"), d.get("service"), d.get("consumer"))
+            if pkey in seen_p:
                 self.errors.append((it.path, f"uniqueness violation: 'plugins' entity with "
                                     f"name set to '{d['name']}' already declared on this scope"))
-            seen_p.add(key)
+            seen_p.add(pkey)
 
     # -- building ------------------------------------------------------------------------
     def build(self) -> dict[str, tuple[Any, ...]]:
@@ -278,7 +279,8 @@ def _tuples(v: Any) -> Any:
 def _make(kind: str, d: Mapping[str, Any]) -> Any:
     """Build a model entity from a validated, resolved field dict."""
     cls = _CLASSES[kind]
-    kw = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+    names = {f.name for f in fields(cls)}
+    kw = {k: v for k, v in d.items() if k in names}
     for k, v in kw.items():
         if k == "headers" and v is not None:
             kw[k] = {name: tuple(vals) for name, vals in v.items()}
@@ -379,7 +381,7 @@ def load_declarative(
     if errors:
         raise ConfigError(errors)
     built = ld.build()
-    return Config(format_version=fmt, gateway=gateway, warnings=tuple(warnings), extra=extra,
+    return Config(format_version=str(fmt), gateway=gateway, warnings=tuple(warnings), extra=extra,
                   **built)
 
 

@@ -9,7 +9,7 @@ import os
 from typing import Any, Mapping
 
 import orjson
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from fastgw.config.declarative import load_declarative
 from fastgw.config.model import Config

@@ -153,10 +153,7 @@ def parse_service_url(url: str) -> dict[str, Any]:
     return {"protocol": proto, "host": host, "port": port, "path": u.path or None}
 
 
-_DC = dict(frozen=True, slots=True, kw_only=True)
-
-
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Service:
     id: str = field(default_factory=new_id)
     name: str | None = None
@@ -181,7 +178,7 @@ class Service:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     id: str = field(default_factory=new_id)
     name: str | None = None
@@ -210,7 +207,7 @@ class Route:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Upstream:
     id: str = field(default_factory=new_id)
     name: str
@@ -238,7 +235,7 @@ class Upstream:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Target:
     id: str = field(default_factory=new_id)
     upstream: str  # upstream id
@@ -252,7 +249,7 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Consumer:
     id: str = field(default_factory=new_id)
     username: str | None = None
@@ -265,7 +262,7 @@ class Consumer:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Plugin:
     id: str = field(default_factory=new_id)
     name: str
@@ -287,7 +284,7 @@ class Plugin:
 Entity = Service | Route | Upstream | Target | Consumer | Plugin
 
 
-@dataclass(**_DC)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     # Version of the source document; entities always carry 3.0 semantics (2.x regex
     # paths are migrated on load), so it does not take part in equality.

@@ -196,7 +196,7 @@ NOT_ENFORCED = "not supported yet, kept but not enforced"
 
 # --------------------------------------------------------------------------- entity checks
 
-_EMPTY = (None, [], {})
+_EMPTY: tuple[Any, ...] = (None, [], {})
 _COND = "failed conditional validation given value of field '{}'"
 _HTTP_MATCH = ("methods", "hosts", "headers", "paths")
 _EXCLUSIVE = (("http", "https"), ("tcp", "tls", "udp"), ("tls_passthrough",),

@@ -227,14 +227,14 @@ def cross_workspace_errors(configs: Mapping[str, Config]) -> Errors:
                 seen_id.setdefault(ent.id, ws)
         for i, route in enumerate(cfg.routes):
             for anchor in _anchors(route):
-                for other_ws, other in buckets.get(anchor, ()):
+                for other_ws, other_route in buckets.get(anchor, ()):
                     if other_ws == ws:
                         continue
-                    why = route_collision(route, other)
+                    why = route_collision(route, other_route)
                     if why:
                         errors.append((f"{prefix}routes[{i}]", f"route {_label(route)} collides "
-                                       f"with route {_label(other)} in workspace '{other_ws}': "
-                                       f"{why}"))
+                                       f"with route {_label(other_route)} in workspace "
+                                       f"'{other_ws}': {why}"))
                         break
                 else:
                     continue
@@ -253,4 +253,5 @@ def merge_configs(configs: Iterable[Config]) -> Config:
     merged: dict[str, tuple[Any, ...]] = {}
     for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins"):
         merged[kind] = tuple(e for c in items for e in getattr(c, kind))
-    return replace(base, warnings=tuple(w for c in items for w in c.warnings), **merged)
+    return replace(base, warnings=tuple(w for c in items for w in c.warnings),
+                   **merged)  # type: ignore[arg-type]  # entity tuples by collection name

@@ -54,7 +54,7 @@ from bisect import bisect_left
 from collections.abc import Collection, Mapping, Sequence
 from hashlib import blake2b
 from math import gcd, inf
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote_plus
 from zlib import crc32
 
@@ -73,9 +73,9 @@ Avail = Sequence[Any]  # bytearray, list[bool] or list[int]; truthy = may receiv
 
 # Longest SWRR period (sum of gcd-reduced weights) that is recorded for replay.
 # Larger periods (odd weights like 997/1000) always use the explicit loop.
-_MAX_PERIOD = 1024
-_POINTS_PER_TARGET = 160  # Ketama/Kong default
-_MIN_SLOTS = 1000  # Kong clamps slots to >= 1000 for the continuum
+_MAX_PERIOD: Final = 1024
+_POINTS_PER_TARGET: Final = 160  # Ketama/Kong default
+_MIN_SLOTS: Final = 1000  # Kong clamps slots to >= 1000 for the continuum
 
 
 class SmoothWeightedRoundRobin:
@@ -121,6 +121,12 @@ class SmoothWeightedRoundRobin:
             self._k = 0 if nk == self._period else nk
             return self._seq[k]  # type: ignore[index]
         return self._pick_slow(available, exclude)
+
+    def acquire(self, i: int) -> None:
+        """Attempts are not counted (only least-connections needs them)."""
+
+    def release(self, i: int) -> None:
+        """See acquire."""
 
     def _pick_slow(self, available: Avail, exclude: Collection[int]) -> int | None:
         if self._seq is not None:
@@ -240,9 +246,8 @@ class ConsistentHashRing:
         n = self._npoints
         if not n:
             return None
-        if hash_value.__class__ is str:
-            hash_value = hash_value.encode()  # type: ignore[union-attr]
-        i = bisect_left(self._pos, crc32(hash_value))  # type: ignore[arg-type]
+        data = hash_value.encode() if isinstance(hash_value, str) else hash_value
+        i = bisect_left(self._pos, crc32(data))
         if i == n:
             i = 0  # wrap around the circle
         t = self._owner[i]
@@ -347,6 +352,12 @@ class HashingBalancer:
         # Kong hashes a missing value as "" (all such requests share one target).
         return self._pick(b"" if key is None else key, available, exclude)
 
+    def acquire(self, i: int) -> None:
+        """Attempts are not counted (only least-connections needs them)."""
+
+    def release(self, i: int) -> None:
+        """See acquire."""
+
 
 Balancer = SmoothWeightedRoundRobin | HashingBalancer | LeastConnections
 
@@ -404,7 +415,7 @@ def _query_arg(query: str, name: str) -> str | None:
     return ",".join(values)
 
 
-_EMPTY: Mapping[str, str] = {}
+_EMPTY: Final[Mapping[str, str]] = {}
 
 
 def hash_input(upstream: Any, side: str = "on", *, client_ip: str = "",

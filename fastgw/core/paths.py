@@ -32,12 +32,14 @@ Two pure functions, both on the per-request path:
 
 from __future__ import annotations
 
+from typing import Final
+
 import re
 
 __all__ = ["normalize_path", "join_upstream_path", "sanitize_uri_postfix"]
 
-_PCT_RE = re.compile(r"%([0-9A-Fa-f]{2})")
-_UNRESERVED = frozenset(
+_PCT_RE: Final = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED: Final = frozenset(
     "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
 )
 

@@ -62,16 +62,16 @@ import re
 import re._constants as _sre_c  # type: ignore[import-not-found]
 import re._parser as _sre_parse  # type: ignore[import-not-found]
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastgw.core.paths import join_upstream_path, normalize_path
 
 __all__ = ["Router", "RouteMatch", "RouteLike"]
 
-_MAX_HEADER_COUNT = 255  # Kong caps headers_count at 8 bits
-_NO_RANK = 1 << 62
+_MAX_HEADER_COUNT: Final = 255  # Kong caps headers_count at 8 bits
+_NO_RANK: Final = 1 << 62
 # PCRE named groups "(?<name>...)" -> Python "(?P<name>...)" (not lookbehinds).
-_PCRE_NAMED_GROUP = re.compile(r"\(\?<(?=[A-Za-z_])")
+_PCRE_NAMED_GROUP: Final = re.compile(r"\(\?<(?=[A-Za-z_])")
 
 
 class RouteLike(Protocol):
@@ -305,7 +305,8 @@ def _extra_ok(e: _Entry, hname: str | None, port: str | None,
 class Router:
     """Compiled, immutable route table. Build with :meth:`Router.compile`."""
 
-    __slots__ = ("_root", "_has_hosts", "_port_hosts", "_order", "uses_headers", "routes")
+    __slots__ = ("_root", "_has_hosts", "_port_hosts", "_order", "uses_headers", "uses_methods",
+                 "routes")
 
     def __init__(self) -> None:
         self._root = _Node("")
@@ -313,7 +314,13 @@ class Router:
         self._port_hosts = False
         self._order: tuple[tuple[Any, tuple[str, ...] | None], ...] = ()
         self.uses_headers = False
+        self.uses_methods = False  # some route has a methods condition
         self.routes: tuple[Any, ...] = ()
+
+    @property
+    def uses_hosts(self) -> bool:
+        """Some route has a hosts condition (else a request's host never matters)."""
+        return self._has_hosts
 
     @classmethod
     def compile(cls, routes: Sequence[RouteLike]) -> Router:
@@ -324,6 +331,8 @@ class Router:
         for order, route in enumerate(self.routes):
             methods, hosts, headers = route.methods, route.hosts, route.headers
             paths = route.paths
+            if methods:
+                self.uses_methods = True
             weight = (1 if methods else 0) + (1 if hosts else 0) + (1 if headers else 0) \
                 + (1 if paths else 0)
             plain_host_only = 1 if hosts and not any("*" in h for h in hosts) else 0
@@ -352,7 +361,7 @@ class Router:
 
         # 2. Hang one entry per (group, path) on the trie; rank = sorted position.
         root = self._root
-        for rank, (_key, route, plist, is_rx) in enumerate(groups):
+        for rank, (_key, route, group_paths, is_rx) in enumerate(groups):
             methods_fs = frozenset(route.methods) if route.methods else None
             hdrs = self._compile_headers(route.headers) if route.headers else None
             exact: list[str] = []
@@ -372,7 +381,7 @@ class Router:
                 self._has_hosts = True
             if hdrs is not None:
                 self.uses_headers = True
-            for path in plist or (None,):
+            for path in group_paths or (None,):
                 rx: re.Pattern[str] | None = None
                 need: str | None = None
                 if path is None:

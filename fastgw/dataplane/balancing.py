@@ -21,7 +21,12 @@ import time
 import uuid
 from typing import Any, Sequence
 
-from fastgw.core.balancer import balancer_key, hash_cookie_header, make_balancer
+from fastgw.core.balancer import (
+    LeastConnections,
+    balancer_key,
+    hash_cookie_header,
+    make_balancer,
+)
 from fastgw.core.canary import CanaryConfig, client_key, goes_to_canary, override_value
 from fastgw.core.health import HealthPolicy
 from fastgw.core.http.request import RequestHead
@@ -45,12 +50,27 @@ class BalanceContext:
         self.upstream_uri: bytes | None = None  # replaces the upstream path (canary)
 
 
+class TargetPicker:
+    """A route plan's balancer: picks a target for an attempt, and is told when it ends."""
+
+    __slots__ = ()
+    counts = False  # least-connections: pick() counted the attempt; release() uncounts it
+    needs_key = False  # pick() reads the request (a BalanceContext is built for it)
+
+    def pick(self, ctx: BalanceContext | None,
+             tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
+        raise NotImplementedError
+
+    def release(self, target: TargetRuntime) -> None:
+        """An attempt on `target` ended (only least-connections keeps count)."""
+
+
 class TargetRuntime:
     __slots__ = ("key", "host", "port", "weight", "index", "pool", "host_header", "owner",
                  "passive")
 
     def __init__(self, key: str, host: str, port: int, weight: int, index: int,
-                 pool: UpstreamPool, host_header: bytes, owner: Any) -> None:
+                 pool: UpstreamPool, host_header: bytes, owner: TargetPicker | None) -> None:
         self.key = key
         self.host = host
         self.port = port
@@ -73,7 +93,7 @@ class TargetRuntime:
         return f"<target {self.key}>"
 
 
-class UpstreamRuntime:
+class UpstreamRuntime(TargetPicker):
     """An Upstream entity's targets and balancer, with per-target availability."""
 
     __slots__ = ("upstream", "targets", "balancer", "available", "needs_key", "cookie_name",
@@ -90,7 +110,7 @@ class UpstreamRuntime:
         self.mode = "normal"  # or "panic" / "unhealthy" (core.health.availability)
         self.balancer = make_balancer(upstream, [t.key for t in targets], weights)
         # least-connections needs to know when an attempt starts and ends
-        self.counts = hasattr(self.balancer, "acquire")
+        self.counts = isinstance(self.balancer, LeastConnections)
         self.available = bytearray([1] * len(targets))
         self.needs_key = bool(getattr(self.balancer, "needs_key", False))
         uses_cookie = "cookie" in (upstream.hash_on, upstream.hash_fallback)
@@ -116,11 +136,12 @@ class UpstreamRuntime:
         if effective != self.effective:
             # Slow start: a new balancer with the ramped weights (a few times per window).
             balancer = make_balancer(self.upstream, [t.key for t in self.targets], effective)
-            if self.counts:
-                balancer.counts[:] = self.balancer.counts  # type: ignore[union-attr]
+            old = self.balancer
+            if isinstance(balancer, LeastConnections) and isinstance(old, LeastConnections):
+                balancer.counts[:] = old.counts
                 for i in range(len(effective)):  # rescore from the carried-over counts
-                    balancer.acquire(i)  # type: ignore[union-attr]
-                    balancer.release(i)  # type: ignore[union-attr]
+                    balancer.acquire(i)
+                    balancer.release(i)
             self.balancer = balancer
             self.effective = effective
         self.available[:] = available
@@ -145,12 +166,10 @@ class UpstreamRuntime:
         return key
 
 
-class DirectRuntime:
+class DirectRuntime(TargetPicker):
     """A service whose host is not an Upstream: one address, resolved at connect time."""
 
     __slots__ = ("target",)
-    counts = False  # no per-attempt accounting (see UpstreamRuntime.counts)
-    needs_key = False
 
     def __init__(self, target: TargetRuntime) -> None:
         self.target = target
@@ -159,19 +178,15 @@ class DirectRuntime:
              tried: Sequence[TargetRuntime]) -> TargetRuntime | None:
         return None if tried else self.target
 
-    def release(self, target: TargetRuntime) -> None:
-        pass
-
 
 Side = UpstreamRuntime | DirectRuntime
 
 
-class CanaryBalancer:
+class CanaryBalancer(TargetPicker):
     """A route plan's balancer that splits between a stable and a canary side
     (core.canary has the rules; retries stay on the side of the first try)."""
 
     __slots__ = ("cfg", "stable", "canary", "uri")
-    needs_key = True  # it always needs the request (override header, client key)
 
     def __init__(self, cfg: CanaryConfig, stable: Side, canary: Side) -> None:
         self.cfg = cfg

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterator
+from typing import Final, Iterator
 
 __all__ = ["REPLAY_LIMIT", "RequestBody", "ResponseSpool", "TempDir", "remove_stale_files"]
 
-REPLAY_LIMIT = 65536  # streamed request bytes kept for a retry (request_buffering off)
-READ_BLOCK = 65536  # bytes per read from a temp file
+REPLAY_LIMIT: Final = 65536  # streamed request bytes kept for a retry (request_buffering off)
+READ_BLOCK: Final = 65536  # bytes per read from a temp file
 _counter = itertools.count(1)
 
 

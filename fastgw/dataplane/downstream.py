@@ -42,14 +42,15 @@ connection only; the worker keeps serving every other one.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Final
 
 import httptools
 
 from fastgw.core.http.errors import error_response
 from fastgw.core.http.request import RequestHead, RequestReader
 from fastgw.core.http.upstream_head import ForwardedFields
-from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, Exchange
+from fastgw.dataplane.context import WorkerContext
+from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, ClientSide, Exchange
 from fastgw.dataplane.sweeper import CLIENT_BODY, CLIENT_HEADER, KEEPALIVE, LINGER
 from fastgw.dataplane.tunnel import Tunnel
 from fastgw.dataplane.upstream import UpstreamConnection
@@ -58,35 +59,32 @@ __all__ = ["ClientConnection"]
 
 # Pause reasons (bits); PAUSE_BODY and PAUSE_UPSTREAM come from the exchange and
 # PAUSE_TUNNEL (1 << 6) from the tunnel.
-PAUSE_PIPELINE = 4  # too many pipelined requests waiting
-PAUSE_ERROR = 8  # an error answer waits for the active exchange to finish
-PAUSE_UPGRADE = 16  # bytes after an upgrade request wait for the backend's 101
+PAUSE_PIPELINE: Final = 4  # too many pipelined requests waiting
+PAUSE_ERROR: Final = 8  # an error answer waits for the active exchange to finish
+PAUSE_UPGRADE: Final = 16  # bytes after an upgrade request wait for the backend's 101
 
-PIPELINE_LIMIT = 16
+PIPELINE_LIMIT: Final = 16
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection(ClientSide):
+    """An asyncio protocol (duck-typed: the loop calls the methods below)."""
+
     __slots__ = (
-        "server", "loop", "transport", "parser", "reader", "client_ip", "port", "fwd",
+        "loop", "transport", "parser", "reader",
         "active", "queue", "parsing", "last", "ready", "feeding", "heads", "no_more", "broken",
-        "pause_reasons", "write_paused", "closed", "deadline", "deadline_kind",
-        "pending_error", "upgrading", "held", "tunnel", "requests", "client_eof", "started",
+        "pause_reasons", "closed", "deadline", "deadline_kind",
+        "pending_error", "upgrading", "held", "tunnel", "requests", "client_eof",
         "lingering", "linger_until",
     )
 
-    def __init__(self, server: Any, port: int) -> None:
-        """`server`: the worker's dataplane.server.ProxyServer (settings, snapshot,
-        counters; not imported: it is the layer above); `port`: the listening port this
-        connection was accepted on."""
-        self.server = server
+    transport: asyncio.Transport  # set by connection_made
+
+    def __init__(self, server: WorkerContext, port: int) -> None:
+        """`port`: the listening port this connection was accepted on."""
+        super().__init__(server, port)
         self.loop = server.loop
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.reader = RequestReader(server.limits, self.on_begin, self.on_head, self.on_body,
-                                    self.on_message_complete)
+        self.reader = RequestReader(server.limits, self, self.on_body, self.on_message_complete)
         self.parser: httptools.HttpRequestParser | None = None
-        self.client_ip = ""
-        self.port = port
-        self.fwd: ForwardedFields = None  # type: ignore[assignment]
         self.active: Exchange | None = None
         # Pipelined exchanges waiting their turn (at most PIPELINE_LIMIT): a list, because
         # an idle connection's empty deque would cost 600 bytes.
@@ -99,7 +97,6 @@ class ClientConnection(asyncio.Protocol):
         self.no_more = False  # accept no further request (the connection is ending)
         self.broken = False  # parse no further bytes (the parser failed, or an upgrade)
         self.pause_reasons = 0
-        self.write_paused = False
         self.closed = False
         self.deadline = 0.0
         self.deadline_kind = 0
@@ -109,7 +106,6 @@ class ClientConnection(asyncio.Protocol):
         self.tunnel: Tunnel | None = None
         self.requests = 0  # responses completed (metrics: reading vs waiting)
         self.client_eof = False
-        self.started = 0.0  # loop time at the current request's first byte
         self.lingering = False
         self.linger_until = 0.0
 
@@ -307,11 +303,12 @@ class ClientConnection(asyncio.Protocol):
             self._end(linger=False)
             return
         server = self.server
+        now = exchange.t_end or self.loop.time()
         if self.parsing is None:
-            self.deadline = self.loop.time() + server.client_keepalive_timeout
+            self.deadline = now + server.client_keepalive_timeout
             self.deadline_kind = KEEPALIVE
         else:
-            self.deadline = self.loop.time() + server.client_header_timeout
+            self.deadline = now + server.client_header_timeout
             self.deadline_kind = CLIENT_HEADER
 
     def body_too_large(self, exchange: Exchange) -> None:
@@ -437,7 +434,7 @@ class ClientConnection(asyncio.Protocol):
         self.pause_reading_for(PAUSE_ERROR)
 
     def _refuse_now(self, status: int) -> None:
-        self.transport.write(error_response(status, keep_alive=False))
+        self.transport.write(error_response(status, keep_alive=False, fields=self.server.fields))
         self._end(linger=True)
 
     def _end(self, linger: bool) -> None:

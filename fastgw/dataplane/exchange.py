@@ -55,11 +55,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+import time
+from typing import Final
 
 from fastgw.core.http.errors import CONTINUE_100, error_response
 from fastgw.core.http.fields import IDEMPOTENT_METHODS, VIA_LINE
-from fastgw.core.http.request import CHUNKED, LENGTH, NO_BODY, RequestHead
+from fastgw.core.http.request import CHUNKED, LENGTH, NO_BODY, HeadSink, RequestHead
 from fastgw.core.http.response import (
     CLOSE_DELIMITED,
     RE_CHUNK,
@@ -69,30 +70,45 @@ from fastgw.core.http.response import (
 )
 from fastgw.core.http.response import LENGTH as RESPONSE_LENGTH
 from fastgw.core.http.response import NO_BODY as RESPONSE_NO_BODY
-from fastgw.core.http.upstream_head import build_upstream_head, client_request_id
-from fastgw.dataplane.balancing import BalanceContext
+from fastgw.core.http.upstream_head import ForwardedFields, build_upstream_head, client_request_id
+from fastgw.dataplane.balancing import BalanceContext, TargetRuntime
 from fastgw.dataplane.body import REPLAY_LIMIT, RequestBody, ResponseSpool
+from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
-from fastgw.dataplane.upstream import UpstreamConnection
+from fastgw.dataplane.context import WorkerContext
+from fastgw.dataplane.logrecord import LogRecord
+from fastgw.dataplane.upstream import ResponseSink, UpstreamConnection
 
-if TYPE_CHECKING:
-    from fastgw.dataplane.balancing import TargetRuntime
-    from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 
 log = logging.getLogger("fastgw.proxy")
 
-CHUNK_END = b"0\r\n\r\n"
-CRLF = b"\r\n"
+CHUNK_END: Final = b"0\r\n\r\n"
+CRLF: Final = b"\r\n"
 
 # -- the state machine ----------------------------------------------------------------
 
-IDLE, BUFFERING, CONNECTING, SENDING, WAITING, RELAYING, DONE = range(7)
-STATE_NAMES = ("IDLE", "BUFFERING", "CONNECTING", "SENDING", "WAITING", "RELAYING", "DONE")
-BUFFER, CONNECT, ATTACH, SENT, HEAD, END, UPGRADE, REPLY, ABORT, GONE = range(10)
-EVENT_NAMES = ("BUFFER", "CONNECT", "ATTACH", "SENT", "HEAD", "END", "UPGRADE", "REPLY",
+IDLE: Final = 0
+BUFFERING: Final = 1
+CONNECTING: Final = 2
+SENDING: Final = 3
+WAITING: Final = 4
+RELAYING: Final = 5
+DONE: Final = 6
+STATE_NAMES: Final = ("IDLE", "BUFFERING", "CONNECTING", "SENDING", "WAITING", "RELAYING", "DONE")
+BUFFER: Final = 0
+CONNECT: Final = 1
+ATTACH: Final = 2
+SENT: Final = 3
+HEAD: Final = 4
+END: Final = 5
+UPGRADE: Final = 6
+REPLY: Final = 7
+ABORT: Final = 8
+GONE: Final = 9
+EVENT_NAMES: Final = ("BUFFER", "CONNECT", "ATTACH", "SENT", "HEAD", "END", "UPGRADE", "REPLY",
                "ABORT", "GONE")
 
-TRANSITIONS: dict[tuple[int, int], int] = {
+TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     (IDLE, BUFFER): BUFFERING,
     (IDLE, CONNECT): CONNECTING,
     (BUFFERING, CONNECT): CONNECTING,
@@ -123,46 +139,70 @@ TRANSITIONS: dict[tuple[int, int], int] = {
     (RELAYING, GONE): DONE,
 }
 # The same table as a flat tuple, indexed by state * len(EVENT_NAMES) + event (-1: no row).
-_NEXT = tuple(TRANSITIONS.get((s, e), -1) for s in range(7) for e in range(10))
-_N_EVENTS = len(EVENT_NAMES)
+_NEXT: Final = tuple(TRANSITIONS.get((s, e), -1) for s in range(7) for e in range(10))
+_N_EVENTS: Final = 10
 
 
-class IllegalTransition(RuntimeError):
+
+class IllegalTransition(Exception):
     """An event the current state has no row for: a bug, never a client's doing."""
 
 
-class ClientSide(Protocol):
-    """What an exchange needs of its client connection (dataplane.downstream)."""
+class ClientSide(HeadSink):
+    """What an exchange needs of its client connection (dataplane.downstream), as a base
+    class: compiled, the calls are direct."""
 
-    server: Any  # dataplane.server.ProxyServer: snapshot, loop, limits, counters
-    client_ip: str
-    port: int
-    fwd: Any  # core.http.upstream_head.ForwardedFields
-    write_paused: bool
-    started: float
+    __slots__ = ("server", "client_ip", "port", "fwd", "write_paused", "started")
 
-    def write(self, data: bytes) -> None: ...
-    def writelines(self, parts: list[bytes]) -> None: ...
-    def body_too_large(self, exchange: Exchange) -> None: ...
-    def pause_reading_for(self, reason: int) -> None: ...
-    def resume_reading_for(self, reason: int) -> None: ...
-    def exchange_done(self, exchange: Exchange) -> None: ...
-    def abort(self, exchange: Exchange) -> None: ...
-    def start_tunnel(self, conn: UpstreamConnection) -> None: ...
+    fwd: ForwardedFields  # set when the connection is made
+
+    def __init__(self, server: WorkerContext, port: int) -> None:
+        self.server = server
+        self.client_ip = ""
+        self.port = port
+        self.write_paused = False
+        self.started = 0.0  # loop time at the current request's first byte
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def writelines(self, parts: list[bytes]) -> None:
+        raise NotImplementedError
+
+    def body_too_large(self, exchange: Exchange) -> None:
+        raise NotImplementedError
+
+    def pause_reading_for(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def resume_reading_for(self, reason: int) -> None:
+        raise NotImplementedError
+
+    def exchange_done(self, exchange: Exchange) -> None:
+        raise NotImplementedError
+
+    def abort(self, exchange: Exchange) -> None:
+        raise NotImplementedError
+
+    def start_tunnel(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
 
 
 # The client connection's pause reason an exchange uses (its own bit in the mask).
-PAUSE_BODY = 1  # an unattached streaming exchange holds REPLAY_LIMIT body bytes
-PAUSE_UPSTREAM = 2  # the backend's socket is full
+PAUSE_BODY: Final = 1  # an unattached streaming exchange holds REPLAY_LIMIT body bytes
+PAUSE_UPSTREAM: Final = 2  # the backend's socket is full
 
 
-class Exchange:
+class Exchange(ResponseSink):
     __slots__ = (
         "client", "server", "head", "state", "keep_alive", "body", "body_size",
         "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused",
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
-        "request_id", "t0", "t_head", "bytes_out", "finished",
+        "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head", "finished",
     )
 
     def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
@@ -196,14 +236,21 @@ class Exchange:
         self.spool: ResponseSpool | None = None
         self.upstream_done = False  # the response is read; only the spool is left
         self.request_id = b""
+        self.trace_id = b""  # W3C trace id sent upstream (b"": tracing off or not sent)
         # Metrics and access log: loop time at the request's first byte and at the
         # backend's response head (0.0: none), response bytes handed to the client.
         self.t0 = client.started
+        self.t_sent = 0.0  # when the request first went upstream (Kong's balancer end)
         self.t_head = 0.0
+        self.t_end = 0.0  # loop time at the end (when the last response byte was read)
         self.bytes_out = 0
+        self.sent_head = b""  # the response head as sent, kept only for the access log
         self.finished = False
 
     def _go(self, event: int) -> None:
+        trace = self.server.trace
+        if trace is not None:
+            trace.append((self.state, event))
         state = _NEXT[self.state * _N_EVENTS + event]
         if state < 0:
             raise IllegalTransition(f"{EVENT_NAMES[event]} in state {STATE_NAMES[self.state]}")
@@ -286,7 +333,7 @@ class Exchange:
     def _pick(self) -> None:
         plan = self.plan
         assert plan is not None
-        target = plan.pick(self.ctx, self.tried)
+        target = plan.balancer.pick(self.ctx, self.tried)
         if target is None:
             self.reply(503 if self.attempts == 0 else self.status or 502)
             return
@@ -319,7 +366,7 @@ class Exchange:
                 self._attempt_failed("connect error", 502)
             return
         if self.state != CONNECTING or self.target is not target:
-            target.pool.release(conn)  # the client went away meanwhile; keep it warm
+            target.pool.release(conn, self.server.loop.time())  # the client went away: keep it
             return
         self._attach(conn)
 
@@ -346,11 +393,17 @@ class Exchange:
             streaming_chunked = True
         else:
             framing = b"Content-Length: %d\r\n" % head.content_length
-        request_head, self.request_id = build_upstream_head(
+        request_head, self.request_id, self.trace_id = build_upstream_head(
             head, path + head.query if head.query else path,
             head.host if plan.preserve_host and head.host is not None else target.host_header,
-            framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new)
-        self.sent_any = True
+            framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new,
+            self.server.fields.upstream_ids, self.server.trace_ids)
+        if not self.sent_any:
+            self.sent_any = True
+            # A pooled connection taken while the head arrived: its first byte's time
+            # will do (one clock read less per request).
+            self.t_sent = self.t0 if self.reused and self.body is None and self.attempts == 1 \
+                else self.server.loop.time()
         self.request_sent = False
         if body is None or body.size == 0:
             conn.write(request_head)
@@ -392,7 +445,14 @@ class Exchange:
     def _request_written(self) -> None:
         self.request_sent = True
         self._go(SENT)
-        self._arm(READ, self.plan.read_timeout)  # type: ignore[union-attr]
+        conn = self.conn
+        if conn is not None:
+            # A body-less request is written as it arrives: its first byte's time will do
+            # for the read deadline (one clock read less per request).
+            now = self.t0 if self.body is None and self.attempts == 1 \
+                else self.server.loop.time()
+            conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
+            conn.deadline_kind = READ
 
     def upstream_write_paused(self, paused: bool) -> None:
         """The backend's socket is full (or has room again)."""
@@ -426,7 +486,9 @@ class Exchange:
         """`raw_head`: the backend's status line and fields as received, CRLF-terminated;
         `special`: its fields the proxy acts on (core.http.response)."""
         head = self.head
-        fields = clean_response_head(raw_head, status, special)
+        server = self.server
+        added = server.fields
+        fields = clean_response_head(raw_head, status, special, server.cut_ids)
         if fields.bad_coding or (status == 101 and not head.websocket):
             conn.detach()
             self._attempt_failed("invalid response", 502, retryable=False)
@@ -437,12 +499,11 @@ class Exchange:
         passive = target.passive if target is not None else None
         if passive is not None:  # passive health checks (dataplane.passive); None = off
             passive.on_status(status)
-        server = self.server
         self.t_head = now = server.loop.time()
         framing = response_framing(status, head.method == "HEAD", fields, head.http11)
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
-        parts = [fields.head, VIA_LINE]
+        parts = [fields.head, VIA_LINE] if added.via else [fields.head]
         if framing == RESPONSE_LENGTH:
             if not fields.length_line:
                 parts.append(b"Content-Length: %d\r\n" % fields.content_length)
@@ -469,12 +530,23 @@ class Exchange:
         ctx = self.ctx
         if ctx is not None and ctx.hash_cookie is not None:
             parts.append(ctx.hash_cookie)
-        parts += (b"X-Request-Id: ", self.request_id, CRLF, CRLF)
+        if server.one_request_id:  # the default: one X-Request-Id line
+            parts += (b"X-Request-Id: ", self.request_id, CRLF)
+        elif added.response_ids:
+            parts.append(added.response_id_lines(self.request_id))
+        if added.upstream_latency or added.proxy_latency:
+            parts.append(added.latency_lines((self.t_sent - self.t0) * 1000.0,
+                                             (now - self.t_sent) * 1000.0))
+        if added.upstream_status:
+            parts.append(b"X-Kong-Upstream-Status: %d\r\n" % status)
+        parts.append(CRLF)
         # The head waits for the body bytes of the same read: one write per response
         # instead of two for small ones (flushed by the upstream after each read).
         out = b"".join(parts)
         self.bytes_out = len(out)
         self.pending = [out]
+        if server.access_log is not None:
+            self.sent_head = out
         conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
         conn.deadline_kind = READ
         if self.client.write_paused:
@@ -493,9 +565,6 @@ class Exchange:
         else:
             pending.append(data)
             self.bytes_out += len(data)
-        conn = self.conn
-        if conn is not None and conn.deadline:
-            conn.deadline = self.server.loop.time() + self.plan.read_timeout  # type: ignore[union-attr]
 
     def flush(self) -> None:
         """Hand what this upstream read produced to the client, or to the spool while the
@@ -504,6 +573,10 @@ class Exchange:
         if pending is None:
             return
         self.pending = None
+        conn = self.conn
+        if conn is not None and conn.deadline and self.t_head:
+            # The backend is still sending: the read timeout counts from this read.
+            conn.deadline = self.server.loop.time() + self.plan.read_timeout  # type: ignore[union-attr]
         spool = self.spool
         client = self.client
         if spool is None and client.write_paused and self.plan is not None \
@@ -564,8 +637,9 @@ class Exchange:
             self._end_attempt()
         self.conn = None
         target = self.target
+        self.t_end = self.server.loop.time()
         if reusable and self.request_sent and target is not None:
-            target.pool.release(conn)
+            target.pool.release(conn, self.t_end)
         else:
             conn.close()
         if self.rechunk:
@@ -691,12 +765,17 @@ class Exchange:
             self.request_complete or not (self.head.expect_continue and self.body_size == 0))
         self.keep_alive = keep
         self.status = status
+        server = self.server
         response = error_response(
             status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
-            request_id=self._request_id().decode("latin-1"),
+            request_id=self._request_id().decode("latin-1"), fields=server.fields,
+            latency_ms=(server.loop.time() - self.t0) * 1000.0
+            if server.fields.response_latency else -1.0,
         )
         self.bytes_out += len(response)
         client.write(response)
+        if self.server.access_log is not None:
+            self.sent_head = response[:response.find(b"\r\n\r\n") + 2]
         self._finish(status)
         client.exchange_done(self)
 
@@ -730,6 +809,8 @@ class Exchange:
         if self.finished:
             return
         self.finished = True
+        if not self.t_end or self.spool is not None:
+            self.t_end = self.server.loop.time()
         if self.body is not None:
             self.body.close()
         if self.spool is not None:
@@ -738,25 +819,65 @@ class Exchange:
         if not server.count_requests and server.access_log is None:
             return  # gateway.metrics off and no access log: nothing to record
         t0 = self.t0
-        request_ms = (server.loop.time() - t0) * 1000.0
+        t_end = self.t_end
+        request_ms = (t_end - t0) * 1000.0
+        # Kong's waiting time: from the request going upstream to the response head, or
+        # to the failure that made the gateway answer (a read timeout waits that long).
         t_head = self.t_head
-        upstream_ms = (t_head - t0) * 1000.0 if t_head else -1.0
+        if t_head:
+            upstream_ms = (t_head - self.t_sent) * 1000.0
+        elif self.sent_any:
+            upstream_ms = (t_end - self.t_sent) * 1000.0
+        else:
+            upstream_ms = -1.0
         # What Kong's $request_length counts: the head as received and the body (decoded).
         size_in = self.head.size + self.body_size
         plan = self.plan
         if server.count_requests:
             if plan is not None:
-                plan.stats.record(
-                    status, request_ms, upstream_ms, size_in, self.bytes_out, self.attempts
-                )
+                plan.stats.record(status, request_ms, upstream_ms, t_head != 0.0, size_in,
+                                  self.bytes_out, self.attempts)
             else:
                 server.stats.count_unmatched(status)
         access_log = server.access_log
         if access_log is not None:
-            target = self.target
-            access_log.add(
-                self.client.client_ip, self.head.method, self.head.target,
-                plan.stats.route if plan is not None else None,
-                plan.stats.service if plan is not None else None,
-                target.key if target is not None else None,
-                status, request_ms, upstream_ms, size_in, self.bytes_out, self._request_id())
+            access_log.add(self._log_record(request_ms, upstream_ms, size_in, status))
+
+    def _log_record(self, request_ms: float, upstream_ms: float, size_in: int,
+                    status: int) -> LogRecord:
+        """This request for the access log (built only when something logs it)."""
+        head = self.head
+        client = self.client
+        server = self.server
+        r = LogRecord()
+        r.started_at = time.time() - (server.loop.time() - self.t0)
+        r.client_ip = client.client_ip
+        r.scheme = client.fwd.proto.decode("latin-1")
+        r.host = (head.host or b"").decode("latin-1")
+        r.port = client.port
+        r.method = head.method
+        r.target = head.target
+        r.request_headers = head.headers
+        r.request_size = size_in
+        r.status = status
+        r.response_head = self.sent_head
+        r.response_size = self.bytes_out
+        r.request_ms = request_ms
+        r.upstream_ms = upstream_ms
+        if self.t_head:
+            r.receive_ms = (self.t_end - self.t_head) * 1000.0
+            r.upstream_status = self.status
+            r.source = "upstream"
+        plan = self.plan
+        hit = self.hit
+        if plan is not None and hit is not None:
+            r.route = plan.route
+            r.service = plan.service
+            ctx = self.ctx
+            path = ctx.upstream_uri if ctx is not None and ctx.upstream_uri else \
+                hit.upstream_path
+            r.upstream_uri = path + head.query
+        r.tries = [(t.host, t.port) for t in self.tried]
+        r.request_id = self._request_id()
+        r.trace_id = self.trace_id
+        return r

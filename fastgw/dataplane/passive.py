@@ -13,13 +13,13 @@ successes is a set lookup and an integer increment.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastgw.core.health import HTTP_FAILURE, SUCCESS, TCP_FAILURE, TIMEOUT, CheckLimits
 
 __all__ = ["PassiveRecorder", "failure_kind"]
 
-MAX_RUNS = 64  # a target flapping on every request flushes early instead of growing a list
+MAX_RUNS: Final = 64  # a target flapping on every request flushes early instead of growing a list
 
 
 def failure_kind(reason: str) -> str:

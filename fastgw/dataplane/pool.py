@@ -22,9 +22,10 @@ import asyncio
 import socket
 import time
 from collections import deque
+from typing import cast
 
 from fastgw.dataplane.sweeper import IDLE, DeadlineSweeper
-from fastgw.dataplane.upstream import UpstreamConnection
+from fastgw.dataplane.upstream import ConnectionOwner, UpstreamConnection
 
 __all__ = ["PoolStats", "Resolver", "UpstreamPool"]
 
@@ -59,9 +60,14 @@ class Resolver:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         if not infos:
             raise OSError(f"name resolution failed for {host}")
-        address = infos[0][4][0]
+        address = str(infos[0][4][0])
         self._cache[(host, port)] = (now + self.ttl, address)
         return address
+
+
+def _as_protocol(conn: UpstreamConnection) -> asyncio.Protocol:
+    """The connection is an asyncio protocol by duck typing (its class is compiled)."""
+    return cast(asyncio.Protocol, conn)
 
 
 def _is_ip(host: str) -> bool:
@@ -72,7 +78,7 @@ def _is_ip(host: str) -> bool:
         return False
 
 
-class UpstreamPool:
+class UpstreamPool(ConnectionOwner):
     """Keep-alive connections to one backend address (host, port), for one worker."""
 
     __slots__ = ("host", "port", "idle", "max_idle", "max_requests", "idle_timeout",
@@ -116,10 +122,12 @@ class UpstreamPool:
         loop = self.loop
         try:
             address = await resolver.resolve(loop, self.host, self.port)
-            _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: UpstreamConnection(self), address, self.port),
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _as_protocol(UpstreamConnection(self)),
+                                       address, self.port),
                 timeout,
             )
+            conn = cast(UpstreamConnection, protocol)
         except BaseException:
             self.stats.connect_errors += 1
             raise
@@ -130,7 +138,7 @@ class UpstreamPool:
         self.sweeper.add(conn)
         return conn
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: UpstreamConnection, now: float) -> None:
         if (
             self.closed
             or conn.requests >= self.max_requests
@@ -141,7 +149,7 @@ class UpstreamPool:
             return
         if conn.read_paused:  # an idle socket must be read to notice the backend closing it
             conn.resume_reading()
-        conn.deadline = self.loop.time() + self.idle_timeout
+        conn.deadline = now + self.idle_timeout
         conn.deadline_kind = IDLE
         self.idle.append(conn)
 

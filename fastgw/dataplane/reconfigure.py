@@ -17,7 +17,8 @@ version in turn. Now:
   Python and holds the GIL, so while it runs the interpreter switches threads every
   ``BUILD_SWITCH_INTERVAL`` instead of every 5 ms: a request that arrives mid-build waits
   at most about that long for the GIL. Pools the build needs are made on a staged copy of
-  the registry (``StagedPools``) and registered, and unused ones closed, on the loop.
+  the registry (``StagedPools``) and registered, and unused ones closed, on the loop
+  (``build_snapshot(keep_pools=)`` leaves the closing to the caller).
 - Versions that arrive while a build runs are queued; the next build starts from the
   newest one, and intermediate versions are never built. The worker acks the version it
   made live (an ack covers every older version).
@@ -125,31 +126,26 @@ def reweight_in_place(server: ProxyServer, config: Config, targets: list[Target]
     snapshot.config = config
 
 
-class StagedPools(PoolRegistry):
-    """The worker's pool registry as a builder thread sees it: the live pools are shared,
-    new ones are made here and only become the worker's in ``commit`` (on the loop), where
-    pools the new snapshot no longer uses are closed too. The loop never sees a dict change
-    under it, and no transport is touched off the loop."""
-
-    __slots__ = ("used",)
+class StagedPools:
+    """The worker's pool registry as a builder thread sees it: a registry of its own that
+    starts with the live pools (shared), makes new ones, and closes none; ``commit`` (on
+    the loop) registers the new pools and closes those the new snapshot no longer uses.
+    The loop never sees a dict change under it, and no transport is touched off the loop."""
 
     def __init__(self, live: PoolRegistry) -> None:
-        super().__init__(live.loop, live.sweeper, max_idle=live.max_idle,
-                         max_requests=live.max_requests, idle_timeout=live.idle_timeout)
-        self.pools = dict(live.pools)
-        self.pool_stats = dict(live.pool_stats)
-        self.used: set[tuple[str, int]] | None = None
-
-    def retain_only(self, keys: set[tuple[str, int]]) -> None:
-        self.used = set(keys)  # closing waits for commit
+        self.registry = PoolRegistry(live.loop, live.sweeper, max_idle=live.max_idle,
+                                     max_requests=live.max_requests,
+                                     idle_timeout=live.idle_timeout)
+        self.registry.pools = dict(live.pools)
+        self.registry.pool_stats = dict(live.pool_stats)
+        self.used: set[tuple[str, int]] = set()  # filled by build_snapshot(keep_pools=)
 
     def commit(self, live: PoolRegistry) -> None:
-        for key, pool in self.pools.items():
+        for key, pool in self.registry.pools.items():
             live.pools.setdefault(key, pool)
-        for key, stats in self.pool_stats.items():
-            live.pool_stats.setdefault(key, stats)
-        if self.used is not None:
-            live.retain_only(self.used)
+        for address, stats in self.registry.pool_stats.items():
+            live.pool_stats.setdefault(address, stats)
+        live.retain_only(self.used)
 
 
 class RetiredUpstreams:
@@ -312,7 +308,7 @@ class Reconfigurer:
             cfg = config if whole is None else config_from_snapshot(whole)
             for message in deltas:
                 cfg = apply_delta(cfg, message["changes"])
-            return cfg, build_snapshot(cfg, staged, next_version)
+            return cfg, build_snapshot(cfg, staged.registry, next_version, staged.used)
 
         result = await self._off_loop(build)
         staged.commit(self.server.registry)

@@ -10,7 +10,7 @@ survives a change keeps its warm connections; pools no longer referenced are clo
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, TYPE_CHECKING
 
 from fastgw.config.model import split_target
 from fastgw.core.canary import CanaryConfig
@@ -26,7 +26,7 @@ from fastgw.dataplane.sweeper import DeadlineSweeper
 if TYPE_CHECKING:
     from fastgw.config.model import Config, Route, Service
 
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 80, "grpcs": 443}
+DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 80, "grpcs": 443}
 
 
 class PoolRegistry:
@@ -125,7 +125,7 @@ class RoutePlan:
 
 
 # Router results kept per snapshot (Kong keeps an LRU of 5000 for the same reason).
-ROUTE_CACHE_SIZE = 8192
+ROUTE_CACHE_SIZE: Final = 8192
 
 
 class RouteHit:
@@ -142,11 +142,12 @@ class RouteHit:
         self.prefix_line = prefix
 
 
-NO_ROUTE = RouteHit(None, None, b"", b"")
+NO_ROUTE: Final = RouteHit(None, None, b"", b"")
 
 
 class Snapshot:
-    __slots__ = ("config", "router", "route_plans", "upstreams", "version", "route_cache")
+    __slots__ = ("config", "router", "route_plans", "upstreams", "version", "route_cache",
+                 "_by_method", "_by_host")
 
     def __init__(
         self, config: Config, router: Router, route_plans: dict[str, RoutePlan],
@@ -158,16 +159,22 @@ class Snapshot:
         self.upstreams = upstreams
         self.version = version
         # (method, Host, raw path) -> RouteHit; header-matching routes make a request's
-        # route depend on more than that, so then there is no cache.
-        self.route_cache: dict[tuple[Any, ...], RouteHit] | None = \
-            None if router.uses_headers else {}
+        # route depend on more than that, so then there is no cache. Method and Host are
+        # left out of the key when no route looks at them (fewer bytes hashed per request).
+        self.route_cache: dict[Any, RouteHit] | None = None if router.uses_headers else {}
+        self._by_method = router.uses_methods
+        self._by_host = router.uses_hosts
 
     def route(self, head: RequestHead, port: int) -> RouteHit:
         """Route a request (cached per method, Host and path, like Kong)."""
         cache = self.route_cache
         if cache is None:
             return self._route(head, port)
-        key = (head.method, head.host, head.path)
+        key: Any = head.path
+        if self._by_host:
+            key = (head.method, head.host, key) if self._by_method else (head.host, key)
+        elif self._by_method:
+            key = (head.method, key)
         hit = cache.get(key)
         if hit is None:
             hit = self._route(head, port)
@@ -190,8 +197,11 @@ class Snapshot:
                         prefix_line(match.stripped_prefix))
 
 
-def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snapshot:
-    used: set[tuple[str, int]] = set()
+def build_snapshot(config: Config, registry: PoolRegistry, version: int,
+                   keep_pools: set[tuple[str, int]] | None = None) -> Snapshot:
+    """``keep_pools``: collect the pools the snapshot uses there instead of closing the
+    others (a build off the loop; the caller closes them on the loop)."""
+    used: set[tuple[str, int]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
     for target in config.targets:
@@ -241,18 +251,20 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snap
     plans: dict[str, RoutePlan] = {}
     live_routes = []
     for route in config.routes:
-        service = services.get(route.service) if route.service else None
-        if service is not None and not service.enabled:
+        found = services.get(route.service) if route.service else None
+        if found is not None and not found.enabled:
             continue  # Kong: a disabled service's routes do not match
         live_routes.append(route)
-        if service is not None:
+        if found is not None:
+            service = found
             balancer: Any = balancers[service.id]
             canary = canaries.get(route.id) or canaries.get(service.id)
             if canary is not None:
                 balancer = _canary_balancer(canary, service, balancer, upstreams, registry, used)
             plans[route.id] = RoutePlan(route, service, balancer)
     router = Router.compile(live_routes)
-    registry.retain_only(used)
+    if keep_pools is None:
+        registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from fastgw.dataplane.pool import PoolStats
 
@@ -38,10 +38,14 @@ from fastgw.dataplane.pool import PoolStats
 class _Connection(Protocol):
     """What a client connection shows the counters (dataplane.downstream)."""
 
-    active: object | None
-    tunnel: object | None
-    parsing: object | None
-    requests: int
+    @property
+    def active(self) -> object | None: ...
+    @property
+    def tunnel(self) -> object | None: ...
+    @property
+    def parsing(self) -> object | None: ...
+    @property
+    def requests(self) -> int: ...
 
 __all__ = [
     "GATEWAY_BUCKETS",
@@ -55,13 +59,13 @@ __all__ = [
 ]
 
 # Kong 3.x buckets (reference/kong.md §5): kong_latency_ms, and upstream/request latency.
-GATEWAY_BUCKETS: tuple[float, ...] = (1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000)
-UPSTREAM_BUCKETS: tuple[float, ...] = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)
+GATEWAY_BUCKETS: Final[tuple[float, ...]] = (1, 2, 5, 7, 10, 15, 20, 30, 50, 75, 100, 200, 500, 750, 1000, 3000, 6000)
+UPSTREAM_BUCKETS: Final[tuple[float, ...]] = (25, 50, 80, 100, 250, 400, 700, 1000, 2000, 5000, 10000, 30000, 60000)
 
-_GW = GATEWAY_BUCKETS
-_UP = UPSTREAM_BUCKETS
-_GW0 = float(_GW[0])
-_UP0 = float(_UP[0])
+_GW: Final = GATEWAY_BUCKETS
+_UP: Final = UPSTREAM_BUCKETS
+_GW0: Final = float(_GW[0])
+_UP0: Final = float(_UP[0])
 
 
 def service_label(service: Any) -> str:
@@ -114,25 +118,29 @@ class RouteStats:
         status: int,
         request_ms: float,
         upstream_ms: float,
+        from_service: bool,
         size_in: int,
         size_out: int,
         attempts: int,
     ) -> None:
         """One finished request (called exactly once per request, see Exchange._finish).
 
-        `upstream_ms` < 0: no upstream response (the gateway answered: source "kong").
-        Hot path: a bucket index is found by one comparison for the first bucket (where
-        most requests land) and by bisect otherwise; a code seen before costs one dict
-        update (the KeyError path runs once per code). The gateway latency sum is not
-        kept: it is request_sum - upstream_sum.
+        `upstream_ms` is Kong's waiting time (`latencies.proxy`): from the request going
+        upstream to the response head, or to the failure when none came (a timeout
+        waits that long); < 0 when nothing went upstream. `from_service`: the response
+        came from the backend (Kong's source "service"), else the gateway made it
+        ("kong"). Hot path: a bucket index is found by one comparison for the first
+        bucket (where most requests land) and by bisect otherwise; a code seen before
+        costs one dict update (the KeyError path runs once per code). The gateway latency
+        (Kong's `latencies.kong`: before proxying plus receiving the response) is
+        request - upstream; its sum is request_sum - upstream_sum.
         """
+        codes = self.service_codes if from_service else self.kong_codes
         if upstream_ms >= 0.0:
-            codes = self.service_codes
             self.upstream_hist[0 if upstream_ms <= _UP0 else bisect_left(_UP, upstream_ms)] += 1
             self.upstream_sum += upstream_ms
             gateway_ms = request_ms - upstream_ms
         else:
-            codes = self.kong_codes
             gateway_ms = request_ms
         try:
             codes[status] += 1

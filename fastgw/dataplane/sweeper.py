@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, Protocol
+from typing import Callable, Final, Protocol
 
 __all__ = [
     "CLIENT_BODY", "CLIENT_HEADER", "CONNECT", "DeadlineSweeper", "HasDeadline", "IDLE",
@@ -33,7 +33,7 @@ log = logging.getLogger("fastgw")
 # (the next piece of a request body), KEEPALIVE (the next request), LINGER (a closing
 # connection reading what the client still sends).
 CONNECT, WRITE, READ, IDLE, CLIENT_HEADER, CLIENT_BODY, KEEPALIVE, LINGER = range(1, 9)
-KIND_NAMES = {CONNECT: "connect", WRITE: "write", READ: "read", IDLE: "idle",
+KIND_NAMES: Final = {CONNECT: "connect", WRITE: "write", READ: "read", IDLE: "idle",
               CLIENT_HEADER: "client header", CLIENT_BODY: "client body",
               KEEPALIVE: "keep-alive", LINGER: "linger"}
 

@@ -10,30 +10,21 @@ the other.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Final
 
-from fastgw.dataplane.upstream import UpstreamConnection
+from fastgw.dataplane.exchange import ClientSide
+from fastgw.dataplane.upstream import TunnelEnd, UpstreamConnection
 
 __all__ = ["Tunnel"]
 
-
-class ClientEnd(Protocol):
-    """The client connection's side of a tunnel (dataplane.downstream)."""
-
-    def write(self, data: bytes) -> None: ...
-    def pause_reading_for(self, reason: int) -> None: ...
-    def resume_reading_for(self, reason: int) -> None: ...
-    def close(self) -> None: ...
-
-
 # The client connection's pause reason used by a tunnel (its own bit in the mask).
-PAUSE_TUNNEL = 1 << 6
+PAUSE_TUNNEL: Final = 1 << 6
 
 
-class Tunnel:
+class Tunnel(TunnelEnd):
     __slots__ = ("client", "backend", "client_full", "closed")
 
-    def __init__(self, client: ClientEnd, backend: UpstreamConnection) -> None:
+    def __init__(self, client: ClientSide, backend: UpstreamConnection) -> None:
         self.client = client
         self.backend = backend
         self.client_full = False

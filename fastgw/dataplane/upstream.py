@@ -21,44 +21,87 @@ bytes to the client transport, with back-pressure both ways (see dataplane.tunne
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Final
 
 import httptools
 
 from fastgw.core.http.response import RESPONSE_SPECIAL
 
-__all__ = ["ConnectionOwner", "ResponseSink", "UpstreamConnection"]
+__all__ = ["ConnectionOwner", "ResponseSink", "TunnelEnd", "UpstreamConnection"]
+
+# Response field names as sent -> their lower-case name when the proxy acts on them
+# (RESPONSE_SPECIAL), else b"". Backends repeat the same spellings: one dict lookup per
+# field instead of a lower() and a set lookup. Bounded (junk names just miss).
+_SPECIAL_BY_NAME: Final[dict[bytes, bytes]] = {}
 
 
-class ConnectionOwner(Protocol):
-    """The pool a connection belongs to."""
+class ConnectionOwner:
+    """The pool a connection belongs to (dataplane.pool.UpstreamPool)."""
 
-    def release(self, conn: UpstreamConnection) -> None: ...
-    def forget(self, conn: UpstreamConnection) -> None: ...
+    __slots__ = ()
+
+    def release(self, conn: UpstreamConnection, now: float) -> None:
+        raise NotImplementedError
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
 
 
-class ResponseSink(Protocol):
-    """What the connection tells the exchange it carries (dataplane.exchange.Exchange)."""
+class ResponseSink:
+    """What a connection tells the exchange it carries (dataplane.exchange.Exchange).
+
+    A base class rather than a typing.Protocol: compiled, the calls are direct.
+    """
+
+    __slots__ = ()
 
     def on_response_head(self, conn: UpstreamConnection, status: int, raw_head: bytes,
-                         special: list[tuple[bytes, bytes, bytes]]) -> None: ...
-    def on_response_body(self, data: bytes) -> None: ...
-    def on_response_complete(self, conn: UpstreamConnection, reusable: bool) -> None: ...
-    def flush(self) -> None: ...
-    def on_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None: ...
-    def on_upstream_lost(self, conn: UpstreamConnection) -> None: ...
-    def on_upstream_error(self, conn: UpstreamConnection, reason: str) -> None: ...
-    def on_upstream_timeout(self, conn: UpstreamConnection, kind: int) -> None: ...
-    def upstream_write_paused(self, paused: bool) -> None: ...
+                         special: list[tuple[bytes, bytes, bytes]]) -> None:
+        raise NotImplementedError
+
+    def on_response_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_response_complete(self, conn: UpstreamConnection, reusable: bool) -> None:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        raise NotImplementedError
+
+    def on_upgraded(self, conn: UpstreamConnection, rest: bytes) -> None:
+        raise NotImplementedError
+
+    def on_upstream_lost(self, conn: UpstreamConnection) -> None:
+        raise NotImplementedError
+
+    def on_upstream_error(self, conn: UpstreamConnection, reason: str) -> None:
+        raise NotImplementedError
+
+    def on_upstream_timeout(self, conn: UpstreamConnection, kind: int) -> None:
+        raise NotImplementedError
+
+    def upstream_write_paused(self, paused: bool) -> None:
+        raise NotImplementedError
 
 
-class TunnelEnd(Protocol):
-    def from_backend(self, data: bytes) -> None: ...
-    def backend_paused(self, paused: bool) -> None: ...
-    def backend_closed(self) -> None: ...
+class TunnelEnd:
+    """The relay a connection feeds after a 101 (dataplane.tunnel.Tunnel)."""
+
+    __slots__ = ()
+
+    def from_backend(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def backend_paused(self, paused: bool) -> None:
+        raise NotImplementedError
+
+    def backend_closed(self) -> None:
+        raise NotImplementedError
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol (duck-typed: the loop calls the methods below)."""
+
     __slots__ = ("pool", "transport", "parser", "exchange", "requests", "deadline",
                  "deadline_kind", "closed", "status", "head_buf", "special", "awaiting_head",
                  "head_only", "tunnel", "read_paused")
@@ -143,8 +186,16 @@ class UpstreamConnection(asyncio.Protocol):
     # -- llhttp callbacks -------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        lname = name.lower()
-        if lname in RESPONSE_SPECIAL and self.awaiting_head:  # not trailer fields
+        if not self.awaiting_head:
+            return  # trailer fields
+        lname = _SPECIAL_BY_NAME.get(name)  # the exact spelling, seen before: no lower()
+        if lname is None:
+            lname = name.lower()
+            if lname not in RESPONSE_SPECIAL:
+                lname = b""
+            if len(_SPECIAL_BY_NAME) < 4096:
+                _SPECIAL_BY_NAME[name] = lname
+        if lname:
             self.special.append((lname, name, value))
 
     def on_headers_complete(self) -> None:

@@ -27,6 +27,7 @@ import signal
 import socket
 from typing import Any, Callable
 
+from fastgw.build import describe
 from fastgw.config import ConfigError
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.reconfigure import Reconfigurer, config_from_snapshot
@@ -107,6 +108,7 @@ class Worker:
             server.health.update(health)
         for host, port in server.addresses:
             log.info("worker %d proxy listening on %s:%d", os.getpid(), host, port)
+        log.info("worker %d fastgw build: %s", os.getpid(), describe())
         reconfigurer = Reconfigurer(server, config, version, channel.send)
         channel.send({"type": "ack", "version": version, "ok": True, "pid": os.getpid(),
                       "apply_ms": 0.0})

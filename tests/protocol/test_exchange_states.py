@@ -8,7 +8,7 @@ raises instead of being ignored.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
@@ -17,7 +17,6 @@ from fastgw.dataplane.exchange import (
     EVENT_NAMES,
     STATE_NAMES,
     TRANSITIONS,
-    Exchange,
     IllegalTransition,
 )
 from fastgw.dataplane.sweeper import READ, WRITE
@@ -28,30 +27,15 @@ PUT_HEAD = b"PUT /api/atelier/ HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 4\r\
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-class Recorder:
-    """Every (state, event) pair taken by any exchange while active."""
-
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, str]] = []
-        self._real = Exchange._go
-
-    def __enter__(self) -> Recorder:
-        recorder = self
-        real = self._real
-
-        def go(exchange: Exchange, event: int) -> None:
-            recorder.rows.append((STATE_NAMES[exchange.state], EVENT_NAMES[event]))
-            real(exchange, event)
-
-        Exchange._go = go  # type: ignore[method-assign]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        Exchange._go = self._real  # type: ignore[method-assign]
-
-
 def harness(pooled: int = 1, **gateway: Any) -> ProtocolHarness:
-    return ProtocolHarness(atelier_config(**gateway), pooled=pooled)
+    """A harness whose worker records every exchange transition (WorkerContext.trace)."""
+    h = ProtocolHarness(atelier_config(**gateway), pooled=pooled)
+    h.server.trace = []
+    return h
+
+
+def rows(h: ProtocolHarness) -> list[tuple[str, str]]:
+    return [(STATE_NAMES[s], EVENT_NAMES[e]) for s, e in h.server.trace or ()]
 
 
 def failing_connect(h: ProtocolHarness, times: int) -> None:
@@ -289,21 +273,16 @@ ROWS: dict[tuple[str, str], tuple[Callable[[ProtocolHarness], bytes], dict[str, 
 }
 
 
-@pytest.fixture
-def recorder() -> Iterator[Recorder]:
-    with Recorder() as rec:
-        yield rec
-
-
 @pytest.mark.parametrize("row", list(ROWS), ids=[f"{s}-{e}" for s, e in ROWS])
-def test_row(row: tuple[str, str], recorder: Recorder) -> None:
+def test_row(row: tuple[str, str]) -> None:
     scenario, options, expected = ROWS[row]
     h = harness(**options)
     try:
         out = scenario(h)
+        taken = rows(h)
     finally:
         h.close()
-    assert row in recorder.rows, recorder.rows
+    assert row in taken, taken
     assert out.startswith(expected), out[:200]
 
 

@@ -7,15 +7,15 @@ from typing import Mapping
 
 import httptools
 
-from fastgw.core.http.request import RequestHead, RequestLimits, RequestReader
+from fastgw.core.http.request import HeadCollector, RequestHead, RequestLimits, RequestReader
 
 
 def parse_heads(raw: bytes, limits: RequestLimits | None = None) -> list[RequestHead]:
     """Every head the reader accepts in `raw`, up to an upgrade (raises what feed_data
     raises otherwise)."""
-    heads: list[RequestHead] = []
-    reader = RequestReader(limits or RequestLimits(), lambda: None, heads.append,
-                           lambda body: None, lambda: None)
+    sink = HeadCollector()
+    heads = sink.heads
+    reader = RequestReader(limits or RequestLimits(), sink, lambda body: None, lambda: None)
     reader.parser = httptools.HttpRequestParser(reader)
     try:
         reader.parser.feed_data(raw)

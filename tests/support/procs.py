@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Sequence
 
-__all__ = ["IrisProcess", "REPO_ROOT", "process_gone", "stop_process"]
+__all__ = ["IrisProcess", "REPO_ROOT", "process_gone", "status_kb", "stop_process"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(rb"^iris (\S+) listening on (\S+):(\d+)\s*$")
@@ -38,6 +38,17 @@ def process_gone(pid: int) -> bool:
         except OSError:
             continue
     return True
+
+
+def status_kb(pid: int, field_name: bytes) -> int:
+    """A KiB figure of /proc/PID/status (`b"VmRSS:"`, `b"VmHWM:"`); 0 if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_bytes().splitlines():
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:

@@ -80,6 +80,20 @@ class RecordingTransport(asyncio.Transport):
         return self.closed
 
 
+class HarnessLoop:
+    """The real (never run) uvloop loop, except that new connections are the harness's."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, harness: ProtocolHarness) -> None:
+        self._loop = loop
+        self._harness = harness
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
+
+    async def create_connection(self, factory: Any, host: str, port: int) -> tuple[Any, Any]:
+        return await self._harness.connect(factory, host, port)
+
+
 class ProtocolHarness:
     """A worker's ProxyServer on a uvloop loop that is never run: one client connection
     and fake backend connections, all on RecordingTransports.
@@ -96,21 +110,12 @@ class ProtocolHarness:
         from fastgw.dataplane.downstream import ClientConnection
         from fastgw.dataplane.server import ProxyServer
 
-        from fastgw.dataplane.pool import UpstreamPool
-
-        self.loop = uvloop.new_event_loop()
-        asyncio.set_event_loop(self.loop)
-        self.server = ProxyServer(load_declarative(document), self.loop)
+        self.real_loop = uvloop.new_event_loop()
+        asyncio.set_event_loop(self.real_loop)
+        self.loop = HarnessLoop(self.real_loop, self)
+        self.server = ProxyServer(load_declarative(document), self.loop)  # type: ignore[arg-type]
         self.backends: list[Any] = []  # every fake upstream connection, in creation order
         self.connect_hook = self._fake_connect
-        # New upstream connections come from connect_hook (restored by close()).
-        self._real_connect = UpstreamPool.connect
-        harness = self
-
-        async def connect(pool: Any, resolver: Any, timeout: float) -> Any:
-            return await harness.connect_hook(pool)
-
-        UpstreamPool.connect = connect  # type: ignore[method-assign]
         for upstream in self.server.snapshot.upstreams.values():
             for target in upstream.targets:
                 pool = target.pool
@@ -137,13 +142,20 @@ class ProtocolHarness:
 
     # -- driving ----------------------------------------------------------------------
 
+    async def connect(self, factory: Any, host: str, port: int) -> tuple[Any, Any]:
+        """The loop's create_connection: a fake backend connection for that address."""
+        pool = next(t.pool for u in self.server.snapshot.upstreams.values() for t in u.targets
+                    if (t.pool.host, t.pool.port) == (host, port))
+        conn = await self.connect_hook(pool)
+        return conn.transport, conn
+
     def send(self, data: bytes) -> None:
         self.client.data_received(data)
 
     def run(self, turns: int = 3) -> None:
         """Let tasks (new upstream connections) run."""
         for _ in range(turns):
-            self.loop.run_until_complete(asyncio.sleep(0))
+            self.real_loop.run_until_complete(asyncio.sleep(0))
 
     def reply(self, data: bytes, backend: Any = None) -> None:
         """Bytes from a backend: the one carrying the active exchange by default."""
@@ -163,16 +175,14 @@ class ProtocolHarness:
         return self.client_transport.take()
 
     def close(self) -> None:
-        from fastgw.dataplane.pool import UpstreamPool
-
-        UpstreamPool.connect = self._real_connect  # type: ignore[method-assign]
-        tasks = asyncio.all_tasks(self.loop)
+        loop = self.real_loop
+        tasks = asyncio.all_tasks(loop)
         for task in tasks:
             task.cancel()
         if tasks:
-            self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         asyncio.set_event_loop(None)
-        self.loop.close()
+        loop.close()
 
 
 def atelier_config(**gateway: Any) -> dict[str, Any]:

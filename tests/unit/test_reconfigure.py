@@ -118,6 +118,22 @@ def test_other_changes_build_a_new_snapshot_and_free_the_old() -> None:
     _run(20, test)
 
 
+def test_pools_follow_the_targets_and_are_closed_on_the_loop() -> None:
+    async def test(w: Worker) -> None:
+        pools = w.server.registry.pools
+        kept = pools[("10.0.0.1", 80)]
+        added = E.create(w.config, "targets", {"target": "10.0.0.3:80"},
+                         ("upstream", w.config.upstreams[0].id))[0]
+        await w.acked(w.change(_canonical(added)))
+        assert ("10.0.0.3", 80) in pools and pools[("10.0.0.1", 80)] is kept  # warm pool kept
+        gone = E.delete(w.config, "targets", w.config.targets[0])
+        await w.acked(w.change(gone))
+        assert ("10.0.0.1", 80) not in pools and kept.closed
+        assert "10.0.0.1:80" in w.server.registry.pool_stats  # counters outlive the pool
+
+    _run(5, test)
+
+
 def test_queued_versions_are_built_once_from_the_newest() -> None:
     async def test(w: Worker) -> None:
         cfg = w.config

@@ -7,6 +7,8 @@ one function (Kong 3.x's JSON error shape, reference/kong.md §1).
 
 from __future__ import annotations
 
+from typing import Final
+
 import os
 import time
 from email.utils import formatdate
@@ -15,6 +17,9 @@ from http import HTTPStatus
 import orjson
 
 from fastgw.core.http.fields import SERVER_TOKEN
+from fastgw.core.http.gateway_fields import GatewayFields
+
+DEFAULT_FIELDS: Final = GatewayFields()
 
 __all__ = [
     "CONTINUE_100",
@@ -37,11 +42,11 @@ def reason_phrase(code: int) -> bytes:
 
 
 # "HTTP/1.1 200 OK\r\n" for every code, computed once.
-STATUS_LINES: dict[int, bytes] = {
+STATUS_LINES: Final[dict[int, bytes]] = {
     code: b"HTTP/1.1 %d %s\r\n" % (code, reason_phrase(code)) for code in range(100, 1000)
 }
 
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CONTINUE_100: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
 def status_line(code: int) -> bytes:
@@ -67,11 +72,11 @@ class DateHeader:
         return self.value
 
 
-DATE = DateHeader()
+DATE: Final = DateHeader()
 
 # Kong's messages for errors the proxy itself produces (reference/kong.md §1), and
 # nginx's wording where Kong leaves it to nginx (405, 501, 505).
-MESSAGES: dict[int, str] = {
+MESSAGES: Final[dict[int, str]] = {
     400: "Bad request",
     404: "no Route matched with those values",
     405: "Method not allowed",
@@ -99,8 +104,11 @@ def error_response(
     keep_alive: bool = True,
     head_only: bool = False,
     request_id: str | None = None,
+    fields: GatewayFields = DEFAULT_FIELDS,
+    latency_ms: float = -1.0,
 ) -> bytes:
-    """A complete gateway-generated response: Kong 3.x JSON body `{message, request_id}`."""
+    """A complete gateway-generated response: Kong 3.x JSON body `{message, request_id}`,
+    with the fields `fields` turns on (Server, the request id, X-Kong-Response-Latency)."""
     body = orjson.dumps(
         {
             "message": message if message is not None
@@ -113,10 +121,13 @@ def error_response(
         DATE.value,
         b"Content-Type: application/json; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % len(body),
-        b"Server: " + SERVER_TOKEN + b"\r\n",
     ]
+    if fields.server:
+        head.append(b"Server: " + SERVER_TOKEN + b"\r\n")
     if request_id:
-        head.append(b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n")
+        head.append(fields.response_id_lines(request_id.encode("latin-1")))
+    if fields.response_latency and latency_ms >= 0:
+        head.append(b"X-Kong-Response-Latency: %d\r\n" % latency_ms)
     if code == 405:
         head.append(b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n")
     if not keep_alive:

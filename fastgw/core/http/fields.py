@@ -11,6 +11,8 @@ References:
 
 from __future__ import annotations
 
+from typing import Final
+
 from fastgw import __version__
 
 __all__ = [
@@ -27,13 +29,13 @@ __all__ = [
     "split_host_port",
 ]
 
-SERVER_TOKEN = f"fastgw/{__version__}".encode()
-VIA_VALUE = b"1.1 " + SERVER_TOKEN
-VIA_LINE = b"Via: " + VIA_VALUE + b"\r\n"
+SERVER_TOKEN: Final = f"fastgw/{__version__}".encode()
+VIA_VALUE: Final = b"1.1 " + SERVER_TOKEN
+VIA_LINE: Final = b"Via: " + VIA_VALUE + b"\r\n"
 
 # Lower-case names never forwarded as they are. "connection" is also parsed for the
 # extra names it lists; framing fields are always written by the gateway itself.
-HOP_BY_HOP = frozenset(
+HOP_BY_HOP: Final = frozenset(
     {
         b"connection",
         b"keep-alive",
@@ -49,7 +51,7 @@ HOP_BY_HOP = frozenset(
 
 # Fields the gateway sets itself on the upstream request; incoming copies are dropped
 # (and, from trusted peers only, folded into the new values).
-FORWARDED = frozenset(
+FORWARDED: Final = frozenset(
     {
         b"x-forwarded-for",
         b"x-forwarded-proto",
@@ -60,10 +62,10 @@ FORWARDED = frozenset(
     }
 )
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 # The common methods both ways, so the request path neither decodes nor encodes them.
-METHOD_NAMES = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
-METHOD_BYTES = {name: raw for raw, name in METHOD_NAMES.items()}
+METHOD_NAMES: Final = {m.encode(): m for m in ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")}
+METHOD_BYTES: Final = {name: raw for raw, name in METHOD_NAMES.items()}
 
 
 def connection_tokens(value: bytes) -> set[bytes]:

@@ -66,12 +66,14 @@ Fields
 from __future__ import annotations
 
 import re
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from fastgw.core.http.fields import METHOD_NAMES
 
 __all__ = [
     "CHUNKED",
+    "HeadCollector",
+    "HeadSink",
     "LENGTH",
     "NO_BODY",
     "RequestHead",
@@ -82,20 +84,48 @@ __all__ = [
 ]
 
 # Request body framing (RequestHead.framing).
-NO_BODY, LENGTH, CHUNKED = 0, 1, 2
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
 
-# The fields on_header looks at; all others are only collected.
-_SPECIAL = frozenset(
-    {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
-)
-_CONNECTION_KEYWORDS = frozenset({b"close", b"keep-alive", b"upgrade"})
-_OWS = b" \t"
+# What on_header does with a field (by lower-case name; memoised in _FIELD_KINDS).
+_PLAIN: Final = 0
+_UNDERSCORED: Final = 1
+_HOST: Final = 2
+_LENGTH: Final = 3
+_TE: Final = 4
+_CONNECTION: Final = 5
+_UPGRADE: Final = 6
+_EXPECT: Final = 7
+_SPECIAL: Final = {b"host": _HOST, b"content-length": _LENGTH, b"transfer-encoding": _TE,
+                   b"connection": _CONNECTION, b"upgrade": _UPGRADE, b"expect": _EXPECT}
+# Field names as sent -> (lower-case name, kind): clients repeat the same spellings, so
+# one dict lookup per field replaces a lower() and a classification.
+_FIELD_KINDS: Final[dict[bytes, tuple[bytes, int]]] = {}
+
+
+def _field_kind(name: bytes) -> tuple[bytes, int]:
+    """Classify a field name not seen before (rule L2 for underscores), and remember it."""
+    lname = name.lower()
+    kind = _SPECIAL.get(lname)
+    if kind is None:
+        # find(), not `b"_" in lname`: bytes.__contains__ first tries its argument as an
+        # int and raises (and clears) a TypeError for a bytes one.
+        kind = _UNDERSCORED if lname.find(b"_") != -1 else _PLAIN
+    found = (lname, kind)
+    if len(_FIELD_KINDS) < 4096:  # bounded: field names are few; junk names just miss
+        _FIELD_KINDS[name] = found
+    return found
+
+
+_CONNECTION_KEYWORDS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
+_OWS: Final = b" \t"
 
 # RFC 3986 §3.2.2 host (reg-name, IPv4, IP-literal) and an optional port.
-_HOST_RE = re.compile(
+_HOST_RE: Final = re.compile(
     rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]+)(?::[0-9]*)?\Z"
 )
-_HOST_CACHE: dict[bytes, bool] = {}
+_HOST_CACHE: Final[dict[bytes, bool]] = {}
 
 
 def valid_host(host: bytes) -> bool:
@@ -196,26 +226,54 @@ class RequestHead:
         return out
 
 
+class HeadSink:
+    """Where a RequestReader hands what it read (the data plane's client connection); a
+    base class rather than callbacks so that, compiled, the calls are direct."""
+
+    __slots__ = ()
+
+    def on_begin(self) -> None:
+        """A request's first byte arrived."""
+        raise NotImplementedError
+
+    def on_head(self, head: RequestHead) -> None:
+        """A request head was accepted (its body, if any, follows through on_body)."""
+        raise NotImplementedError
+
+
+class HeadCollector(HeadSink):
+    """A sink that keeps every head it is given (reading heads offline: tools, tests)."""
+
+    __slots__ = ("heads",)
+
+    def __init__(self) -> None:
+        self.heads: list[RequestHead] = []
+
+    def on_begin(self) -> None:
+        pass
+
+    def on_head(self, head: RequestHead) -> None:
+        self.heads.append(head)
+
+
 class RequestReader:
     """httptools callback object for one client connection (see the module docstring).
 
-    The owner gives `on_begin()` (a request's first byte), `on_head(head)` (the end of
-    every accepted head), and its own `on_body(bytes)` / `on_message_complete()`, which
-    llhttp calls directly. `parser` is set once the owner has created the httptools
-    parser around this reader.
+    The owner is a `HeadSink` (told of each request's first byte and of every accepted
+    head) and gives its own `on_body(bytes)` / `on_message_complete()`, which llhttp
+    calls directly. `parser` is set once the owner has created the httptools parser
+    around this reader.
     """
 
-    __slots__ = ("limits", "parser", "on_begin", "on_head", "on_body", "on_message_complete",
+    __slots__ = ("limits", "parser", "sink", "on_body", "on_message_complete",
                  "url", "headers", "size", "count", "n_host", "host", "n_length", "length",
                  "n_te", "te", "connection", "upgrade", "expect", "refused")
 
-    def __init__(self, limits: RequestLimits, on_begin: Callable[[], None],
-                 on_head: Callable[[RequestHead], None], on_body: Callable[[bytes], None],
+    def __init__(self, limits: RequestLimits, sink: HeadSink, on_body: Callable[[bytes], None],
                  on_message_complete: Callable[[], None]) -> None:
         self.limits = limits
         self.parser: Any = None
-        self.on_begin = on_begin
-        self.on_head = on_head
+        self.sink = sink
         self.on_body = on_body
         self.on_message_complete = on_message_complete
         self.refused = 0  # the status of the head being refused (0: none)
@@ -224,7 +282,7 @@ class RequestReader:
     # -- llhttp callbacks -------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self.on_begin()
+        self.sink.on_begin()
 
     def _reset(self) -> None:
         """Fresh per-head state (after each head is handed over: an idle connection keeps
@@ -254,27 +312,34 @@ class RequestReader:
         self.count += 1
         if self.size > limits.max_header_size or self.count > limits.max_header_count:
             self._refuse(431)
-        if b"_" in name and not limits.underscores:
-            return  # L2
-        lname = name.lower()
+        found = _FIELD_KINDS.get(name)  # the exact spelling, seen before: no lower()
+        if found is None:
+            found = _field_kind(name)
+        lname, kind = found
+        if kind == _PLAIN:
+            self.headers.append((lname, name, value))
+            return
+        if kind == _UNDERSCORED:
+            if not limits.underscores:
+                return  # L2
+            self.headers.append((lname, name, value))
+            return
         self.headers.append((lname, name, value))
-        if lname not in _SPECIAL:
-            return  # most fields: one set lookup
-        if lname == b"host":
+        if kind == _HOST:
             self.n_host += 1
             self.host = value
-        elif lname == b"content-length":
+        elif kind == _LENGTH:
             self.n_length += 1
             self.length = value
-        elif lname == b"transfer-encoding":
+        elif kind == _TE:
             self.n_te += 1
             self.te = value
-        elif lname == b"connection":
+        elif kind == _CONNECTION:
             if self.connection is None:
                 self.connection = [value]
             else:
                 self.connection.append(value)
-        elif lname == b"upgrade":
+        elif kind == _UPGRADE:
             self.upgrade = value
         else:
             self.expect = value
@@ -282,7 +347,7 @@ class RequestReader:
     def on_headers_complete(self) -> None:
         head = self._decide()
         self._reset()
-        self.on_head(head)
+        self.sink.on_head(head)
 
     # -- the decision -----------------------------------------------------------------
 
@@ -290,7 +355,10 @@ class RequestReader:
         parser = self.parser
         limits = self.limits
         raw_method = parser.get_method()
-        method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
+        if raw_method == b"GET":
+            method = "GET"  # most requests: no hash of a new bytes object
+        else:
+            method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
         keep_alive = parser.should_keep_alive()
         # V1. llhttp reads 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive without a
         # Connection field only for x.y with y > 0: so that case is 1.1 without asking.
@@ -363,7 +431,7 @@ class RequestReader:
         if self.upgrade is not None and parser.should_upgrade():
             if framing == CHUNKED or length:
                 self._refuse(400)
-            websocket = b"websocket" in self.upgrade.lower()
+            websocket = self.upgrade.lower().find(b"websocket") != -1
         expect = self.expect
         return RequestHead(
             method, url, path, query, host, host_field, self.headers, http11, keep_alive,
