@@ -95,7 +95,7 @@ def test_stats_survive_a_reload_and_rename_starts_a_series() -> None:
         assert renamed.stats is not plan.stats and renamed.stats.route == "renamed"
         # A route's series appear with its first request (as Kong's): none for idle ones.
         assert [r["route"] for r in server.stats_snapshot()["routes"]] == ["r"]
-        renamed.stats.record(404, 1.0, -1.0, 1, 1, 1)
+        renamed.stats.record(404, 1.0, -1.0, False, 1, 1, 1)
         names = sorted(r["route"] for r in server.stats_snapshot()["routes"])
         assert names == ["r", "renamed"]
     finally:
