@@ -65,6 +65,14 @@ PAUSE_UPGRADE: Final = 16  # bytes after an upgrade request wait for the backend
 
 PIPELINE_LIMIT: Final = 16
 
+# What llhttp refuses on its own, before the reader sees a whole head, answered with the
+# status core.http.request's rules give the same fault (F2, V1); anything else is 400.
+_LLHTTP_STATUS: Final = {
+    "Invalid `Transfer-Encoding` header value": 501,
+    "Request has invalid `Transfer-Encoding`": 501,
+    "Invalid HTTP version": 505,
+}
+
 
 class ClientConnection(ClientSide):
     """An asyncio protocol (duck-typed: the loop calls the methods below)."""
@@ -146,8 +154,8 @@ class ClientConnection(ClientSide):
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0]:])
-        except httptools.HttpParserError:
-            self._on_parse_error()
+        except httptools.HttpParserError as exc:
+            self._on_parse_error(_LLHTTP_STATUS.get(str(exc), 400))
         finally:
             self.feeding = False
         ready = self.ready
@@ -388,8 +396,8 @@ class ClientConnection(ClientSide):
                     parser.feed_data(rest)
                 except httptools.HttpParserUpgrade as exc:
                     self._on_upgrade(rest[exc.args[0]:])
-                except httptools.HttpParserError:
-                    self._on_parse_error()
+                except httptools.HttpParserError as exc:
+                    self._on_parse_error(_LLHTTP_STATUS.get(str(exc), 400))
             return
         # Nothing after a websocket handshake is parsed or forwarded before its 101.
         self.no_more = self.broken = True
@@ -397,8 +405,8 @@ class ClientConnection(ClientSide):
         self.held = rest
         self.pause_reading_for(PAUSE_UPGRADE)
 
-    def _on_parse_error(self) -> None:
-        status = self.reader.refused or 400
+    def _on_parse_error(self, llhttp_status: int = 400) -> None:
+        status = self.reader.refused or llhttp_status
         self.reader.refused = 0
         exchange = self.parsing
         self.parsing = None
