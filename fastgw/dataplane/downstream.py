@@ -48,7 +48,6 @@ import httptools
 
 from fastgw.core.http.errors import error_response
 from fastgw.core.http.request import RequestHead, RequestReader
-from fastgw.core.http.upstream_head import ForwardedFields
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, ClientSide, Exchange
 from fastgw.dataplane.sweeper import CLIENT_BODY, CLIENT_HEADER, KEEPALIVE, LINGER
@@ -124,8 +123,7 @@ class ClientConnection(ClientSide):
         server = self.server
         peer = transport.get_extra_info("peername")
         self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.fwd = ForwardedFields(ip, server.port_bytes(self.port), b"http",
-                                   server.is_trusted(ip))
+        self.fwd = server.forwarded_fields(ip, self.port, b"http")
         parser = self.parser = httptools.HttpRequestParser(self.reader)
         self.reader.parser = parser
         server.connections.add(self)
