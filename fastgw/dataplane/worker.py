@@ -161,7 +161,8 @@ class Worker:
                 reconfigurer.submit(message)
 
 
-def stats_reply(server: ProxyServer, request: dict[str, Any], *, final: bool = False) -> dict[str, Any]:
+def stats_reply(server: ProxyServer, request: dict[str, Any], *,
+                final: bool = False) -> dict[str, Any]:
     """The worker's answer to a ``stats`` message (also sent unasked when it drains)."""
     return {"type": "stats", "seq": request.get("seq"), "pid": os.getpid(), "final": final,
             **server.stats_snapshot()}
