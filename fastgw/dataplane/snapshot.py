@@ -197,8 +197,11 @@ class Snapshot:
                         prefix_line(match.stripped_prefix))
 
 
-def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snapshot:
-    used: set[tuple[str, int]] = set()
+def build_snapshot(config: Config, registry: PoolRegistry, version: int,
+                   keep_pools: set[tuple[str, int]] | None = None) -> Snapshot:
+    """``keep_pools``: collect the pools the snapshot uses there instead of closing the
+    others (a build off the loop; the caller closes them on the loop)."""
+    used: set[tuple[str, int]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
     for target in config.targets:
@@ -260,7 +263,8 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snap
                 balancer = _canary_balancer(canary, service, balancer, upstreams, registry, used)
             plans[route.id] = RoutePlan(route, service, balancer)
     router = Router.compile(live_routes)
-    registry.retain_only(used)
+    if keep_pools is None:
+        registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)
 
 
