@@ -17,7 +17,6 @@ from fastgw.config.declarative import grouped_by_parent
 from fastgw.config.delta import config_delta
 from fastgw.controlplane.admin import entities as E
 from fastgw.dataplane.reconfigure import Reconfigurer, reweighted_targets
-from fastgw.dataplane import snapshot as snapshot_module
 from fastgw.dataplane.server import ProxyServer
 
 
@@ -159,16 +158,10 @@ def test_a_change_to_another_version_asks_for_the_whole_config() -> None:
     _run(5, test)
 
 
-_COMPILED_BUILD = not snapshot_module.__file__.endswith(".py")
-
-
-@pytest.mark.xfail(_COMPILED_BUILD, strict=False, reason=(
-    "compiled (mypyc) code never lets another thread take the GIL: build_snapshot and "
-    "Router.compile, compiled, block the loop for their whole run even in a thread (they "
-    "would have to stay interpreted, or build in slices)"))
 def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
     """The build of a 5,000-route snapshot runs in a thread: the loop's callbacks keep
-    running meanwhile (before, the loop was blocked for the whole decode and build)."""
+    running meanwhile (before, the loop was blocked for the whole decode and build), in
+    the compiled build too (its builders pause every 256 routes to hand over the GIL)."""
 
     async def test(w: Worker) -> None:
         lags: list[float] = []
@@ -188,7 +181,7 @@ def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
         stop = True
         await tick
         assert ack["ok"] and ack["in_place"] is False
-        assert max(lags) < max(0.05, took / 3), (max(lags), took)
+        assert max(lags) < 0.05, (max(lags), took)
         assert len(lags) > 10
 
     _run(5000, test)
