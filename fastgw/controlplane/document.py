@@ -1,4 +1,6 @@
-"""The store's file as bytes, re-encoding only what changed since the last write.
+"""The store's document: its state (``StoreState``), that state as the file's dict
+(``dump_document``), and as the file's bytes, re-encoding only what changed since the
+last write (``DocumentEncoder``).
 
 An Admin API write changes one entity; the file holds them all. Building the whole
 document again (``dump_document``: a dict per entity, routes nested under services) costs
@@ -17,19 +19,57 @@ Each item is encoded by ``dump_declarative`` itself, on a config holding just th
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
-from fastgw.config.declarative import dump_declarative
+from fastgw.config.declarative import dump_declarative, is_entity_key
 from fastgw.config.model import Config
-from fastgw.config.workspaces import DEFAULT_WORKSPACE, workspace_to_dict
+from fastgw.config.workspaces import DEFAULT_WORKSPACE, Workspace, workspace_to_dict
 
-if TYPE_CHECKING:
-    from fastgw.controlplane.store import StoreState
+__all__ = ["DocumentEncoder", "StoreState", "dump_document"]
 
-__all__ = ["DocumentEncoder"]
+
+@dataclass(frozen=True, slots=True)
+class StoreState:
+    version: int
+    workspaces: tuple[Workspace, ...]  # default first
+    configs: Mapping[str, Config]  # workspace name -> its entities (gateway = effective)
+    gateway_raw: Mapping[str, Any] | None  # the file's section, verbatim
+    etag: str = ""
+    merged: Config = field(default_factory=Config)  # every workspace, for the data plane
+
+    def workspace(self, key: str) -> Workspace | None:
+        for ws in self.workspaces:
+            if ws.id == key or ws.name == key:
+                return ws
+        return None
+
+    def document(self, *, with_gateway: bool = True) -> dict[str, Any]:
+        return dump_document(self, with_gateway=with_gateway)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Per-workspace declarative dicts: what a worker needs to rebuild the merged config."""
+        return {name: dump_declarative(cfg) for name, cfg in self.configs.items()}
+
+
+def dump_document(state: StoreState, *, with_gateway: bool = True) -> dict[str, Any]:
+    out = dump_declarative(state.configs[DEFAULT_WORKSPACE])
+    out.pop("gateway", None)
+    if with_gateway and state.gateway_raw is not None:
+        out["gateway"] = dict(state.gateway_raw)
+    wss = []
+    for ws in state.workspaces:
+        item = workspace_to_dict(ws)
+        if ws.name != DEFAULT_WORKSPACE:
+            sub = dump_declarative(state.configs[ws.name])
+            item.update({k: v for k, v in sub.items() if is_entity_key(k)})
+        wss.append(item)
+    out["workspaces"] = wss
+    return out
+
 
 _INDENT = orjson.OPT_INDENT_2
 _Key = tuple[Any, ...]

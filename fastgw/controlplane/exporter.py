@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -42,13 +42,29 @@ from prometheus_client.exposition import choose_encoder
 from fastgw import __version__
 from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, aggregate
 
+from fastgw.controlplane.workers import WorkerHandle
+
 if TYPE_CHECKING:
+    from fastgw.config.settings import GatewaySettings
+    from fastgw.controlplane.admin.api import AdminAPI
     from fastgw.controlplane.admin.http import Request, Response
-    from fastgw.controlplane.supervisor import Supervisor, WorkerHandle
+    from fastgw.controlplane.store import FileConfigStore
 
 __all__ = ["MetricsHub", "NodeCollector", "HEALTH_STATES"]
 
 log = logging.getLogger("fastgw.metrics")
+
+
+class Node(Protocol):
+    """What the metrics read of the supervisor (it is one)."""
+
+    node_id: str
+    store: FileConfigStore
+    workers: dict[int, WorkerHandle]
+    api: AdminAPI
+
+    @property
+    def settings(self) -> GatewaySettings: ...
 
 STATS_TIMEOUT = 0.5  # seconds a scrape waits for the workers' answers
 RETIRED_FOLD_AFTER = 300.0  # seconds after which a dead worker's counters are folded
@@ -274,7 +290,7 @@ class NodeCollector:
 class MetricsHub:
     """The supervisor's side: worker stats, reload results, and the HTTP handlers."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Node) -> None:
         self.supervisor = supervisor
         self.latest: dict[int, dict[str, Any]] = {}  # pid -> last stats of a live worker
         # Workers that are gone: pid -> (when noticed, last stats). A late final message

@@ -40,13 +40,12 @@ import logging
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
 import orjson
 
 from fastgw.config.declarative import (
-    dump_declarative,
     grouped_by_parent,
     is_entity_key,
     load_declarative,
@@ -54,7 +53,7 @@ from fastgw.config.declarative import (
 from fastgw.config.loader import decode_document, dump_yaml, is_yaml_path
 from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError, Errors
-from fastgw.controlplane.document import DocumentEncoder
+from fastgw.controlplane.document import DocumentEncoder, StoreState, dump_document
 from fastgw.config.workspaces import (
     DEFAULT_WORKSPACE,
     Workspace,
@@ -63,7 +62,6 @@ from fastgw.config.workspaces import (
     default_workspace,
     merge_configs,
     seed_ids,
-    workspace_to_dict,
 )
 
 __all__ = ["StoreState", "FileConfigStore", "PreconditionFailed", "FileChangedOnDisk",
@@ -139,29 +137,6 @@ def read_config_bytes(path: str) -> tuple[bytes, os.stat_result]:
             return f.read(), os.fstat(f.fileno())
     except OSError as e:
         raise ConfigError([("", f"cannot read {path}: {e.strerror or e}")]) from None
-
-
-@dataclass(frozen=True, slots=True)
-class StoreState:
-    version: int
-    workspaces: tuple[Workspace, ...]  # default first
-    configs: Mapping[str, Config]  # workspace name -> its entities (gateway = effective)
-    gateway_raw: Mapping[str, Any] | None  # the file's section, verbatim
-    etag: str = ""
-    merged: Config = field(default_factory=Config)  # every workspace, for the data plane
-
-    def workspace(self, key: str) -> Workspace | None:
-        for ws in self.workspaces:
-            if ws.id == key or ws.name == key:
-                return ws
-        return None
-
-    def document(self, *, with_gateway: bool = True) -> dict[str, Any]:
-        return dump_document(self, with_gateway=with_gateway)
-
-    def snapshot(self) -> dict[str, Any]:
-        """Per-workspace declarative dicts: what a worker needs to rebuild the merged config."""
-        return {name: dump_declarative(cfg) for name, cfg in self.configs.items()}
 
 
 # --------------------------------------------------------------------------- document <-> state
@@ -240,22 +215,6 @@ def parse_document(
 
 def _with_gateway(cfg: Config, default: Config) -> Config:
     return replace(cfg, gateway=default.gateway)
-
-
-def dump_document(state: StoreState, *, with_gateway: bool = True) -> dict[str, Any]:
-    out = dump_declarative(state.configs[DEFAULT_WORKSPACE])
-    out.pop("gateway", None)
-    if with_gateway and state.gateway_raw is not None:
-        out["gateway"] = dict(state.gateway_raw)
-    wss = []
-    for ws in state.workspaces:
-        item = workspace_to_dict(ws)
-        if ws.name != DEFAULT_WORKSPACE:
-            sub = dump_declarative(state.configs[ws.name])
-            item.update({k: v for k, v in sub.items() if is_entity_key(k)})
-        wss.append(item)
-    out["workspaces"] = wss
-    return out
 
 
 def content_etag(digest: str) -> str:

@@ -50,7 +50,6 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 from fastgw.config import ConfigError
@@ -64,10 +63,11 @@ from fastgw.controlplane.prober import HealthService
 from fastgw.controlplane.publisher import ConfigPublisher
 from fastgw.controlplane.respawn import CrashLoopPolicy
 from fastgw.controlplane.store import FileConfigStore, StoreState
+from fastgw.controlplane.workers import WorkerHandle
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.server import bind_socket
 
-__all__ = ["Supervisor", "admin_listen_problem", "StartupError", "SUPERVISOR_SIGNALS"]
+__all__ = ["Supervisor", "WorkerHandle", "admin_listen_problem", "StartupError", "SUPERVISOR_SIGNALS"]
 
 log = logging.getLogger("fastgw.supervisor")
 
@@ -90,27 +90,6 @@ def admin_listen_problem(settings: GatewaySettings) -> str | None:
             "hosts and no admin_token is set. Set gateway.admin_token (or FASTGW_ADMIN_TOKEN) "
             "so the Admin API requires a Fastgw-Admin-Token header, or bind admin_listen to "
             "127.0.0.1.")
-
-
-@dataclass(eq=False)
-class WorkerHandle:
-    slot: int
-    proc: asyncio.subprocess.Process
-    channel: Channel
-    started: float = field(default_factory=time.monotonic)
-    acked: int = 0  # newest config version this worker runs
-    ready: bool = False  # acked at least once: listening
-    last_seen: float = field(default_factory=time.monotonic)  # its last message (heartbeat)
-    unresponsive: bool = False  # silent past the watchdog timeout: being replaced
-    last_apply: dict[str, Any] | None = None  # the last ack: version, ms, in place or built
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    @property
-    def serving(self) -> bool:
-        return self.ready and not self.unresponsive
 
 
 class Supervisor:

@@ -16,7 +16,8 @@ from fastgw.controlplane.instance import StartupError, claim_proxy_address, list
 from fastgw.controlplane.publisher import ConfigPublisher
 from fastgw.controlplane.respawn import CrashLoopPolicy
 from fastgw.controlplane.store import FileConfigStore
-from fastgw.controlplane.supervisor import Supervisor, WorkerHandle
+from fastgw.controlplane.supervisor import Supervisor
+from fastgw.controlplane.workers import WorkerHandle
 
 # (slot, seconds the worker lived) -> (respawn delay, gives up when nothing else serves)
 CRASH_LOOPS = [
