@@ -113,7 +113,7 @@ def apply_delta(old: Config, delta: Any) -> Config:
     entity that does not validate (the caller keeps ``old``)."""
     if not isinstance(delta, dict):
         raise ConfigError([("", "config delta is not an object")])
-    changes: dict[str, tuple[Any, ...]] = {}
+    changes: dict[str, Any] = {}  # entity kind -> its new tuple (replace() keywords)
     for kind, change in delta.items():
         if kind not in ENTITY_KINDS or not isinstance(change, dict):
             raise ConfigError([(str(kind), "not an entity collection of a config delta")])

@@ -158,6 +158,7 @@ def test_a_change_to_another_version_asks_for_the_whole_config() -> None:
     _run(5, test)
 
 
+@pytest.mark.timing
 def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
     """The build of a 5,000-route snapshot runs in a thread: the loop's callbacks keep
     running meanwhile (before, the loop was blocked for the whole decode and build), in
