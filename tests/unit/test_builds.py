@@ -26,7 +26,7 @@ TOTAL_FLOOR = 80.0  # core/, config/ and dataplane/ together
                     reason="this is the pure-Python pass itself")
 def test_the_pure_python_build_passes_with_its_coverage_floor(tmp_path: Path) -> None:
     report = tmp_path / "coverage.json"
-    env = {**os.environ, "FASTGW_PURE_PYTHON": "1"}
+    env = {**os.environ, "FASTGW_PURE_PYTHON": "1", "COVERAGE_FILE": str(tmp_path / ".coverage")}
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
          "tests/unit", "tests/protocol", "--cov=fastgw.core", "--cov=fastgw.config",
