@@ -189,10 +189,10 @@ class ClientConnection(ClientSide):
             active.client_gone()
         while self.queue:
             self.queue.pop(0).client_gone()
-        # The parser holds the reader, which holds our bound callbacks: drop both so
-        # reference counting frees this connection now (no cycle for the collector).
+        # The parser holds the reader, which holds us and our bound callbacks: drop both
+        # so reference counting frees this connection now (no cycle for the collector).
         self.parser = None
-        self.reader.parser = None
+        self.reader.detach()
         self.last = self.parsing = None
 
     def pause_writing(self) -> None:
