@@ -236,16 +236,24 @@ def _dangling_references(configs: Mapping[str, Config]) -> Errors:
     for ws, cfg in configs.items():
         prefix = "" if ws == DEFAULT_WORKSPACE else f"workspaces.{ws}."
         ids = {k: {e.id for e in getattr(cfg, k)} for k in ("services", "routes", "upstreams",
-                                                            "consumers")}
+                                                            "consumers", "certificates")}
         refs = [("routes", "service", "services"), ("targets", "upstream", "upstreams"),
                 ("plugins", "service", "services"), ("plugins", "route", "routes"),
-                ("plugins", "consumer", "consumers")]
+                ("plugins", "consumer", "consumers"), ("snis", "certificate", "certificates"),
+                ("services", "client_certificate", "certificates"),
+                ("upstreams", "client_certificate", "certificates")]
         for kind, fk, target in refs:
             for i, e in enumerate(getattr(cfg, kind)):
                 ref = getattr(e, fk)
                 if ref is not None and ref not in ids[target]:
                     errors.append((f"{prefix}{kind}[{i}].{fk}", f"invalid reference '{fk}: {ref}' "
                                    f"(no such entry in '{target}')"))
+        cas = {c.id for c in cfg.ca_certificates}
+        for i, service in enumerate(cfg.services):
+            for ref in service.ca_certificates or ():
+                if ref not in cas:
+                    errors.append((f"{prefix}services[{i}].ca_certificates", "invalid reference "
+                                   f"'ca_certificates: {ref}' (no such entry in 'ca_certificates')"))
     return errors
 
 
