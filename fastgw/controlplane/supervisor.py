@@ -41,11 +41,17 @@ from fastgw.controlplane.admin.http import HTTPServer
 from fastgw.controlplane.admin.status import StatusAPI
 from fastgw.controlplane.exporter import MetricsHub
 from fastgw.config import ConfigError
-from fastgw.config.settings import GatewaySettings, parse_listen
+from fastgw.config.settings import GatewaySettings
 from fastgw.controlplane.store import FileConfigStore, StoreState
+from fastgw.controlplane.default_cert import (
+    CertificateFileError,
+    default_certificate,
+    listener_certificate,
+)
 from fastgw.controlplane.prober import HealthService
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.server import bind_socket
+from fastgw.dataplane.tls import CertPair, server_context
 
 __all__ = ["Supervisor", "admin_listen_problem", "StartupError"]
 
@@ -64,17 +70,20 @@ def admin_listen_problem(settings: GatewaySettings) -> str | None:
     """Why the admin listener must not start as configured, or None."""
     if settings.admin_listen == "off" or settings.admin_token:
         return None
-    host, _ = parse_listen(settings.admin_listen)
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    exposed = [a for a in settings.listeners("admin") if not _loopback(a.host)]
+    if not exposed:
         return None
     return (f"refusing to start: admin_listen {settings.admin_listen} is reachable from other "
             "hosts and no admin_token is set. Set gateway.admin_token (or FASTGW_ADMIN_TOKEN) "
             "so the Admin API requires a Fastgw-Admin-Token header, or bind admin_listen to "
             "127.0.0.1.")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass(eq=False)
@@ -114,6 +123,8 @@ class Supervisor:
         self.metrics.install()
         self._message: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The ssl listeners' default certificate (read or made in run()).
+        self.default_cert: CertPair | None = None
 
     @property
     def settings(self) -> GatewaySettings:
@@ -152,8 +163,11 @@ class Supervisor:
     # -- snapshots ------------------------------------------------------------------------
     def _snapshot(self, state: StoreState) -> dict[str, Any]:
         self.health.configure(state.merged)
-        return {"type": "config", "version": state.version, "workspaces": state.snapshot(),
-                "health": self.health.full_message()}
+        message = {"type": "config", "version": state.version, "workspaces": state.snapshot(),
+                   "health": self.health.full_message()}
+        if self.default_cert is not None:
+            message["tls"] = {"cert": self.default_cert.cert, "key": self.default_cert.key}
+        return message
 
     def _send_health(self, message: dict[str, Any]) -> None:
         for w in self.workers.values():
@@ -243,14 +257,19 @@ class Supervisor:
         await self._spawn(w.slot)
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def _listen(self, listen: str, handler: Any, name: str) -> None:
-        if listen == "off":
-            return
-        sock = bind_socket(listen, reuse_port=False, backlog=128)
-        server = HTTPServer(handler, name=name)
-        await server.start(sock)
-        self.servers.append(server)
-        log.info("%s API listening on %s", name, listen)
+    async def _listen(self, handler: Any, name: str) -> None:
+        """Every entry of ``<name>_listen`` (admin or status), over TLS where it says ssl."""
+        for address in self.settings.listeners(name):
+            tls = None
+            if address.ssl:
+                assert self.default_cert is not None
+                pair = listener_certificate(self.settings, name, self.default_cert)
+                tls = server_context(self.settings, pair)
+            sock = bind_socket(address, reuse_port=False, backlog=128)
+            server = HTTPServer(handler, name=name)
+            await server.start(sock, tls)
+            self.servers.append(server)
+            log.info("%s API listening on %s", name, address)
 
     def _stop(self) -> None:
         if self.stopping:
@@ -287,10 +306,20 @@ class Supervisor:
         problem = admin_listen_problem(self.settings)
         if problem:
             raise StartupError(problem)
-        # Fail fast (and once) if the proxy address cannot be bound at all.
-        bind_socket(self.settings.proxy_listen).close()
-        await self._listen(self.settings.admin_listen, self.api.handle, "admin")
-        await self._listen(self.settings.status_listen, self.status_api.handle, "status")
+        settings = self.settings
+        if any(a.ssl for name in ("proxy", "admin", "status") for a in settings.listeners(name)):
+            try:
+                self.default_cert = default_certificate(settings, self.store.path)
+            except CertificateFileError as exc:
+                raise StartupError(f"refusing to start: {exc}") from None
+        for address in settings.listeners("proxy"):
+            if address.http2:
+                log.warning("proxy_listen %s: http2 is not supported; clients negotiate "
+                            "HTTP/1.1 (ALPN)", address)
+            # Fail fast (and once) if a proxy address cannot be bound at all.
+            bind_socket(address).close()
+        await self._listen(self.api.handle, "admin")
+        await self._listen(self.status_api.handle, "status")
         self.store.subscribe(self._on_change)
         self.pushed_at[self.store.state.version] = time.monotonic()
         self.health.configure(self.store.state.merged)

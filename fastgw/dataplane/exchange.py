@@ -70,6 +70,12 @@ from fastgw.core.http.response import (
 )
 from fastgw.core.http.response import LENGTH as RESPONSE_LENGTH
 from fastgw.core.http.response import NO_BODY as RESPONSE_NO_BODY
+from fastgw.core.https_redirect import (
+    HTTPS_MESSAGE,
+    UPGRADE_FIELDS,
+    forwarded_https,
+    location_field,
+)
 from fastgw.core.http.upstream_head import ForwardedFields, build_upstream_head, client_request_id
 from fastgw.dataplane.balancing import BalanceContext, TargetRuntime
 from fastgw.dataplane.body import REPLAY_LIMIT, RequestBody, ResponseSpool
@@ -152,14 +158,15 @@ class ClientSide(HeadSink):
     """What an exchange needs of its client connection (dataplane.downstream), as a base
     class: compiled, the calls are direct."""
 
-    __slots__ = ("server", "client_ip", "port", "fwd", "write_paused", "started")
+    __slots__ = ("server", "client_ip", "port", "https", "fwd", "write_paused", "started")
 
     fwd: ForwardedFields  # set when the connection is made
 
-    def __init__(self, server: WorkerContext, port: int) -> None:
+    def __init__(self, server: WorkerContext, port: int, https: bool = False) -> None:
         self.server = server
         self.client_ip = ""
         self.port = port
+        self.https = https  # accepted on an ssl listener
         self.write_paused = False
         self.started = 0.0  # loop time at the current request's first byte
 
@@ -272,6 +279,10 @@ class Exchange(ResponseSink):
             return
         self.hit = hit
         self.plan = plan
+        if plan.https_only and not client.https and \
+                not forwarded_https(head, client.fwd.trusted):
+            self._https_required(plan.https_redirect)
+            return
         if plan.needs_context:
             self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
         if not self.request_complete:
@@ -282,6 +293,15 @@ class Exchange(ResponseSink):
                 self._go(BUFFER)
                 return
         self._pick()
+
+    def _https_required(self, status: int) -> None:
+        """A route for https only, asked over plain http: 426 or a redirect (Kong's)."""
+        if status != 426:
+            location = location_field(self.head, self.client.fwd.trusted)
+            if location is not None:
+                self.reply(status, extra=location, empty=True)
+                return
+        self.reply(426, HTTPS_MESSAGE, extra=UPGRADE_FIELDS)
 
     def feed_body(self, data: bytes) -> None:
         """A piece of the request body (decoded), from the client's parser."""
@@ -751,8 +771,10 @@ class Exchange(ResponseSink):
 
     # -- endings ----------------------------------------------------------------------
 
-    def reply(self, status: int, message: str | None = None, close: bool = False) -> None:
-        """The gateway answers this request itself (an error, before any response byte)."""
+    def reply(self, status: int, message: str | None = None, close: bool = False,
+              extra: bytes = b"", empty: bool = False) -> None:
+        """The gateway answers this request itself (an error, before any response byte);
+        `extra` field lines, `empty`: without a body (core.http.errors.error_response)."""
         if self.state == RELAYING:
             self.abort()
             return
@@ -770,7 +792,7 @@ class Exchange(ResponseSink):
             status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
             request_id=self._request_id().decode("latin-1"), fields=server.fields,
             latency_ms=(server.loop.time() - self.t0) * 1000.0
-            if server.fields.response_latency else -1.0,
+            if server.fields.response_latency else -1.0, extra=extra, empty=empty,
         )
         self.bytes_out += len(response)
         client.write(response)

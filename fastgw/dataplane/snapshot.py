@@ -17,6 +17,7 @@ from fastgw.core.canary import CanaryConfig
 from fastgw.core.http.fields import host_header_value
 from fastgw.core.http.request import RequestHead
 from fastgw.core.http.upstream_head import prefix_line
+from fastgw.core.https_redirect import https_only
 from fastgw.core.router import Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
 from fastgw.dataplane.pool import PoolStats, UpstreamPool
@@ -95,6 +96,8 @@ class RoutePlan:
         "pick",
         "needs_context",
         "stats",
+        "https_only",
+        "https_redirect",
     )
 
     def __init__(
@@ -120,6 +123,9 @@ class RoutePlan:
             else (balancer,)
         self.needs_context = isinstance(balancer, CanaryBalancer) or any(
             side.needs_key for side in sides)
+        # A route for https only answers plain http itself (core.https_redirect).
+        self.https_only = https_only(route.protocols)
+        self.https_redirect = route.https_redirect_status_code
         # Replaced by the worker's long-lived object (WorkerStats.bind); never None.
         self.stats = RouteStats(route.id, service_label(service), route_label(route))
 

@@ -29,6 +29,7 @@ from fastgw.config.workspaces import merge_configs
 from fastgw.build import describe
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.server import ProxyServer, install_uvloop
+from fastgw.dataplane.tls import CertPair
 
 __all__ = ["config_from_snapshot", "Worker", "main"]
 
@@ -73,13 +74,16 @@ class Worker:
                           "pid": os.getpid(), "error": str(exc)})
             await channel.drain()
             return 1
-        self.server = ProxyServer(config, loop)
+        tls = first.get("tls")
+        default = CertPair(tls["cert"], tls["key"]) if isinstance(tls, dict) else None
+        self.server = ProxyServer(config, loop, default)
         await self.server.start()  # binds our own SO_REUSEPORT socket
         self.server.health.attach(channel.send)  # passive health batches go upstream
         self._set_health(first)
         self.version = int(first.get("version", 0))
-        for host, port in self.server.addresses:
-            log.info("worker %d proxy listening on %s:%d", os.getpid(), host, port)
+        for host, port, https in self.server.listening:
+            log.info("worker %d proxy listening on %s:%d%s", os.getpid(), host, port,
+                     " ssl" if https else "")
         log.info("worker %d fastgw build: %s", os.getpid(), describe())
         channel.send({"type": "ack", "version": self.version, "ok": True, "pid": os.getpid(),
                       "apply_ms": 0.0})
