@@ -30,6 +30,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -307,6 +308,13 @@ class Supervisor:
         if problem:
             raise StartupError(problem)
         settings = self.settings
+        trusted = settings.upstream_tls_trusted_certificate
+        if trusted != "system":
+            try:  # workers load it for every service verifying its backends: check it once
+                ssl.create_default_context(cafile=trusted)
+            except (OSError, ssl.SSLError) as exc:
+                raise StartupError(f"refusing to start: upstream_tls_trusted_certificate "
+                                   f"{trusted}: {exc}") from None
         if any(a.ssl for name in ("proxy", "admin", "status") for a in settings.listeners(name)):
             try:
                 self.default_cert = default_certificate(settings, self.store.path)

@@ -83,6 +83,7 @@ from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.logrecord import LogRecord
+from fastgw.dataplane.pool import UpstreamPool
 from fastgw.dataplane.upstream import ResponseSink, UpstreamConnection
 
 
@@ -362,20 +363,22 @@ class Exchange(ResponseSink):
         self.counted = owner is not None and owner.counts  # least-connections only
         self.tried.append(target)
         self.attempts += 1
-        conn = target.pool.acquire()
+        tls = plan.tls  # TLS to the backend: its pool for this profile and server name
+        pool = target.pool if tls is None else tls.pool_for(target, self.head)
+        conn = pool.acquire()
         if conn is not None:
             self.reused = True
             self._attach(conn)
         else:
             self._go(CONNECT)
             self.reused = False
-            self.server.loop.create_task(self._connect(target))
+            self.server.loop.create_task(self._connect(target, pool))
 
-    async def _connect(self, target: TargetRuntime) -> None:
+    async def _connect(self, target: TargetRuntime, pool: UpstreamPool) -> None:
         plan = self.plan
         assert plan is not None
         try:
-            conn = await target.pool.connect(self.server.resolver, plan.connect_timeout)
+            conn = await pool.connect(self.server.resolver, plan.connect_timeout)
         except asyncio.TimeoutError:
             if self.state == CONNECTING and self.target is target:
                 self._attempt_failed("connect timeout", 504)
@@ -386,7 +389,7 @@ class Exchange(ResponseSink):
                 self._attempt_failed("connect error", 502)
             return
         if self.state != CONNECTING or self.target is not target:
-            target.pool.release(conn, self.server.loop.time())  # the client went away: keep it
+            pool.release(conn, self.server.loop.time())  # the client went away: keep it
             return
         self._attach(conn)
 
@@ -659,7 +662,7 @@ class Exchange(ResponseSink):
         target = self.target
         self.t_end = self.server.loop.time()
         if reusable and self.request_sent and target is not None:
-            target.pool.release(conn, self.t_end)
+            conn.pool.release(conn, self.t_end)  # its own pool (TLS pools are per profile)
         else:
             conn.close()
         if self.rechunk:
