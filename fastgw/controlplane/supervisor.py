@@ -53,6 +53,7 @@ from fastgw.controlplane.prober import HealthService
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.server import bind_socket
 from fastgw.dataplane.tls import CertPair, server_context
+from fastgw.dataplane.tls_native import TICKET_KEYS_SIZE
 
 __all__ = ["Supervisor", "admin_listen_problem", "StartupError"]
 
@@ -124,8 +125,12 @@ class Supervisor:
         self.metrics.install()
         self._message: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        # The ssl listeners' default certificate (read or made in run()).
+        # The ssl listeners' default certificate (read or made in run()), and the node's
+        # session ticket keys: every worker seals tickets with them, so a client resumes
+        # its TLS session on whichever worker takes its next connection. In memory only;
+        # new ones at each start.
         self.default_cert: CertPair | None = None
+        self.ticket_keys = os.urandom(TICKET_KEYS_SIZE)
 
     @property
     def settings(self) -> GatewaySettings:
@@ -167,7 +172,8 @@ class Supervisor:
         message = {"type": "config", "version": state.version, "workspaces": state.snapshot(),
                    "health": self.health.full_message()}
         if self.default_cert is not None:
-            message["tls"] = {"cert": self.default_cert.cert, "key": self.default_cert.key}
+            message["tls"] = {"cert": self.default_cert.cert, "key": self.default_cert.key,
+                              "ticket_keys": self.ticket_keys.hex()}
         return message
 
     def _send_health(self, message: dict[str, Any]) -> None:

@@ -51,12 +51,14 @@ class ProxyServer(WorkerContext):
     """A worker's proxy: the shared state (WorkerContext) and its lifecycle."""
 
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
-                 default_cert: CertPair | None = None) -> None:
+                 default_cert: CertPair | None = None, ticket_keys: bytes | None = None) -> None:
         """`default_cert`: the certificate of ssl listeners when no SNI matches (the
-        supervisor's ssl_cert, or the one it made at first start)."""
+        supervisor's ssl_cert, or the one it made at first start); `ticket_keys`: the
+        node's session ticket keys."""
         super().__init__(loop, config.gateway)
         # TLS of the ssl listeners (dataplane.tls); the certificates follow the config.
-        self.tls = ServerTLS(config.gateway, default_cert) if default_cert is not None else None
+        self.tls = ServerTLS(config.gateway, default_cert, ticket_keys) \
+            if default_cert is not None else None
         self.slow_sweeper.on_tick.append(DATE.refresh)
         settings = config.gateway
         self.registry = PoolRegistry(

@@ -34,6 +34,7 @@ from fastgw.config.certificates import is_reference
 from fastgw.config.model import Config
 from fastgw.config.settings import CIPHER_SUITES, GatewaySettings
 from fastgw.core.sni import SniIndex
+from fastgw.dataplane import tls_native
 
 __all__ = ["CertPair", "ClientProfile", "ServerTLS", "client_context", "load_pair",
            "server_context"]
@@ -114,9 +115,16 @@ def server_context(settings: GatewaySettings, pair: CertPair | None = None) -> s
 class ServerTLS:
     """The proxy listeners' TLS: one base context (default certificate) and the SNI index."""
 
-    def __init__(self, settings: GatewaySettings, default: CertPair) -> None:
+    def __init__(self, settings: GatewaySettings, default: CertPair,
+                 ticket_keys: bytes | None = None) -> None:
+        """`ticket_keys`: the node's session ticket keys (the supervisor's), so that a
+        session resumes on any worker (dataplane.tls_native)."""
         self.settings = settings
-        self.context = server_context(settings, default)
+        self.ticket_keys = ticket_keys if settings.ssl_session_tickets else None
+        self.context = self._context(default)
+        if not tls_native.set_session_timeout(self.context, int(settings.ssl_session_timeout)):
+            log.warning("ssl_session_timeout cannot be set here: OpenSSL's default (300 s) "
+                        "applies")
         self.context.sni_callback = self._select
         self.index: SniIndex[ssl.SSLContext | None] = SniIndex({}, None)
         self._by_digest: dict[str, ssl.SSLContext] = {}
@@ -134,7 +142,7 @@ class ServerTLS:
             ctx = by_digest.get(digest) or self._by_digest.get(digest)
             if ctx is None:
                 try:
-                    ctx = server_context(self.settings, pair)
+                    ctx = self._context(pair)
                 except (ssl.SSLError, OSError) as exc:
                     log.error("certificate %s cannot be served: %s", cert.id, exc)
                     continue
@@ -145,6 +153,17 @@ class ServerTLS:
                  if sni.certificate in by_id}
         self._by_digest = by_digest
         self.index = SniIndex(names, None)
+
+    def _context(self, pair: CertPair) -> ssl.SSLContext:
+        ctx = server_context(self.settings, pair)
+        # Tickets are sealed with the first context's keys (OpenSSL's session_ctx); the
+        # certificates' contexts get them too, in case a TLS library thinks otherwise.
+        if self.ticket_keys is not None and not tls_native.set_ticket_keys(ctx,
+                                                                         self.ticket_keys):
+            log.warning("session ticket keys cannot be shared here: each worker uses its "
+                        "own, and a session resumes only on the worker that made it")
+            self.ticket_keys = None
+        return ctx
 
     def _select(self, conn: Any, server_name: str | None, base: ssl.SSLContext) -> None:
         """OpenSSL's servername callback: switch to the certificate for ``server_name``."""

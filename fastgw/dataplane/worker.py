@@ -76,7 +76,8 @@ class Worker:
             return 1
         tls = first.get("tls")
         default = CertPair(tls["cert"], tls["key"]) if isinstance(tls, dict) else None
-        self.server = ProxyServer(config, loop, default)
+        keys = bytes.fromhex(tls["ticket_keys"]) if isinstance(tls, dict) else None
+        self.server = ProxyServer(config, loop, default, keys)
         await self.server.start()  # binds our own SO_REUSEPORT socket
         self.server.health.attach(channel.send)  # passive health batches go upstream
         self._set_health(first)

@@ -288,3 +288,25 @@ def test_https_active_health_checks(pki: dict[str, Any]) -> None:
                         f"127.0.0.1:{plain.port}": "UNHEALTHY"}
             wait_until(lambda: health("lax") == want_lax, timeout=10)
             wait_until(lambda: set(health("strict").values()) == {"UNHEALTHY"}, timeout=10)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume_on_any_worker(version: ssl.TLSVersion) -> None:
+    """Two workers share the supervisor's ticket keys: a session made on one resumes on
+    the other (SO_REUSEPORT sends each new connection to either)."""
+    with IrisProcess("R") as iris:
+        config = admin_config({"_format_version": "3.0", "services": [
+            {"url": f"http://127.0.0.1:{iris.port}/_emulator/echo", "routes": [{"paths": ["/"]}]}]})
+        with GatewayProcess(config, workers=2, tls=True) as gw:
+            wait_ready(gw, 2)
+            ctx = ssl.create_default_context(cafile=str(gw.default_cert))
+            ctx.minimum_version = ctx.maximum_version = version
+            session, reused = None, 0
+            for _ in range(16):
+                with socket.create_connection(("127.0.0.1", gw.tls_port), timeout=5) as raw, \
+                        ctx.wrap_socket(raw, server_hostname="localhost", session=session) as tls:
+                    assert exchange(tls, "/", "localhost") == b"HTTP/1.1 200 OK"
+                    assert tls.version() == version.name.replace("_", ".")
+                    reused += tls.session_reused
+                    session = tls.session
+            assert reused == 15  # the first handshake is full, every other one resumed
