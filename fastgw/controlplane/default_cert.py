@@ -103,7 +103,7 @@ def default_certificate(settings: GatewaySettings, config_path: str) -> CertPair
         names.append(host)
     pair = make_self_signed(names)
     try:
-        atomic_write(key_path, pair.key.encode())  # a new file is created 0600
+        atomic_write(key_path, pair.key.encode(), private=True)
         atomic_write(cert_path, pair.cert.encode())
         os.chmod(cert_path, 0o644)  # public: clients may read it to trust it
     except OSError as exc:

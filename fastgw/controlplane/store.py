@@ -29,6 +29,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Mapping
 
 import orjson
@@ -200,13 +201,16 @@ def content_etag(document: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file."""
+def atomic_write(path: str, data: bytes, *, private: bool = False) -> None:
+    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
+    ``private``: readable by its owner only, whatever the file's mode was (private keys)."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600  # the file may hold admin_token: private by default
+    if private:
+        mode &= 0o600
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -358,8 +362,11 @@ class FileConfigStore:
         data = self.encode(dump_document(new))
         loop = asyncio.get_running_loop()
         # fsync can take tens of ms: keep the admin/status loop responsive meanwhile.
+        # A config holding private keys (certificates) is for its owner's eyes only.
+        private = any(cfg.certificates for cfg in new.configs.values())
         try:
-            await loop.run_in_executor(None, atomic_write, self.path, data)
+            await loop.run_in_executor(None, partial(atomic_write, self.path, data,
+                                                     private=private))
         except OSError as err:
             log.error("config store: cannot write %s: %s", self.path, err)
             raise StoreWriteError(self.path, err) from None

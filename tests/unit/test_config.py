@@ -560,7 +560,7 @@ def test_shipped_config_json_loads() -> None:
     c = load_config_file(REPO / "config.json", env={})
     assert c.gateway.workers == 1
     assert (c.gateway.proxy_listen, c.gateway.admin_listen, c.gateway.status_listen) == (
-        "0.0.0.0:8000", "127.0.0.1:8001", "127.0.0.1:8100")
+        "0.0.0.0:8000, 0.0.0.0:8443 ssl", "127.0.0.1:8001", "127.0.0.1:8100")
     u = c.upstream("iris")
     assert u is not None and [t.target for t in c.targets_for(u.id)] == ["127.0.0.1:52773", "127.0.0.1:52774"]
     assert all(t.weight == 100 for t in c.targets)
