@@ -5,6 +5,8 @@ interleaved (for each repeat, for each workload, each target in turn), medians q
 
   plain_c64    keep-alive GET over plain HTTP, wrk -c64: the reference CPU ratio
   tls_c64      the same over TLS (wrk): CPU per request and requests/s
+  plain_close  a new plain TCP connection per request (wrk -c16, Connection: close): what
+               a connection costs without TLS, to read the handshake rows against
   tls_full     a new TLS connection per request, full handshake every time:
                `openssl s_time -new` in CLIENTS processes; handshakes/s, CPU per handshake
   tls_resumed  the same resuming the session (`openssl s_time -reuse`: session tickets)
@@ -49,10 +51,11 @@ from tests.support.procs import REPO_ROOT
 
 __all__ = ["TLS_WORKLOADS", "main", "run_tls_benchmark", "tls_verdicts"]
 
-TLS_WORKLOADS = ("plain_c64", "tls_c64", "tls_full", "tls_resumed")
+TLS_WORKLOADS = ("plain_c64", "tls_c64", "plain_close", "tls_full", "tls_resumed")
 CLIENTS = 4  # s_time processes at once (each one sequential)
 PATH = "/api/atelier/"
 _S_TIME = re.compile(r"(\d+) connections in [\d.]+ real seconds")
+_PROGRESS = re.compile(r"^[*.r]+$", re.MULTILINE)  # s_time's line: one character per connection
 
 
 def nginx_tls_config(cert: Path, key: Path, tls_port: int) -> Callable[[str, int, Sequence[str]],
@@ -99,7 +102,8 @@ def run_s_time(port: int, duration: int, reuse: bool) -> tuple[int, int, float]:
         if m is None:
             raise RuntimeError(f"openssl s_time gave no result:\n{out[-500:]}")
         total += int(m.group(1))
-        resumed += out.count("r")  # one 'r' per resumed connection ('*' or '.': full)
+        # 'r' for each resumed connection, '*' or '.' for a full handshake
+        resumed += sum(line.count("r") for line in _PROGRESS.findall(out))
     return total, resumed, time.monotonic() - t0
 
 
@@ -107,9 +111,10 @@ def _measure(name: str, pids: list[int], workload: str, urls: dict[str, str], du
              ports: dict[str, int]) -> dict[str, Any]:
     before = cpu_snapshot(pids)
     resumed = None
-    if workload in ("plain_c64", "tls_c64"):
-        url = urls["plain" if workload == "plain_c64" else "tls"]
-        result = run_load(url, WORKLOADS["get_c64"], duration, (), "wrk")
+    if workload in ("plain_c64", "tls_c64", "plain_close"):
+        url = urls["tls" if workload == "tls_c64" else "plain"]
+        load = WORKLOADS["get_close" if workload == "plain_close" else "get_c64"]
+        result = run_load(url, load, duration, (), "wrk")
         n, seconds, errors = result.requests, result.duration_s, result.error_count + result.non2xx
     else:
         n, resumed, seconds = run_s_time(ports["tls"], duration, workload == "tls_resumed")
@@ -169,17 +174,19 @@ def run_tls_benchmark(duration: int, repeats: int, log: Callable[[str], None]) -
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float | None]]]:
     """{workload: {target: {rps, cpu_us}}}, medians over repeats."""
-    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     for run in runs:
-        cell = out.setdefault(run["workload"], {}).setdefault(run["target"], {})
-        cell.setdefault("_rps", []).append(run["rps"])  # type: ignore[union-attr]
+        key = (run["workload"], run["target"])
+        rates.setdefault(key, []).append(run["rps"])
         if run["cpu_us_per_request"] is not None:
-            cell.setdefault("_cpu", []).append(run["cpu_us_per_request"])  # type: ignore[union-attr]
-    for cells in out.values():
-        for cell in cells.values():
-            rps, cpu = cell.pop("_rps"), cell.pop("_cpu", None)
-            cell["rps"] = round(statistics.median(rps), 1)  # type: ignore[arg-type]
-            cell["cpu_us"] = round(statistics.median(cpu), 2) if cpu else None  # type: ignore[arg-type]
+            cpus.setdefault(key, []).append(run["cpu_us_per_request"])
+    out: dict[str, dict[str, dict[str, float | None]]] = {}
+    for (workload, target), values in rates.items():
+        cpu = cpus.get((workload, target))
+        out.setdefault(workload, {})[target] = {
+            "rps": round(statistics.median(values), 1),
+            "cpu_us": round(statistics.median(cpu), 2) if cpu else None}
     return out
 
 
@@ -197,7 +204,8 @@ def tls_verdicts(summary: dict[str, Any]) -> list[dict[str, Any]]:
     return [
         {"what": "keep-alive TLS CPU/request ratio to nginx <= plain HTTP's (+10%)",
          "value": tls, "bound": round(plain * 1.1, 3) if plain else None,
-         "plain_ratio": plain, "pass": None if tls is None or plain is None else tls <= plain * 1.1},
+         "plain_ratio": plain,
+         "pass": None if tls is None or plain is None else tls <= plain * 1.1},
         {"what": "full handshakes/s >= 0.7x nginx's", "value": full, "bound": 0.7,
          "pass": None if full is None else full >= 0.7},
     ]

@@ -20,13 +20,24 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
+from collections.abc import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-__all__ = ["is_reference", "certificate_error", "key_error", "pair_error", "key_type",
-           "ca_certificate_error", "ca_expired", "cert_digest", "NOT_A_CA", "ONE_AT_A_TIME",
-           "EXPIRED"]
+__all__ = [
+    "EXPIRED",
+    "NOT_A_CA",
+    "ONE_AT_A_TIME",
+    "ca_certificate_error",
+    "ca_expired",
+    "cert_digest",
+    "certificate_error",
+    "is_reference",
+    "key_error",
+    "key_type",
+    "pair_error",
+]
 
 NOT_A_CA = ('certificate does not appear to be a CA because it is missing the "CA" '
             "basic constraint")
@@ -54,24 +65,25 @@ def _reason(exc: Exception) -> str:
     return re.sub(r" See https?://\S+ for more details\.", "", text)
 
 
-def certificate_error(pem: str) -> str | None:
-    try:
-        _certificates(pem)
-    except (ValueError, TypeError) as exc:
-        return f"invalid certificate: {_reason(exc)}"
-    return None
-
-
 def _private_key(pem: str) -> object:
     return serialization.load_pem_private_key(pem.encode(), password=None)
 
 
-def key_error(pem: str) -> str | None:
+def _parse_error(parse: Callable[[str], object], pem: str, what: str) -> str | None:
+    """Kong's typedefs message when `parse` refuses `pem`: "invalid certificate: ..."."""
     try:
-        _private_key(pem)
+        parse(pem)
     except (ValueError, TypeError) as exc:
-        return f"invalid key: {_reason(exc)}"
+        return f"invalid {what}: {_reason(exc)}"
     return None
+
+
+def certificate_error(pem: str) -> str | None:
+    return _parse_error(_certificates, pem, "certificate")
+
+
+def key_error(pem: str) -> str | None:
+    return _parse_error(_private_key, pem, "key")
 
 
 def _public_der(public_key: object) -> bytes:
@@ -83,7 +95,8 @@ def pair_error(cert_pem: str, key_pem: str) -> bool:
     """Whether the key is not the certificate's (both must parse)."""
     cert = _certificates(cert_pem)[0]
     key = _private_key(key_pem)
-    return _public_der(cert.public_key()) != _public_der(key.public_key())  # type: ignore[attr-defined]
+    public = key.public_key()  # type: ignore[attr-defined]
+    return _public_der(cert.public_key()) != _public_der(public)
 
 
 def key_type(cert_pem: str) -> str:
@@ -100,10 +113,10 @@ def ca_certificate_error(pem: str) -> str | None:
     """Kong's checks of a ``ca_certificates`` entity, expiry aside (``ca_expired``)."""
     if pem.count(_BEGIN_CERT) > 1:
         return ONE_AT_A_TIME
-    try:
-        cert = _certificates(pem)[0]
-    except (ValueError, TypeError) as exc:
-        return f"invalid certificate: {_reason(exc)}"
+    why = certificate_error(pem)
+    if why:
+        return why
+    cert = _certificates(pem)[0]
     try:
         constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:

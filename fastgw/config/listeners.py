@@ -20,7 +20,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-__all__ = ["ListenAddress", "parse_listen", "parse_listeners", "IGNORED_FLAGS"]
+__all__ = ["IGNORED_FLAGS", "ListenAddress", "parse_listen", "parse_listeners"]
 
 _LISTEN_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$")
 # Flags accepted for Kong compatibility that change nothing in fastgw (see module doc).

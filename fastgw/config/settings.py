@@ -365,9 +365,11 @@ def _tls_errors(values: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
     for prefix in ("", "admin_", "status_"):
         cert, key = values.get(f"{prefix}ssl_cert"), values.get(f"{prefix}ssl_cert_key")
         if cert is not None and key is None:
-            errors.append((f"{path}.{prefix}ssl_cert_key", f"required when {prefix}ssl_cert is set"))
+            errors.append((f"{path}.{prefix}ssl_cert_key",
+                           f"required when {prefix}ssl_cert is set"))
         elif key is not None and cert is None:
-            errors.append((f"{path}.{prefix}ssl_cert", f"required when {prefix}ssl_cert_key is set"))
+            errors.append((f"{path}.{prefix}ssl_cert",
+                           f"required when {prefix}ssl_cert_key is set"))
     if values.get("ssl_cipher_suite") == "custom" and not values.get("ssl_ciphers"):
         errors.append((f"{path}.ssl_ciphers", "required when ssl_cipher_suite is 'custom'"))
     depth = values.get("upstream_tls_verify_depth")

@@ -77,7 +77,8 @@ def _read_pair(cert_path: str, key_path: str) -> CertPair:
     try:
         pair = CertPair(Path(cert_path).read_text(), Path(key_path).read_text())
     except (OSError, UnicodeDecodeError) as exc:
-        raise CertificateFileError(f"cannot read {exc.filename or cert_path}: "
+        where = getattr(exc, "filename", None) or cert_path
+        raise CertificateFileError(f"cannot read {where}: "
                                    f"{getattr(exc, 'strerror', None) or exc}") from None
     why = certificate_error(pair.cert) or key_error(pair.key)
     if why is None and pair_error(pair.cert, pair.key):

@@ -256,8 +256,9 @@ def _dangling_references(configs: Mapping[str, Config]) -> Errors:
         for i, service in enumerate(cfg.services):
             for ref in service.ca_certificates or ():
                 if ref not in cas:
-                    errors.append((f"{prefix}services[{i}].ca_certificates", "invalid reference "
-                                   f"'ca_certificates: {ref}' (no such entry in 'ca_certificates')"))
+                    errors.append((f"{prefix}services[{i}].ca_certificates",
+                                   f"invalid reference 'ca_certificates: {ref}' "
+                                   "(no such entry in 'ca_certificates')"))
     return errors
 
 

@@ -18,7 +18,8 @@ Pure: the values are whatever the caller maps names to (SSL contexts in the data
 
 from __future__ import annotations
 
-from typing import Generic, Mapping, TypeVar
+from collections.abc import Mapping
+from typing import Generic, TypeVar
 
 __all__ = ["SniIndex", "candidates"]
 

@@ -34,8 +34,8 @@ DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 
 class PoolRegistry:
     """Per-worker upstream pools, shared by successive snapshots."""
 
-    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout", "pool_stats",
-                 "tls_contexts")
+    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout",
+                 "pool_stats", "tls_contexts")
 
     def __init__(
         self,

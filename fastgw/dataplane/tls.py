@@ -27,8 +27,9 @@ import logging
 import os
 import ssl
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 from fastgw.config.certificates import is_reference
 from fastgw.config.model import Config

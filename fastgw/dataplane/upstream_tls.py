@@ -23,7 +23,8 @@ connections verified differently, never share a pool.
 from __future__ import annotations
 
 import ssl
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from fastgw.config.certificates import is_reference
 from fastgw.config.model import Config, Route, Service

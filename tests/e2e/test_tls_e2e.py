@@ -6,21 +6,23 @@ line), mutual TLS to the backend, https active health checks, the Admin API over
 
 from __future__ import annotations
 
+import json
 import socket
 import ssl
-import time
-from pathlib import Path
-from typing import Any, Iterator
+import subprocess
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
 import trustme
 from cryptography import x509
 
+from tests.conftest import require_tool
 from tests.support.admin import admin_config, wait_ready, wait_until
 from tests.support.certs import Pair, ca_pem, issue, write_pair
 from tests.support.gateway import GatewayProcess, free_port
-from tests.support.procs import IrisProcess
+from tests.support.procs import REPO_ROOT, IrisProcess
 
 
 def served_cert(port: int, server_name: str | None) -> x509.Certificate:
@@ -310,3 +312,23 @@ def test_sessions_resume_on_any_worker(version: ssl.TLSVersion) -> None:
                     reused += tls.session_reused
                     session = tls.session
             assert reused == 15  # the first handshake is full, every other one resumed
+
+
+def test_iam_walkthrough_over_https() -> None:
+    """The README's walkthrough on the shipped config.json, over TLS with curl and the
+    certificate fastgw made at first start (ports made ephemeral for the test)."""
+    curl = require_tool("curl", "apt-get install curl")
+    doc = json.loads((REPO_ROOT / "config.json").read_text())
+    with IrisProcess("A") as a, IrisProcess("B") as b:
+        doc["upstreams"][0]["targets"] = [{"target": f"127.0.0.1:{a.port}", "weight": 100},
+                                          {"target": f"127.0.0.1:{b.port}", "weight": 100}]
+        doc["gateway"].update(admin_listen="off", status_listen="off")
+        with GatewayProcess(doc, tls=True) as gw:
+            seen = set()
+            for _ in range(2):
+                out = subprocess.run([curl, "-sS", "--cacert", str(gw.default_cert),
+                                      f"https://localhost:{gw.tls_port}/api/atelier/"],
+                                     capture_output=True, text=True, timeout=10, check=False)
+                assert out.returncode == 0, out.stderr
+                seen.add(json.loads(out.stdout)["result"]["content"]["id"])
+            assert seen == {"A", "B"}

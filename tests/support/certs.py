@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-__all__ = ["Pair", "issue", "ca_pem", "expired_ca_pem", "write_pair"]
+__all__ = ["Pair", "ca_pem", "expired_ca_pem", "issue", "write_pair"]
 
 
 @dataclass(frozen=True)

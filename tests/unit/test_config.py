@@ -365,7 +365,8 @@ def test_error_fields_mirror_kong() -> None:
     (doc(certificates=[{"cert": "{vault://env/cert}", "key": "{vault://env/key}"}]),
      "certificates[0].cert: vault references are not supported yet, kept but the certificate "
      "is not used"),
-    (doc(vaults=[{"name": "env", "prefix": "e"}]), "vaults: not supported yet, kept but not enforced"),
+    (doc(vaults=[{"name": "env", "prefix": "e"}]),
+     "vaults: not supported yet, kept but not enforced"),
     (doc(consumers=[{"username": "u", "keyauth_credentials": [{"key": "k"}]}]),
      "consumers[0].keyauth_credentials: not supported yet, kept but not enforced"),
     (doc(upstreams=[{"name": "u", "use_srv_name": True}]), "upstreams[0].use_srv_name: not supported yet, kept but not enforced"),

@@ -69,8 +69,8 @@ def test_tls_settings(section: dict[str, Any], field: str, expected: Any) -> Non
 
 
 @pytest.mark.parametrize("section,error", [
-    ({"ssl_protocols": "TLSv1.1 TLSv1.2"}, ("gateway.ssl_protocols", "'TLSv1.1' is not supported: "
-     "fastgw speaks TLSv1.2 and TLSv1.3 (older versions are deprecated, RFC 8996)")),
+    ({"ssl_protocols": "TLSv1.1 TLSv1.2"}, ("gateway.ssl_protocols", ("'TLSv1.1' is not supported: "
+     "fastgw speaks TLSv1.2 and TLSv1.3 (older versions are deprecated, RFC 8996)"))),
     ({"ssl_protocols": ""}, ("gateway.ssl_protocols",
                              "expected TLS versions separated by spaces (TLSv1.2 TLSv1.3)")),
     ({"ssl_cipher_suite": "old"}, ("gateway.ssl_cipher_suite",
@@ -83,8 +83,8 @@ def test_tls_settings(section: dict[str, Any], field: str, expected: Any) -> Non
     ({"upstream_tls_verify_depth": 65}, ("gateway.upstream_tls_verify_depth",
                                          "value should be between 0 and 64")),
     ({"proxy_listen": "0.0.0.0:8443 ssl proxy_protocol"}, ("gateway.proxy_listen",
-     "listen flag 'proxy_protocol' is not supported (fastgw supports ssl and backlog=N; "
-     "reuseport, bind, deferred and http2 are accepted and change nothing)")),
+     ("listen flag 'proxy_protocol' is not supported (fastgw supports ssl and backlog=N; "
+     "reuseport, bind, deferred and http2 are accepted and change nothing)"))),
 ])
 def test_tls_settings_refused(section: dict[str, Any], error: tuple[str, str]) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -103,19 +103,19 @@ def test_tls_settings_refused(section: dict[str, Any], error: tuple[str, str]) -
      ("certificates[0].key", "invalid key: Unable to load PEM file. MalformedFraming")),
     (doc(certificates=[{"cert": GOOD.cert}]), ("certificates[0].key", "required field missing")),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "cert_alt": RSA.cert}]),
-     ("certificates[0].@entity", "all or none of these fields must be set: 'cert_alt', "
-                                 "'key_alt'")),
+     ("certificates[0].@entity", ("all or none of these fields must be set: 'cert_alt', "
+                                 "'key_alt'"))),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "cert_alt": RSA.cert,
                         "key_alt": GOOD.key}]),
      ("certificates[0].@entity", "alternative certificate does not match key")),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "cert_alt": OTHER.cert,
                         "key_alt": OTHER.key}]),
-     ("certificates[0].@entity", "certificate and alternative certificate need to have "
+     ("certificates[0].@entity", ("certificate and alternative certificate need to have "
       "different type (e.g. RSA and ECDSA), the provided certificates were both of the same "
-      "type")),
+      "type"))),
     (doc(ca_certificates=[{"cert": GOOD.cert}]),
-     ("ca_certificates[0].@entity", 'certificate does not appear to be a CA because it is '
-                                    'missing the "CA" basic constraint')),
+     ("ca_certificates[0].@entity", ('certificate does not appear to be a CA because it is '
+                                    'missing the "CA" basic constraint'))),
     (doc(ca_certificates=[{"cert": ca_pem(CA) + ca_pem(CA)}]),
      ("ca_certificates[0].@entity", "please submit only one certificate at a time")),
     (doc(ca_certificates=[{"cert": ca_pem(CA)}, {"cert": ca_pem(CA)}]),
@@ -124,8 +124,8 @@ def test_tls_settings_refused(section: dict[str, Any], error: tuple[str, str]) -
       .ca_certificates[0].cert_digest + "' already declared")),  # type: ignore[operator]
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "snis": [{"name": "a.example"}]},
                        {"cert": OTHER.cert, "key": OTHER.key, "snis": [{"name": "a.example"}]}]),
-     ("certificates[1].snis[0].name", "uniqueness violation: 'snis' entity with name set to "
-                                      "'a.example' already declared")),
+     ("certificates[1].snis[0].name", ("uniqueness violation: 'snis' entity with name set to "
+                                      "'a.example' already declared"))),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "snis": [{"name": "a.*.example"}]}]),
      ("certificates[0].snis[0].name", "wildcard must be leftmost or rightmost character")),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "snis": [{"name": "*.a.*"}]}]),
@@ -134,18 +134,20 @@ def test_tls_settings_refused(section: dict[str, Any], error: tuple[str, str]) -
      ("certificates[0].snis[0].name", "must not be an IP")),
     (doc(certificates=[{"cert": GOOD.cert, "key": GOOD.key, "snis": [{"name": "a.example:8443"}]}]),
      ("certificates[0].snis[0].name", "must not have a port")),
-    (doc(snis=[{"name": "a.example", "certificate": {"id": "7f0a1b2c-0000-4000-8000-000000000001"}}]),
-     ("snis[0].certificate", "invalid reference 'certificate: 7f0a1b2c-0000-4000-8000-"
-                             "000000000001' (no such entry in 'certificates')")),
+    (doc(snis=[{"name": "a.example",
+                "certificate": {"id": "7f0a1b2c-0000-4000-8000-000000000001"}}]),
+     ("snis[0].certificate", ("invalid reference 'certificate: 7f0a1b2c-0000-4000-8000-"
+                             "000000000001' (no such entry in 'certificates')"))),
     (doc(services=[{"host": "h", "protocol": "https",
                     "client_certificate": {"id": "7f0a1b2c-0000-4000-8000-000000000002"}}]),
-     ("services[0].client_certificate", "invalid reference 'client_certificate: 7f0a1b2c-0000-"
+     ("services[0].client_certificate", ("invalid reference 'client_certificate: 7f0a1b2c-0000-"
                                         "4000-8000-000000000002' (no such entry in "
-                                        "'certificates')")),
+                                        "'certificates')"))),
     (doc(services=[{"host": "h", "protocol": "https",
                     "ca_certificates": ["7f0a1b2c-0000-4000-8000-000000000003"]}]),
-     ("services[0].ca_certificates[0]", "invalid reference 'ca_certificates: 7f0a1b2c-0000-4000-"
-                                        "8000-000000000003' (no such entry in 'ca_certificates')")),
+     ("services[0].ca_certificates[0]",
+      ("invalid reference 'ca_certificates: 7f0a1b2c-0000-4000-8000-000000000003' "
+       "(no such entry in 'ca_certificates')"))),
     (doc(services=[{"host": "h", "protocol": "http", "tls_verify": True}]),
      ("services[0].tls_verify", "value must be null")),
 ])
@@ -176,7 +178,8 @@ def test_certificates_round_trip_with_nested_snis_and_references() -> None:
     cert = config.certificates[0]
     assert [(s.name, s.certificate) for s in config.snis] == [("a.example", cert.id),
                                                               ("*.b.example", cert.id)]
-    assert config.ca_certificates[0].cert_digest == ca.cert_digest and len(ca.cert_digest or "") == 64
+    assert config.ca_certificates[0].cert_digest == ca.cert_digest
+    assert len(ca.cert_digest or "") == 64
     assert config.services[0].ca_certificates == (ca.id,) and config.warnings == ()
     dumped = dump_declarative(config)
     assert [s["name"] for s in dumped["certificates"][0]["snis"]] == ["a.example", "*.b.example"]
@@ -196,8 +199,8 @@ def test_configs_without_tls_entities_dump_as_before() -> None:
      'ca_certificates[0].cert: certificate expired, "Not After" time is in the past'),
     (doc(certificates=[{"cert": "{vault://env/cert}", "key": "{vault://env/key}",
                         "snis": [{"name": "v.example"}]}]),
-     "certificates[0].cert: vault references are not supported yet, kept but the certificate "
-     "is not used"),
+     ("certificates[0].cert: vault references are not supported yet, kept but the certificate "
+     "is not used")),
 ])
 def test_kept_with_a_warning(document: dict[str, Any], warning: str) -> None:
     config = load_declarative(document)

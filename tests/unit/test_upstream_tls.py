@@ -4,7 +4,8 @@ and pools keyed so that TLS and plain, or differently verified, connections neve
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trustme
