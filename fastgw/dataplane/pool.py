@@ -180,6 +180,9 @@ class UpstreamPool(ConnectionOwner):
             log.error("%s while SSL handshaking to upstream %s:%d (server name %s)",
                       tls_failure(exc), self.host, self.port, self.server_name or "none")
             raise
+        except ValueError as exc:  # a server name ssl refuses: a failed connect, not a crash
+            self.stats.connect_errors += 1
+            raise OSError(f"{self.host}:{self.port}: {exc}") from exc
         except BaseException:
             self.stats.connect_errors += 1
             raise

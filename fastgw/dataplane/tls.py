@@ -129,7 +129,6 @@ class ServerTLS:
         self.context.sni_callback = self._select
         self.index: SniIndex[ssl.SSLContext | None] = SniIndex({}, None)
         self._by_digest: dict[str, ssl.SSLContext] = {}
-        self.handshakes = 0  # handshakes that reached certificate selection (stats)
 
     def update(self, config: Config) -> None:
         """A new config snapshot: certificates built (or kept), the index swapped."""
@@ -168,7 +167,6 @@ class ServerTLS:
 
     def _select(self, conn: Any, server_name: str | None, base: ssl.SSLContext) -> None:
         """OpenSSL's servername callback: switch to the certificate for ``server_name``."""
-        self.handshakes += 1
         ctx = self.index.lookup(server_name)
         if ctx is not None:
             conn.context = ctx

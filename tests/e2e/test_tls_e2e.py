@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -332,3 +333,23 @@ def test_iam_walkthrough_over_https() -> None:
                 assert out.returncode == 0, out.stderr
                 seen.add(json.loads(out.stdout)["result"]["content"]["id"])
             assert seen == {"A", "B"}
+
+
+@pytest.mark.parametrize("depth,status", [(0, 502), (1, 502), (2, 200)])
+def test_tls_verify_depth(tmp_path: Path, depth: int, status: int) -> None:
+    """A backend whose chain has two intermediates passes tls_verify_depth 2 only."""
+    root = trustme.CA()
+    issuer = root.create_child_ca().create_child_ca()
+    server = issue(issuer, "127.0.0.1")  # the chain sent: leaf and both intermediates
+    cert, key = write_pair(server, tmp_path, "deep")
+    ca_id = "0b0e7a52-6c2f-4d35-9a51-000000000009"
+    with IrisProcess("D", tls=(str(cert), str(key))) as backend:
+        doc = {"_format_version": "3.0", "ca_certificates": [{"id": ca_id, "cert": ca_pem(root)}],
+               "services": [{"url": f"https://127.0.0.1:{backend.port}/_emulator/echo",
+                             "tls_verify": True, "tls_verify_depth": depth,
+                             "ca_certificates": [ca_id], "retries": 0,
+                             "routes": [{"paths": ["/"]}]}]}
+        with GatewayProcess(doc) as gw:
+            assert requests.get(gw.url + "/", timeout=10).status_code == status
+            if status == 502:
+                wait_until(lambda: "(22:certificate chain too long)" in gw.log(), timeout=5)
