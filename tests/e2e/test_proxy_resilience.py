@@ -570,8 +570,10 @@ def test_write_timeout_backend_not_reading(gateway_factory) -> None:
     acceptor.start()
     try:
         gw = gateway_factory(
+            # A streamed upload (request_buffering off): with buffering, the body would go
+            # to a temp file first and the backend's stall could not reach the client.
             cfg([lsock.getsockname()[1]], service={"write_timeout": 500, "retries": 0},
-                gateway={"drain_timeout": 5}),
+                route={"request_buffering": False}, gateway={"drain_timeout": 5}),
             workers=1,
         )
         n = 256 << 20
