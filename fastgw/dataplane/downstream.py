@@ -86,9 +86,10 @@ class ClientConnection(ClientSide):
 
     transport: asyncio.Transport  # set by connection_made
 
-    def __init__(self, server: WorkerContext, port: int) -> None:
-        """`port`: the listening port this connection was accepted on."""
-        super().__init__(server, port)
+    def __init__(self, server: WorkerContext, port: int, https: bool = False) -> None:
+        """`port`: the listening port this connection was accepted on; `https`: on an
+        ssl listener (the connection is made once the TLS handshake is done)."""
+        super().__init__(server, port, https)
         self.loop = server.loop
         self.reader = RequestReader(server.limits, self, self.on_body, self.on_message_complete)
         self.parser: httptools.HttpRequestParser | None = None
@@ -123,7 +124,7 @@ class ClientConnection(ClientSide):
         server = self.server
         peer = transport.get_extra_info("peername")
         self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.fwd = server.forwarded_fields(ip, self.port, b"http")
+        self.fwd = server.forwarded_fields(ip, self.port, b"https" if self.https else b"http")
         parser = self.parser = httptools.HttpRequestParser(self.reader)
         self.reader.parser = parser
         server.connections.add(self)
