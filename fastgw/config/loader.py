@@ -44,14 +44,17 @@ def dump_yaml(document: Any) -> bytes:
     return text.encode("utf-8")
 
 
-def read_document(path: str | os.PathLike[str]) -> Any:
-    """Read a declarative file: YAML for ``*.yml``/``*.yaml``, JSON otherwise."""
+def _read_bytes(path: str | os.PathLike[str]) -> bytes:
     try:
         with open(path, "rb") as f:
-            raw = f.read()
+            return f.read()
     except OSError as e:
         raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
-    return decode_document(raw, path)
+
+
+def read_document(path: str | os.PathLike[str]) -> Any:
+    """Read a declarative file: YAML for ``*.yml``/``*.yaml``, JSON otherwise."""
+    return decode_document(_read_bytes(path), path)
 
 
 def decode_document(raw: bytes, path: str | os.PathLike[str]) -> Any:
@@ -70,12 +73,7 @@ def _line_col(text: bytes, pos: int) -> tuple[int, int]:
 
 def read_json_file(path: str | os.PathLike[str]) -> Any:
     """Read and decode a JSON file; errors become ConfigError (with line/column)."""
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
-    return decode_json(raw, path)
+    return decode_json(_read_bytes(path), path)
 
 
 def decode_json(raw: bytes, path: str | os.PathLike[str]) -> Any:
