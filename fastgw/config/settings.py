@@ -54,6 +54,9 @@ class GatewaySettings:
     client_keepalive_timeout: float = 75
     drain_timeout: float = 30
     admin_token: str | None = None
+    # Kong's admin_gui_url: where the admin GUI (Kong Manager) is served from. Its origins
+    # are the only ones the Admin API's CORS answers allow; empty allows any origin (Kong's).
+    admin_gui_url: tuple[str, ...] = ()
     access_log: str | None = None
     access_log_format: Literal["fastgw", "kong"] = "fastgw"  # kong: Kong's log serializer
     access_log_redact: bool = True  # credentials (authorization, cookie, apikey...) redacted
@@ -238,6 +241,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
+    if key == "admin_gui_url":
+        return _gui_urls(raw)
     if key in ("headers", "headers_upstream"):
         if not isinstance(raw, (str, list, tuple)):
             return None, "expected a comma-separated string or an array of strings"
@@ -267,6 +272,25 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         # Env/CLI cannot express JSON null; "off"/"" mean unset.
         return (None if raw in ("", "off") else raw), None
     return None, "unknown field"  # pragma: no cover - keys are pre-filtered
+
+
+_GUI_URL_RE = re.compile(r"^https?://[^/\s?#]+(?:/\S*)?$", re.IGNORECASE)
+
+
+def _gui_urls(raw: Any) -> tuple[Any, str | None]:
+    """Kong's ``admin_gui_url``: one URL or a comma-separated list of http(s) URLs."""
+    if raw is None:
+        return (), None
+    if isinstance(raw, str):
+        items = [s.strip() for s in raw.split(",") if s.strip()]
+    elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+        items = [s.strip() for s in raw]
+    else:
+        return None, "expected a URL or an array of URLs"
+    for url in items:
+        if not _GUI_URL_RE.match(url):
+            return None, f"invalid URL '{url}', expected http://host[:port][/path]"
+    return tuple(items), None
 
 
 def load_settings(
