@@ -25,7 +25,7 @@ export async function listPage(main, spec) {
   const table = h('table', { id: spec.collection + '-table' },
     h('thead', {}, h('tr', {}, spec.columns.map((c) => h('th', {}, c.title)), h('th'))),
     tbody);
-  main.append(h('h1', {}, spec.title), spec.intro || null,
+  main.append(h('h1', {}, spec.title), ...(spec.intro ? [spec.intro] : []),
     h('div', { class: 'toolbar' },
       h('button', { type: 'button', onclick: () => openForm(null) }, spec.newLabel)),
     noticeSlot, formSlot, table);
