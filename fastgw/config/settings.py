@@ -227,11 +227,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             return None, "value should be at least 0"
         return x, None
     if key == "trusted_ips":
-        if isinstance(raw, str):
-            items = [s.strip() for s in raw.split(",") if s.strip()]
-        elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-            items = [s.strip() for s in raw]
-        else:
+        items = _string_list(raw)
+        if items is None:
             return None, "expected an array of IP addresses or CIDR ranges"
         for s in items:
             if s == "unix:":
@@ -274,6 +271,15 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
     return None, "unknown field"  # pragma: no cover - keys are pre-filtered
 
 
+def _string_list(raw: Any) -> list[str] | None:
+    """A comma-separated string (environment, command line) or an array of strings."""
+    if isinstance(raw, str):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+        return [s.strip() for s in raw]
+    return None
+
+
 _GUI_URL_RE = re.compile(r"^https?://[^/\s?#]+(?:/\S*)?$", re.IGNORECASE)
 
 
@@ -281,11 +287,8 @@ def _gui_urls(raw: Any) -> tuple[Any, str | None]:
     """Kong's ``admin_gui_url``: one URL or a comma-separated list of http(s) URLs."""
     if raw is None:
         return (), None
-    if isinstance(raw, str):
-        items = [s.strip() for s in raw.split(",") if s.strip()]
-    elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-        items = [s.strip() for s in raw]
-    else:
+    items = _string_list(raw)
+    if items is None:
         return None, "expected a URL or an array of URLs"
     for url in items:
         if not _GUI_URL_RE.match(url):

@@ -57,20 +57,20 @@ def plugin_document(name: str) -> dict[str, Any] | None:
                        {"config": config_doc}]}
 
 
+def _document(doc: dict[str, Any] | None, what: str, name: str) -> Response:
+    if doc is None:
+        return json_response(404, {"message": f"No {what} named '{name}'"})
+    return json_response(200, doc)
+
+
 async def get_schema(call: crud.Call) -> Response:
     name = call.params["entity"]
-    doc = entity_document(name)
-    if doc is None:
-        return json_response(404, {"message": f"No entity named '{name}'"})
-    return json_response(200, doc)
+    return _document(entity_document(name), "entity", name)
 
 
 async def get_plugin_schema(call: crud.Call) -> Response:
     name = call.params["name"]
-    doc = plugin_document(name)
-    if doc is None:
-        return json_response(404, {"message": f"No plugin named '{name}'"})
-    return json_response(200, doc)
+    return _document(plugin_document(name), "plugin", name)
 
 
 def _validate(kind: str, body: dict[str, Any]) -> Response:
@@ -84,7 +84,7 @@ def _validate(kind: str, body: dict[str, Any]) -> Response:
 async def validate_schema(call: crud.Call) -> Response:
     kind = call.params["entity"]
     if kind not in SCHEMAS:
-        return json_response(404, {"message": f"No entity named '{kind}'"})
+        return _document(None, "entity", kind)
     return _validate(kind, parse_body(call.req, SCHEMAS[kind]))
 
 
