@@ -24,6 +24,7 @@ preflight, as the browser sends it: each answer must let the browser read it.
 
 from __future__ import annotations
 
+import http.client
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -254,3 +255,26 @@ def test_cors_origins_and_token(gateway_factory: Callable[..., GatewayProcess]) 
     # An unknown workspace is not revealed to an unauthenticated preflight or call.
     assert requests.options(api + "/nope/services", timeout=10).status_code == 204
     assert requests.get(api + "/nope/services", timeout=10).status_code == 401
+
+
+def test_portal_files(gw: GatewayProcess) -> None:
+    api = gw.admin_url
+    r = requests.get(api + "/portal", allow_redirects=False, timeout=10)
+    assert r.status_code == 301 and r.headers["Location"] == "/portal/"
+    index = requests.get(api + "/portal/", timeout=10)
+    assert index.status_code == 200 and index.headers["Content-Type"].startswith("text/html")
+    assert "script-src 'self'" in index.headers["Content-Security-Policy"]
+    js = requests.get(api + "/portal/js/app.js", timeout=10)
+    assert js.headers["Content-Type"].startswith("text/javascript")
+    again = requests.get(api + "/portal/js/app.js", headers={"If-None-Match": js.headers["ETag"]},
+                         timeout=10)
+    assert again.status_code == 304 and again.content == b""
+    host, port = gw.config["gateway"]["admin_listen"].split(":")
+    for path in ("/portal/nothing.js", "/portal/../config", "/portal/js/../../config",
+                 "/portal/%2e%2e/config"):
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        conn.request("GET", path)  # sent as is: clients would normalize the dots away
+        assert conn.getresponse().status == 404, path
+        conn.close()
+    assert requests.post(api + "/portal/", timeout=10).status_code == 405
+    assert requests.options(api + "/portal/", timeout=10).headers["Allow"] == "GET, HEAD, OPTIONS"

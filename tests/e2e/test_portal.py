@@ -27,6 +27,17 @@ def browser() -> Iterator[Any]:
     yield from browser_session()
 
 
+@pytest.fixture(scope="module")
+def modules_page(browser: Any) -> Iterator[Any]:
+    """One page of a gateway's portal, for the tests of the app's pure JavaScript modules."""
+    with GatewayProcess(admin_config(), workers=1) as gw:
+        wait_ready(gw, 1)
+        page = new_page(browser)
+        page.goto(f"{gw.admin_url}/portal/")
+        yield page
+        page.context.close()
+
+
 @pytest.fixture
 def portal(gateway_factory: Callable[..., GatewayProcess]) -> GatewayProcess:
     gw = gateway_factory(admin_config(), workers=1)
@@ -235,4 +246,65 @@ def test_plugins_added_and_edited_from_their_schema(browser: Any,
     assert plugin["service"] is not None
     row.get_by_role("button", name="Delete").click()
     page.get_by_text("No plugins yet.").wait_for()
+    assert page.errors == []
+
+
+@pytest.mark.parametrize(("buckets", "q", "expected"), [
+    ({"10": 0, "25": 100, "+Inf": 100}, 0.99, 24.85),  # inside (10, 25]: interpolated
+    ({"10": 50, "25": 100, "+Inf": 100}, 0.5, 10.0),   # exactly a bound
+    ({"10": 0, "25": 0, "+Inf": 10}, 0.99, 25.0),      # beyond the last finite bound
+    ({"10": 0, "+Inf": 0}, 0.99, None),                 # nothing observed
+])
+def test_dashboard_quantile(modules_page: Any, buckets: dict[str, int], q: float,
+                            expected: float | None) -> None:
+    got = modules_page.evaluate("""async ([buckets, q]) => {
+        const m = await import('./js/metrics.js');
+        const map = new Map(Object.entries(buckets).map(([le, n]) =>
+            [le === '+Inf' ? Infinity : Number(le), n]));
+        return m.quantile(q, map);
+    }""", [buckets, q])
+    assert got == pytest.approx(expected) if expected is not None else got is None
+
+
+def test_dashboard_rates_from_prometheus_text(modules_page: Any) -> None:
+    before = ('fastgw_http_requests_total{service="a",route="r",code="200",source="service"} 10\n'
+              'fastgw_http_requests_total{service="a",route="r",code="502",source="kong"} 0\n')
+    after = ('# HELP ignored\n'
+             'fastgw_http_requests_total{service="a",route="r",code="200",source="service"} 28\n'
+             'fastgw_http_requests_total{service="a",route="r",code="502",source="kong"} 2\n'
+             'fastgw_request_latency_ms_bucket{service="a",route="r",le="25"} 20\n'
+             'fastgw_request_latency_ms_bucket{service="a",route="r",le="+Inf"} 20\n'
+             'fastgw_http_requests_total{service="b \\"q\\"",route="r",code="200"} 4\n')
+    rows = modules_page.evaluate("""async ([before, after]) => {
+        const m = await import('./js/metrics.js');
+        return m.rates(m.totals(m.parse(before), 'fastgw'), m.totals(m.parse(after), 'fastgw'), 2);
+    }""", [before, after])
+    assert rows[0] == {"service": "a", "rps": 10.0, "errorRate": 0.1, "p99": pytest.approx(24.75),
+                       "total": 30}
+    assert rows[1]["service"] == 'b "q"' and rows[1]["rps"] == 2.0
+
+
+@pytest.mark.parametrize(("fields", "expected"), [
+    ({"host": "required field missing"}, [["host", "required field missing"]]),
+    ({"healthchecks": {"active": {"timeout": "bad"}}}, [["healthchecks.active.timeout", "bad"]]),
+    ({"@entity": ["one", "two"]}, [["", "one"], ["", "two"]]),
+    ({"config": {"@entity": ["need one"]}}, [["config", "need one"]]),
+    ({"paths": [None, "should start with: /"]}, [["paths", "[1] should start with: /"]]),
+])
+def test_form_errors_flattened_to_their_fields(modules_page: Any, fields: dict[str, Any],
+                                               expected: list[list[str]]) -> None:
+    got = modules_page.evaluate("""async (fields) => {
+        const m = await import('./js/forms.js');
+        return m.flattenErrors(fields);
+    }""", fields)
+    assert got == expected
+
+
+def test_portal_asks_for_the_admin_token(browser: Any,
+                                         gateway_factory: Callable[..., GatewayProcess]) -> None:
+    gw = gateway_factory(admin_config(admin_token="s3cret"), workers=1)
+    page = _page(browser, gw, "#/services")
+    page.get_by_label("admin token", exact=True).fill("s3cret")
+    page.get_by_role("button", name="Use token").click()
+    page.get_by_text("No services yet.").wait_for()
     assert page.errors == []

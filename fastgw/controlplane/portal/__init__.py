@@ -27,6 +27,7 @@ PORTAL_PREFIX = "/portal"
 STATIC_ROOT = Path(__file__).resolve().parent / "static"
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml", ".png": "image/png"}
+_ALLOW = "GET, HEAD, OPTIONS"
 _SECURITY = [
     ("Content-Security-Policy", ("default-src 'none'; script-src 'self'; style-src 'self'; "
                                  "img-src 'self' data:; connect-src 'self'; base-uri 'none'; "
@@ -64,9 +65,10 @@ class PortalFiles:
 
     def serve(self, req: Request) -> Response:
         """``GET|HEAD /portal/...``; ``/portal`` redirects to ``/portal/``."""
+        if req.method == "OPTIONS":
+            return Response(204, content_type=None, headers=[("Allow", _ALLOW)])
         if req.method not in ("GET", "HEAD"):
-            return json_response(405, {"message": "Method not allowed"},
-                                 [("Allow", "GET, HEAD")])
+            return json_response(405, {"message": "Method not allowed"}, [("Allow", _ALLOW)])
         rel = req.path[len(PORTAL_PREFIX):]
         if rel == "":
             return Response(301, content_type=None, headers=[("Location", PORTAL_PREFIX + "/")])
