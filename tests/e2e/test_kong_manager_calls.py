@@ -92,7 +92,8 @@ def test_kong_manager_pages_replayed(gw: GatewayProcess) -> None:
     assert "canary" in info["plugins"]["available_on_server"]
     conf = info["configuration"]
     assert conf["admin_listen"] == [gw.config["gateway"]["admin_listen"]]
-    assert conf["proxy_listeners"][0]["port"] == gw.port and conf["proxy_listeners"][0]["ssl"] is False
+    proxy = conf["proxy_listeners"][0]
+    assert proxy["port"] == gw.port and proxy["ssl"] is False
     assert conf["role"] == "traditional" and conf["database"] == "off"
     assert "admin_token" not in conf
     _is_list(_ok(km.call("GET", "/tags?size=100"), 200))

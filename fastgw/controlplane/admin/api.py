@@ -138,7 +138,7 @@ class AdminAPI:
         self.admin_token = admin_token.encode() if admin_token else None
         self.health: HealthSource = health or ManualHealth()
         self.entity_routes = _entity_routes()
-        self.cors = CorsPolicy(store.state.merged.gateway.admin_gui_url)
+        self._cors = CorsPolicy()
         self.portal = PortalFiles()
         self.node_routes: list[Route] = [
             ((), {"GET": self._root}),
@@ -149,6 +149,14 @@ class AdminAPI:
             *WORKSPACE_ROUTES,
         ]
         self._openapi_doc: bytes | None = None
+
+    @property
+    def cors(self) -> CorsPolicy:
+        """The policy of the running settings (a reload may change ``admin_gui_url``)."""
+        urls = self.store.state.merged.gateway.admin_gui_url
+        if self._cors.gui_urls != urls:
+            self._cors = CorsPolicy(urls)
+        return self._cors
 
     # -- dispatch ------------------------------------------------------------------------
     async def handle(self, req: Request) -> Response:

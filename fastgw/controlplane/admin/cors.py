@@ -38,7 +38,8 @@ def allow_list(methods: Iterable[str]) -> str:
 
 class CorsPolicy:
     def __init__(self, gui_urls: Iterable[str] = ()) -> None:
-        self.origins: tuple[str, ...] = tuple(dict.fromkeys(gui_origin(u) for u in gui_urls))
+        self.gui_urls = tuple(gui_urls)
+        self.origins: tuple[str, ...] = tuple(dict.fromkeys(gui_origin(u) for u in self.gui_urls))
 
     def allowed(self, origin: str | None) -> bool:
         """Whether a browser on ``origin`` may read the answers."""
