@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -22,9 +22,7 @@ from fastgw.config import ConfigError
 from fastgw.config.model import Config, Entity, tag_error
 from fastgw.config.validate import SCHEMAS
 from fastgw.config.workspaces import route_collision
-
-if TYPE_CHECKING:
-    from fastgw.controlplane.admin.api import AdminAPI
+from fastgw.controlplane.store import FileConfigStore
 
 __all__ = ["Call", "Handler", "Route", "paginate", "list_entities", "get_entity", "post_entity",
            "put_entity", "patch_entity", "delete_entity", "get_parent", "patch_parent",
@@ -34,9 +32,18 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
 
+class AdminContext(Protocol):
+    """What handlers use of the Admin API object (``AdminAPI`` provides it); a protocol, so
+    that the handler modules never import the module that routes to them."""
+
+    store: FileConfigStore
+    node_id: str
+    health: Any  # controlplane.admin.health.HealthSource
+
+
 @dataclass(slots=True)
 class Call:
-    api: "AdminAPI"
+    api: AdminContext
     req: Request
     ws: str
     params: dict[str, str]
