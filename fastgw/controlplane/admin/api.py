@@ -4,7 +4,9 @@ Entity endpoints are generated per kind (``crud.py``), nested ones per parent/ch
 and every entity path also exists under ``/{workspace}/...`` (Kong EE). The node-level
 endpoints live here: ``GET /`` (node info), ``GET /status``, ``GET|POST /config``
 (export / replace everything, Kong's code 14 errors, ``If-Match`` against lost updates),
-``/workspaces`` and ``/openapi.json``.
+``POST /config/reload`` (re-read the file, as SIGHUP), ``/workspaces`` and ``/openapi.json``.
+A write refused because the file was edited by hand since it was loaded is a 409 saying
+to reload (``fastgw.controlplane.store.FileChangedOnDisk``), whatever the endpoint.
 
 ``RuntimeInfo`` is what the supervisor tells the API about the processes (pids, worker
 versions); the API never touches a worker itself: writes go to the store, and the store's
@@ -40,7 +42,13 @@ from fastgw.config import ConfigError
 from fastgw.config.kong_export import to_kong
 from fastgw.config.loader import parse_yaml
 from fastgw.controlplane.portal import PORTAL_PREFIX, PortalFiles
-from fastgw.controlplane.store import FileConfigStore, PreconditionFailed, StoreWriteError
+from fastgw.controlplane.store import (
+    FileChangedOnDisk,
+    FileConfigStore,
+    PreconditionFailed,
+    StoreState,
+    StoreWriteError,
+)
 
 __all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
 
@@ -64,6 +72,11 @@ class RuntimeInfo(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Process and propagation state for ``GET /status``."""
+        ...
+
+    async def reload(self) -> StoreState:
+        """Re-read the config file, as SIGHUP does (logged and counted there). Raises
+        ConfigError (or OSError) when the file is refused; the running config stays."""
         ...
 
 
@@ -145,6 +158,7 @@ class AdminAPI:
             (("endpoints",), {"GET": self._endpoints}),
             (("status",), {"GET": self._status}),
             (("config",), {"GET": self._get_config, "POST": self._post_config}),
+            (("config", "reload"), {"POST": self._reload_config}),
             (("openapi.json",), {"GET": self._openapi}),
             *WORKSPACE_ROUTES,
         ]
@@ -164,6 +178,9 @@ class AdminAPI:
             resp = await self._respond(req)
         except HTTPError as exc:
             resp = exc.response()
+        except FileChangedOnDisk as exc:
+            resp = json_response(409, {"name": "config file changed on disk",
+                                       "message": str(exc)})
         except StoreWriteError as exc:
             # Say why (full disk, read-only file system): the operator can act on it.
             resp = json_response(503, {"message": str(exc)})
@@ -284,6 +301,16 @@ class AdminAPI:
         except ConfigError as err:
             raise _declarative_error(err) from None
         return json_response(201, state.document(with_gateway=False),
+                             [("ETag", f'"{state.etag}"')])
+
+
+    async def _reload_config(self, call: crud.Call) -> Response:
+        try:
+            state = await self.runtime.reload()
+        except ConfigError as err:
+            raise _declarative_error(err) from None
+        return json_response(200, {"message": f"reloaded {self.store.path}",
+                                   "version": state.version, "etag": state.etag},
                              [("ETag", f'"{state.etag}"')])
 
 
