@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from fastgw.config import load_declarative
+from fastgw.config import ConfigError, load_declarative
 from fastgw.config.schema import Field
 from fastgw.config.schema_doc import field_document, record_document
-from fastgw.config.settings import GatewaySettings
+from fastgw.config.settings import GatewaySettings, load_settings
 from fastgw.config.validate import SCHEMAS
 from fastgw.controlplane.admin.cors import CorsPolicy, allow_list, gui_origin
 from fastgw.controlplane.admin.meta import endpoint_paths, tag_rows
@@ -157,3 +157,21 @@ def test_root_blocks_shaped_as_kong() -> None:
     assert plugins_block(cfg, "3.4.0") == {
         "available_on_server": {"canary": {"version": "3.4.0"}},
         "enabled_in_cluster": ["canary"]}
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    ("http://localhost:8002", ("http://localhost:8002",)),
+    ("http://a:1, https://b/manager", ("http://a:1", "https://b/manager")),
+    (["https://km.example.com"], ("https://km.example.com",)),
+    ("", ()),
+    (None, ()),
+])
+def test_admin_gui_url_setting(raw: Any, expected: tuple[str, ...]) -> None:
+    assert load_settings({"admin_gui_url": raw}).admin_gui_url == expected
+
+
+@pytest.mark.parametrize("raw", ["ftp://x", "localhost:8002", "http://", 8002, ["http://a", 1]])
+def test_admin_gui_url_refused(raw: Any) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings({"admin_gui_url": raw})
+    assert err.value.errors[0][0] == "gateway.admin_gui_url"
