@@ -60,6 +60,9 @@ class GatewaySettings:
     # it out of readiness and replaces it (SIGKILL, respawn); 0 turns the watchdog off.
     worker_heartbeat_timeout: float = 5
     admin_token: str | None = None
+    # Kong's admin_gui_url: where the admin GUI (Kong Manager) is served from. Its origins
+    # are the only ones the Admin API's CORS answers allow; empty allows any origin (Kong's).
+    admin_gui_url: tuple[str, ...] = ()
     access_log: str | None = None
     access_log_format: Literal["fastgw", "kong"] = "fastgw"  # kong: Kong's log serializer
     access_log_redact: bool = True  # credentials (authorization, cookie, apikey...) redacted
@@ -276,11 +279,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             return None, "value should be at least 0"
         return x, None
     if key == "trusted_ips":
-        if isinstance(raw, str):
-            items = [s.strip() for s in raw.split(",") if s.strip()]
-        elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-            items = [s.strip() for s in raw]
-        else:
+        items = _string_list(raw)
+        if items is None:
             return None, "expected an array of IP addresses or CIDR ranges"
         for s in items:
             if s == "unix:":
@@ -290,6 +290,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
+    if key == "admin_gui_url":
+        return _gui_urls(raw)
     if key in ("headers", "headers_upstream"):
         if not isinstance(raw, (str, list, tuple)):
             return None, "expected a comma-separated string or an array of strings"
@@ -319,6 +321,31 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         # Env/CLI cannot express JSON null; "off"/"" mean unset.
         return (None if raw in ("", "off") else raw), None
     return None, "unknown field"  # pragma: no cover - keys are pre-filtered
+
+
+def _string_list(raw: Any) -> list[str] | None:
+    """A comma-separated string (environment, command line) or an array of strings."""
+    if isinstance(raw, str):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+        return [s.strip() for s in raw]
+    return None
+
+
+_GUI_URL_RE = re.compile(r"^https?://[^/\s?#]+(?:/\S*)?$", re.IGNORECASE)
+
+
+def _gui_urls(raw: Any) -> tuple[Any, str | None]:
+    """Kong's ``admin_gui_url``: one URL or a comma-separated list of http(s) URLs."""
+    if raw is None:
+        return (), None
+    items = _string_list(raw)
+    if items is None:
+        return None, "expected a URL or an array of URLs"
+    for url in items:
+        if not _GUI_URL_RE.match(url):
+            return None, f"invalid URL '{url}', expected http://host[:port][/path]"
+    return tuple(items), None
 
 
 def load_settings(

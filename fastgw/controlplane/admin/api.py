@@ -20,7 +20,7 @@ import hmac
 import socket
 import sys
 from functools import partial
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,15 +28,19 @@ from fastgw import __version__
 from fastgw.controlplane.admin import crud
 from fastgw.controlplane.admin import entities as E
 from fastgw.controlplane.admin.forms import media_type, parse_body
+from fastgw.controlplane.admin.cors import CorsPolicy, allow_list
 from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response, split_path
+from fastgw.controlplane.admin.meta import META_ROUTES, endpoint_paths
+from fastgw.controlplane.admin.node_info import configuration_block, plugins_block
 from fastgw.controlplane.admin.openapi import build_openapi
+from fastgw.controlplane.admin.schemas import SCHEMA_ROUTES
 from fastgw.controlplane.admin.status import memory_block, memory_options
 from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
 from fastgw.config import ConfigError
 from fastgw.config.kong_export import to_kong
 from fastgw.config.loader import parse_yaml
-from fastgw.config.settings import settings_to_dict
+from fastgw.controlplane.portal import PORTAL_PREFIX, PortalFiles
 from fastgw.controlplane.store import (
     FileChangedOnDisk,
     FileConfigStore,
@@ -51,10 +55,12 @@ __all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
 # from ``version`` in ``GET /``. fastgw's own version is ``fastgw_version``.
 KONG_API_VERSION = "3.4.0"
 
-Route = tuple[tuple[str, ...], dict[str, Callable[[crud.Call], Awaitable[Response]]]]
+Route = crud.Route
 ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins", "certificates",
                 "snis", "ca_certificates")
-_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics"})
+_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "endpoints"})
+# What may follow a /{workspace} prefix: the entities and the per-workspace endpoints.
+_SCOPED_ROOTS = frozenset(ENTITY_ROOTS) | {"schemas", "tags"}
 
 
 class RuntimeInfo(Protocol):
@@ -111,8 +117,10 @@ def _entity_routes() -> list[Route]:
                       ("plugins", "consumer"), ("snis", "certificate")):
         routes.append(((child, "{id}", fk), {
             "GET": partial(crud.get_parent, kind=child, param="id", fk=fk),
-            "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk)}))
-    return routes
+            "PUT": partial(crud.put_parent, kind=child, param="id", fk=fk),
+            "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk),
+            "DELETE": partial(crud.delete_parent, kind=child, param="id", fk=fk)}))
+    return routes + SCHEMA_ROUTES + META_ROUTES
 
 
 async def _health(call: crud.Call, healthy: bool) -> Response:
@@ -143,8 +151,11 @@ class AdminAPI:
         self.admin_token = admin_token.encode() if admin_token else None
         self.health: HealthSource = health or ManualHealth()
         self.entity_routes = _entity_routes()
+        self._cors = CorsPolicy()
+        self.portal = PortalFiles()
         self.node_routes: list[Route] = [
             ((), {"GET": self._root}),
+            (("endpoints",), {"GET": self._endpoints}),
             (("status",), {"GET": self._status}),
             (("config",), {"GET": self._get_config, "POST": self._post_config}),
             (("config", "reload"), {"POST": self._reload_config}),
@@ -153,36 +164,61 @@ class AdminAPI:
         ]
         self._openapi_doc: bytes | None = None
 
+    @property
+    def cors(self) -> CorsPolicy:
+        """The policy of the running settings (a reload may change ``admin_gui_url``)."""
+        urls = self.store.state.merged.gateway.admin_gui_url
+        if self._cors.gui_urls != urls:
+            self._cors = CorsPolicy(urls)
+        return self._cors
+
     # -- dispatch ------------------------------------------------------------------------
     async def handle(self, req: Request) -> Response:
-        if self.admin_token is not None and not self._authorized(req):
-            return json_response(401, {"message": "Unauthorized"})
-        segs = crud_segments(req.path)
-        ws = "default"
-        routes = self.entity_routes
-        if not segs or segs[0] in _NODE_ROOTS:
-            routes = self.node_routes
-        elif segs[0] not in ENTITY_ROOTS and len(segs) >= 2 and segs[1] in ENTITY_ROOTS:
-            target = self.store.state.workspace(segs[0])
-            if target is None:
-                raise E.not_found()
-            ws, segs = target.name, segs[1:]
-        hit = _match(routes, segs)
-        if hit is None:
-            raise E.not_found()
-        methods, params = hit
-        handler = methods.get(req.method)
-        if handler is None:
-            allow = ", ".join(sorted(methods))
-            return json_response(405, {"message": "Method not allowed"}, [("Allow", allow)])
         try:
-            return await handler(crud.Call(self, req, ws, params))
+            resp = await self._respond(req)
+        except HTTPError as exc:
+            resp = exc.response()
         except FileChangedOnDisk as exc:
-            return json_response(409, {"name": "config file changed on disk",
+            resp = json_response(409, {"name": "config file changed on disk",
                                        "message": str(exc)})
         except StoreWriteError as exc:
             # Say why (full disk, read-only file system): the operator can act on it.
-            return json_response(503, {"message": str(exc)})
+            resp = json_response(503, {"message": str(exc)})
+        resp.headers += self.cors.headers(req.headers)  # errors too: a GUI reads them
+        return resp
+
+    async def _respond(self, req: Request) -> Response:
+        if req.path == PORTAL_PREFIX or req.path.startswith(PORTAL_PREFIX + "/"):
+            return self.portal.serve(req)  # static files, no data: see fastgw.controlplane.portal
+        segs = crud_segments(req.path)
+        prefix: str | None = None  # a /{workspace} prefix
+        routes = self.entity_routes
+        if not segs or segs[0] in _NODE_ROOTS:
+            routes = self.node_routes
+        elif segs[0] not in _SCOPED_ROOTS and len(segs) >= 2 and segs[1] in _SCOPED_ROOTS:
+            prefix, segs = segs[0], segs[1:]
+        hit = _match(routes, segs)
+        if req.method == "OPTIONS" and hit is not None:
+            # Answered before authentication (a preflight carries none), and without
+            # looking the workspace up (that would tell its name to anyone).
+            return Response(204, content_type=None,
+                            headers=self.cors.preflight_headers(req.headers, hit[0]))
+        if self.admin_token is not None and not self._authorized(req):
+            return json_response(401, {"message": "Unauthorized"})
+        ws = "default"
+        if prefix is not None:
+            target = self.store.state.workspace(prefix)
+            if target is None:
+                raise E.not_found()
+            ws = target.name
+        if hit is None:
+            raise E.not_found()
+        methods, params = hit
+        handler = methods.get("GET" if req.method == "HEAD" else req.method)
+        if handler is None:
+            allow = allow_list(methods)
+            return json_response(405, {"message": "Method not allowed"}, [("Allow", allow)])
+        return await handler(crud.Call(self, req, ws, params))
 
     def _authorized(self, req: Request) -> bool:
         given = req.headers.get("fastgw-admin-token") or req.headers.get("kong-admin-token")
@@ -193,9 +229,6 @@ class AdminAPI:
     # -- node endpoints ------------------------------------------------------------------
     async def _root(self, call: crud.Call) -> Response:
         state = self.store.state
-        settings = settings_to_dict(state.merged.gateway)
-        settings.pop("admin_token", None)  # never echo the secret
-        plugins = sorted({p.name for p in state.merged.plugins})
         return json_response(200, {
             "tagline": "Welcome to fastgw",
             "version": KONG_API_VERSION,
@@ -203,11 +236,16 @@ class AdminAPI:
             "edition": "community",
             "hostname": socket.gethostname(),
             "node_id": self.node_id,
-            "plugins": {"available_on_server": {}, "enabled_in_cluster": plugins},
+            "plugins": plugins_block(state.merged, KONG_API_VERSION),
             "python_version": sys.version.split()[0],
-            "configuration": {**settings, "database": "off", "config_file": self.store.path},
+            "configuration": configuration_block(state.merged.gateway, self.store.path),
             "pids": self.runtime.pids(),
         })
+
+    async def _endpoints(self, call: crud.Call) -> Response:
+        """``GET /endpoints``: every path this API serves (Kong's shape)."""
+        patterns = [p for p, _ in self.node_routes + self.entity_routes]
+        return json_response(200, {"data": endpoint_paths(patterns)})
 
     async def _status(self, call: crud.Call) -> Response:
         return json_response(200, self.status_body(call.req))

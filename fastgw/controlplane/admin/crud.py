@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -23,11 +23,17 @@ from fastgw.config.model import Config, Entity, tag_error
 from fastgw.config.validate import SCHEMAS
 from fastgw.config.workspaces import route_collision
 
-__all__ = ["Call", "paginate", "list_entities", "get_entity", "post_entity", "put_entity",
-           "patch_entity", "delete_entity", "get_parent", "patch_parent", "commit"]
+__all__ = ["Call", "Handler", "Route", "paginate", "list_entities", "get_entity", "post_entity",
+           "put_entity", "patch_entity", "delete_entity", "get_parent", "patch_parent",
+           "put_parent", "delete_parent", "commit"]
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
+
+
+Handler = Callable[[Call], Awaitable[Response]]
+# A routing table row: path pattern ("{name}" segments are parameters) -> method -> handler.
+Route = tuple[tuple[str, ...], dict[str, Handler]]
 
 
 # --------------------------------------------------------------------------- reads
@@ -307,3 +313,33 @@ async def patch_parent(call: Call, kind: str, param: str, fk: str) -> Response:
 
     entity = await commit(call, change)
     return json_response(200, _stored(call, parent_kind, entity.id))
+
+
+async def put_parent(call: Call, kind: str, param: str, fk: str) -> Response:
+    """``PUT /routes/{r}/service``: replace the route's service with the body (Kong's upsert
+    of the foreign entity); a route without one gets a new service, associated with it."""
+    parent_kind = E.KINDS[kind].foreign[fk]
+    body = _body(call, parent_kind)
+
+    def change(cfg: Config) -> tuple[Config, Entity]:
+        child = E.find(cfg, kind, call.params[param])
+        if child is None:
+            raise E.not_found()
+        current = getattr(child, fk)
+        if current is not None:
+            new, parent, _created = E.upsert(cfg, parent_kind, current, body)
+            return new, parent
+        new, parent = E.create(cfg, parent_kind, body)
+        return E.link(new, kind, child, fk, parent.id), parent
+
+    entity = await commit(call, change)
+    return json_response(200, _stored(call, parent_kind, entity.id))
+
+
+async def delete_parent(call: Call, kind: str, param: str, fk: str) -> Response:
+    """``DELETE /routes/{r}/service``: Kong refuses (405) to delete a foreign entity
+    through its child; 404 when there is none."""
+    child = E.find(call.config, kind, call.params[param])
+    if child is None or getattr(child, fk) is None:
+        raise E.not_found()
+    return json_response(405, {"message": "Method not allowed"})

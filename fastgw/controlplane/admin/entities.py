@@ -27,7 +27,7 @@ from fastgw.config.certificates import EXPIRED, ca_expired, is_reference
 from fastgw.config.model import SNI, CACertificate, Certificate, Config, Entity, sni_error
 from fastgw.config.validate import SCHEMAS
 
-__all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete",
+__all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete", "link",
            "schema_error", "not_found", "lua_table", "to_dict", "certificate_snis"]
 
 
@@ -276,6 +276,11 @@ def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) ->
     entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind))
     _check_unique(cfg, kind, entity, new=False)
     return _store(cfg, kind, entity), entity
+
+
+def link(cfg: Config, kind: str, child: Entity, fk: str, parent_id: str) -> Config:
+    """``child`` with its foreign key ``fk`` pointing at ``parent_id``."""
+    return _store(cfg, kind, replace(child, **{fk: parent_id}, updated_at=_now(kind)))
 
 
 def delete(cfg: Config, kind: str, entity: Entity) -> Config:

@@ -187,7 +187,7 @@ class HTTPServer:
                     req.client = client
                     keep = state.parser.should_keep_alive()
                     resp = await self._call(req)
-                    await self._write(writer, resp, keep)
+                    await self._write(writer, resp, keep, head_only=req.method == "HEAD")
                     if not keep:
                         return
         finally:
@@ -204,9 +204,13 @@ class HTTPServer:
             return json_response(500, {"message": "An unexpected error occurred"})
 
     @staticmethod
-    async def _write(writer: asyncio.StreamWriter, resp: Response, keep: bool) -> None:
+    async def _write(writer: asyncio.StreamWriter, resp: Response, keep: bool,
+                     head_only: bool = False) -> None:
         body = b"" if resp.status in (204, 304) else resp.body
-        writer.write(_head(resp.status, len(body), resp.content_type, keep, resp.headers) + body)
+        head = _head(resp.status, len(body), resp.content_type, keep, resp.headers)
+        # HEAD: the fields GET would send, Content-Length included, and no body (RFC 9110
+        # 9.3.2).
+        writer.write(head if head_only else head + body)
         try:
             await writer.drain()
         except ConnectionError:
