@@ -54,6 +54,9 @@ class GatewaySettings:
     # Per-request counting for /metrics. Off only to measure what counting costs (the
     # benchmark's metrics-on/off comparison) or where nothing scrapes the node.
     metrics: bool = True
+    # Kong's `plugins` property: the plugins this node runs. "bundled" is every plugin
+    # fastgw implements (fastgw.config.plugins); "off" none; names may follow "bundled".
+    plugins: tuple[str, ...] = ("bundled",)
     # Parsed form of trusted_ips, derived in __post_init__ (not part of identity).
     _networks: tuple[_Net, ...] = field(default=(), init=False, repr=False, compare=False)
     _trust_all: bool = field(default=False, init=False, repr=False, compare=False)
@@ -225,6 +228,16 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             except ValueError:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
+    if key == "plugins":
+        if isinstance(raw, str):
+            items = [s.strip() for s in raw.split(",") if s.strip()]
+        elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+            items = [s.strip() for s in raw]
+        else:
+            return None, "expected an array of plugin names ('bundled', 'off' or names)"
+        if "off" in items and len(items) > 1:
+            return None, "'off' cannot be combined with other values"
+        return tuple(items), None  # names are checked against fastgw.config.plugins
     if key in _BOOLS:
         if isinstance(raw, bool):
             return raw, None
