@@ -45,6 +45,8 @@ from fastgw.config.settings import GatewaySettings, parse_listen
 from fastgw.controlplane.store import FileConfigStore, StoreState
 from fastgw.controlplane.prober import HealthService
 from fastgw.dataplane.ipc import Channel
+from fastgw.dataplane.plugins.counters import counters_path
+from fastgw.dataplane.plugins.registry import COUNTERS_ENV
 from fastgw.dataplane.server import bind_socket
 
 __all__ = ["Supervisor", "admin_listen_problem", "StartupError"]
@@ -97,6 +99,7 @@ class Supervisor:
         self.count = workers
         self.log_level = log_level
         self.node_id = str(uuid.uuid4())
+        self.counters_file = counters_path(os.getpid())
         self.workers: dict[int, WorkerHandle] = {}  # slot -> handle
         self.stopping = False
         self.quick_deaths = 0
@@ -191,7 +194,9 @@ class Supervisor:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "fastgw", "worker", "--ipc-fd", str(child.fileno()),
                 "--log-level", self.log_level,
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                # The node's rate-limit counters, shared by its workers.
+                env={**os.environ, COUNTERS_ENV: self.counters_file})
         finally:
             child.close()
         channel = await Channel.open(parent)
@@ -322,6 +327,10 @@ class Supervisor:
             await server.close()
         for task in list(self._tasks):
             task.cancel()
+        try:
+            os.unlink(self.counters_file)  # counters do not outlive the node
+        except OSError:
+            pass
         log.info("stopped")
 
 

@@ -70,8 +70,10 @@ from fastgw.core.http.response import (
 from fastgw.core.http.response import LENGTH as RESPONSE_LENGTH
 from fastgw.core.http.response import NO_BODY as RESPONSE_NO_BODY
 from fastgw.core.http.upstream_head import ForwardedFields, build_upstream_head, client_request_id
+from fastgw.core.plugins.iprestriction import client_address
 from fastgw.dataplane.balancing import BalanceContext, TargetRuntime
 from fastgw.dataplane.body import REPLAY_LIMIT, RequestBody, ResponseSpool
+from fastgw.dataplane.plugins.phases import PluginCall, PluginChain, PluginReply, render_reply
 from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
 from fastgw.dataplane.context import WorkerContext
@@ -82,6 +84,10 @@ log = logging.getLogger("fastgw.proxy")
 
 CHUNK_END: Final = b"0\r\n\r\n"
 CRLF: Final = b"\r\n"
+# The largest request body plugins read (key_in_body, body edits); larger ones are
+# forwarded as received and look empty to them.
+PLUGIN_BODY_LIMIT: Final = 8 << 20
+SIZE_EXCEEDED: Final = "Request size limit exceeded"  # request-size-limiting's 413
 
 # -- the state machine ----------------------------------------------------------------
 
@@ -200,7 +206,7 @@ class Exchange(ResponseSink):
         "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused",
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
-        "request_id", "t0", "t_head", "t_end", "bytes_out", "finished",
+        "request_id", "t0", "t_head", "t_end", "bytes_out", "finished", "call",
     )
 
     def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
@@ -241,6 +247,8 @@ class Exchange(ResponseSink):
         self.t_end = 0.0  # loop time at the end (when the last response byte was read)
         self.bytes_out = 0
         self.finished = False
+        # The request's plugin state (dataplane.plugins.phases), on routes with plugins.
+        self.call: PluginCall | None = None
 
     def _go(self, event: int) -> None:
         trace = self.server.trace
@@ -267,8 +275,14 @@ class Exchange(ResponseSink):
             return
         self.hit = hit
         self.plan = plan
+        chain = plan.plugins
+        if chain is not None and (self.request_complete or not chain.needs_body):
+            if self._access(chain):
+                return  # a plugin answered
         if plan.needs_context:
-            self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
+            ctx = self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
+            if self.call is not None:
+                ctx.identify(self.call.consumer, self.call.groups)
         if not self.request_complete:
             if head.expect_continue and self.body_size == 0:
                 # We answer 100 ourselves when ready for the body, as nginx does.
@@ -285,6 +299,11 @@ class Exchange(ResponseSink):
         size = self.body_size = self.body_size + len(data)
         limit = self.server.limits.max_body_size
         if limit and size > limit:
+            self.client.body_too_large(self)
+            return
+        call = self.call
+        if call is not None and call.body_limit and size > call.body_limit:
+            call.body_limit_hit = True  # request-size-limiting: its own 413 message
             self.client.body_too_large(self)
             return
         conn = self.conn
@@ -314,7 +333,7 @@ class Exchange(ResponseSink):
         self.request_complete = True
         state = self.state
         if state == BUFFERING:
-            self._pick()
+            self._buffered()
         elif state == SENDING and self.send_pos < 0 and self.conn is not None:
             if self.head.framing == CHUNKED:
                 self.conn.write(CHUNK_END)
@@ -322,6 +341,53 @@ class Exchange(ResponseSink):
         elif state == RELAYING and self.conn is not None and self.head.framing == CHUNKED:
             self.conn.write(CHUNK_END)
             self.request_sent = True
+
+    # -- plugins ----------------------------------------------------------------------
+
+    def _access(self, chain: PluginChain) -> bool:
+        """The access phase of the route's plugins; True when one answered."""
+        client = self.client
+        head = self.head
+        plan = self.plan
+        assert plan is not None
+        fwd = client.fwd
+        call = self.call = PluginCall(
+            head, client.client_ip,
+            client_address(client.client_ip, fwd.trusted, head.field(b"x-real-ip"),
+                           head.field(b"x-forwarded-for")),
+            fwd.trusted, plan.route.id, plan.service.id, chain)
+        body = self.body
+        if chain.needs_body and body is not None and 0 < body.size <= PLUGIN_BODY_LIMIT:
+            call.body = b"".join(body.blocks(0))
+        original = call.body
+        reply = chain.access(call)
+        if reply is not None:
+            self._plugin_reply(reply)
+            return True
+        if call.body is not original and call.body is not None:
+            # A plugin changed the body (request-transformer, hide_credentials).
+            server = self.server
+            new = RequestBody(server.body_buffer_size, server.temp_dir, True)
+            new.append(call.body)
+            if body is not None:
+                body.close()
+            self.body = new
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.identify(call.consumer, call.groups)
+        return False
+
+    def _buffered(self) -> None:
+        """The whole body is in: the deferred access phase (body plugins), then a target."""
+        plan = self.plan
+        chain = plan.plugins if plan is not None else None
+        if chain is not None and self.call is None and self._access(chain):
+            return
+        self._pick()
+
+    def _plugin_reply(self, reply: PluginReply) -> None:
+        """A plugin answers the request itself (401, 429, a CORS preflight...)."""
+        self._reply(reply.status, None, False, reply)
 
     # -- choosing a target and connecting ---------------------------------------------
 
@@ -376,7 +442,16 @@ class Exchange(ResponseSink):
         target = self.target
         assert hit is not None and plan is not None and target is not None
         ctx = self.ctx
-        path = ctx.upstream_uri if ctx is not None and ctx.upstream_uri else hit.upstream_path
+        path = hit.upstream_path
+        query = head.query
+        call = self.call
+        if call is not None:
+            if call.path is not None:
+                path = call.path
+            if call.query is not None:
+                query = call.query
+        if ctx is not None and ctx.upstream_uri:
+            path = ctx.upstream_uri
         body = self.body
         streaming_chunked = False
         if head.framing == NO_BODY:
@@ -389,9 +464,12 @@ class Exchange(ResponseSink):
         else:
             framing = b"Content-Length: %d\r\n" % head.content_length
         request_head, self.request_id = build_upstream_head(
-            head, path + head.query if head.query else path,
+            head, path + query if query else path,
             head.host if plan.preserve_host and head.host is not None else target.host_header,
-            framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new)
+            framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new,
+            call.upstream_drop if call is not None else None,
+            call.upstream_add if call is not None else None,
+            call.method if call is not None else None)
         self.sent_any = True
         self.request_sent = False
         if body is None or body.size == 0:
@@ -491,7 +569,9 @@ class Exchange(ResponseSink):
         framing = response_framing(status, head.method == "HEAD", fields, head.http11)
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
-        parts = [fields.head, VIA_LINE]
+        call = self.call
+        parts = [fields.head if call is None
+                 else call.chain.response_head(call, status, fields.head), VIA_LINE]
         if framing == RESPONSE_LENGTH:
             if not fields.length_line:
                 parts.append(b"Content-Length: %d\r\n" % fields.content_length)
@@ -733,6 +813,13 @@ class Exchange(ResponseSink):
         if self.state == RELAYING:
             self.abort()
             return
+        call = self.call
+        if status == 413 and message is None and call is not None and call.body_limit_hit:
+            message = SIZE_EXCEEDED
+        self._reply(status, message, close, None)
+
+    def _reply(self, status: int, message: str | None, close: bool,
+               plugin_reply: PluginReply | None) -> None:
         self._go(REPLY)
         self._release_conn()
         client = self.client
@@ -742,10 +829,16 @@ class Exchange(ResponseSink):
             self.request_complete or not (self.head.expect_continue and self.body_size == 0))
         self.keep_alive = keep
         self.status = status
-        response = error_response(
-            status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
-            request_id=self._request_id().decode("latin-1"),
-        )
+        call = self.call
+        if plugin_reply is not None and call is not None:
+            response = render_reply(plugin_reply, call.response_add, keep_alive=keep,
+                                    head_only=self.head.method == "HEAD",
+                                    request_id=self._request_id())
+        else:
+            response = error_response(
+                status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
+                request_id=self._request_id().decode("latin-1"),
+            )
         self.bytes_out += len(response)
         client.write(response)
         self._finish(status)

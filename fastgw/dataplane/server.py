@@ -21,6 +21,7 @@ from fastgw.core.http.errors import DATE
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.downstream import ClientConnection
 from fastgw.dataplane.health import WorkerHealth
+from fastgw.dataplane.plugins.registry import PluginRuntime
 from fastgw.dataplane.snapshot import PoolRegistry, Snapshot, build_snapshot
 
 log = logging.getLogger("fastgw")
@@ -56,6 +57,7 @@ class ProxyServer(WorkerContext):
             idle_timeout=float(settings.upstream_keepalive_idle_timeout),
         )
         self.version = 0
+        self.plugin_runtime = PluginRuntime()  # the node's rate-limit counters, and such
         # Node health from the supervisor, and passive batches back to it (every 100 ms).
         self.health = WorkerHealth(loop)
         self.io_sweeper.on_tick.append(self.health.flush)
@@ -74,7 +76,7 @@ class ProxyServer(WorkerContext):
 
     def _build(self, config: Config) -> Snapshot:
         self.version += 1
-        snapshot = build_snapshot(config, self.registry, self.version)
+        snapshot = build_snapshot(config, self.registry, self.version, self.plugin_runtime)
         self.stats.bind(snapshot.route_plans.values())
         self.health.bind(snapshot)  # before it goes live: no request sees stale health
         return snapshot

@@ -19,6 +19,8 @@ from fastgw.core.http.request import RequestHead
 from fastgw.core.http.upstream_head import prefix_line
 from fastgw.core.router import Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
+from fastgw.dataplane.plugins.phases import PluginChain
+from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains
 from fastgw.dataplane.pool import PoolStats, UpstreamPool
 from fastgw.dataplane.stats import RouteStats, route_label, service_label
 from fastgw.dataplane.sweeper import DeadlineSweeper
@@ -95,17 +97,23 @@ class RoutePlan:
         "pick",
         "needs_context",
         "stats",
+        "plugins",
     )
 
     def __init__(
         self, route: Route, service: Service,
         balancer: UpstreamRuntime | DirectRuntime | CanaryBalancer,
+        plugins: PluginChain | None = None,
     ) -> None:
         self.route = route
         self.service = service
         self.service_path = service.path
         self.preserve_host = route.preserve_host
-        self.request_buffering = route.request_buffering
+        # The route's plugins (dataplane.plugins); None costs the exchange one test.
+        self.plugins = plugins
+        # A plugin that reads the body (key_in_body, body edits) needs it buffered.
+        self.request_buffering = route.request_buffering or (
+            plugins is not None and plugins.needs_body)
         self.response_buffering = route.response_buffering
         self.retries = service.retries
         self.connect_timeout = service.connect_timeout / 1000.0
@@ -197,7 +205,8 @@ class Snapshot:
                         prefix_line(match.stripped_prefix))
 
 
-def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snapshot:
+def build_snapshot(config: Config, registry: PoolRegistry, version: int,
+                   plugins: PluginRuntime | None = None) -> Snapshot:
     used: set[tuple[str, int]] = set()
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
@@ -238,27 +247,27 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int) -> Snap
             used.add((service.host, service.port))
             balancers[service.id] = DirectRuntime(direct)
 
-    # Enabled canary plugins by route id, else service id (the route's own one wins).
-    canaries: dict[str, CanaryConfig] = {}
-    for plugin in config.plugins:
-        if plugin.name == "canary" and plugin.enabled and plugin.consumer is None:
-            scope = plugin.route or plugin.service
-            if scope is not None and (plugin.route or scope not in canaries):
-                canaries[scope] = CanaryConfig.from_plugin(plugin.config)
-    plans: dict[str, RoutePlan] = {}
     live_routes = []
     for route in config.routes:
         found = services.get(route.service) if route.service else None
         if found is not None and not found.enabled:
             continue  # Kong: a disabled service's routes do not match
         live_routes.append(route)
+    # Each route's plugins, resolved once (Kong's precedence and priorities); the canary
+    # plugin is the route's balancer.
+    chains, canaries = build_chains(config, live_routes, services,
+                                    plugins if plugins is not None else PluginRuntime())
+    plans: dict[str, RoutePlan] = {}
+    for route in live_routes:
+        found = services.get(route.service) if route.service else None
         if found is not None:
             service = found
             balancer: Any = balancers[service.id]
-            canary = canaries.get(route.id) or canaries.get(service.id)
+            canary = canaries.get(route.id)
             if canary is not None:
-                balancer = _canary_balancer(canary, service, balancer, upstreams, registry, used)
-            plans[route.id] = RoutePlan(route, service, balancer)
+                balancer = _canary_balancer(CanaryConfig.from_plugin(canary.config), service,
+                                            balancer, upstreams, registry, used)
+            plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
     router = Router.compile(live_routes)
     registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)

@@ -24,6 +24,7 @@ import orjson
 
 from fastgw import __version__
 from fastgw.controlplane.admin import crud
+from fastgw.controlplane.admin.credentials import CREDENTIAL_ROOTS, CREDENTIAL_ROUTES
 from fastgw.controlplane.admin import entities as E
 from fastgw.controlplane.admin.forms import media_type, parse_body
 from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
@@ -32,7 +33,9 @@ from fastgw.controlplane.admin.openapi import build_openapi
 from fastgw.controlplane.admin.status import memory_block, memory_options
 from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
 from fastgw.config import ConfigError
+from fastgw.config.declarative import enabled_plugins
 from fastgw.config.kong_export import to_kong
+from fastgw.config.plugins import PLUGINS, schema_document
 from fastgw.config.loader import parse_yaml
 from fastgw.config.settings import settings_to_dict
 from fastgw.controlplane.store import FileConfigStore, PreconditionFailed, StoreWriteError
@@ -45,7 +48,9 @@ KONG_API_VERSION = "3.4.0"
 
 Route = tuple[tuple[str, ...], dict[str, Callable[[crud.Call], Awaitable[Response]]]]
 ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins")
-_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics"})
+_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "schemas"})
+# First segments of entity paths (what may follow a /{workspace} prefix).
+_ENTITY_FIRST = frozenset(ENTITY_ROOTS) | CREDENTIAL_ROOTS
 
 
 class RuntimeInfo(Protocol):
@@ -61,7 +66,8 @@ class RuntimeInfo(Protocol):
 
 
 def _entity_routes() -> list[Route]:
-    routes: list[Route] = []
+    # Literal segments before "{id}": /plugins/enabled is not a plugin.
+    routes: list[Route] = [(("plugins", "enabled"), {"GET": _enabled_plugins})]
     for kind in ENTITY_ROOTS:
         routes.append(((kind,), {"GET": partial(crud.list_entities, kind=kind),
                                  "POST": partial(crud.post_entity, kind=kind)}))
@@ -98,7 +104,25 @@ def _entity_routes() -> list[Route]:
         routes.append(((child, "{id}", fk), {
             "GET": partial(crud.get_parent, kind=child, param="id", fk=fk),
             "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk)}))
+    routes += CREDENTIAL_ROUTES
     return routes
+
+
+def _node_plugins(call: crud.Call) -> frozenset[str]:
+    return enabled_plugins(call.api.store.state.merged.gateway)
+
+
+async def _enabled_plugins(call: crud.Call) -> Response:
+    """``GET /plugins/enabled``: the plugins this node runs."""
+    return json_response(200, {"enabled_plugins": sorted(_node_plugins(call))})
+
+
+async def _plugin_schema(call: crud.Call) -> Response:
+    """``GET /schemas/plugins/{name}``: a plugin's config schema, as Kong serves it."""
+    name = call.params["name"]
+    if name not in PLUGINS or name not in _node_plugins(call):
+        return json_response(404, {"message": f"No plugin named '{name}'"})
+    return json_response(200, schema_document(name))
 
 
 async def _health(call: crud.Call, healthy: bool) -> Response:
@@ -134,6 +158,7 @@ class AdminAPI:
             (("status",), {"GET": self._status}),
             (("config",), {"GET": self._get_config, "POST": self._post_config}),
             (("openapi.json",), {"GET": self._openapi}),
+            (("schemas", "plugins", "{name}"), {"GET": _plugin_schema}),
             *WORKSPACE_ROUTES,
         ]
         self._openapi_doc: bytes | None = None
@@ -147,7 +172,7 @@ class AdminAPI:
         routes = self.entity_routes
         if not segs or segs[0] in _NODE_ROOTS:
             routes = self.node_routes
-        elif segs[0] not in ENTITY_ROOTS and len(segs) >= 2 and segs[1] in ENTITY_ROOTS:
+        elif segs[0] not in _ENTITY_FIRST and len(segs) >= 2 and segs[1] in _ENTITY_FIRST:
             target = self.store.state.workspace(segs[0])
             if target is None:
                 raise E.not_found()
@@ -178,6 +203,8 @@ class AdminAPI:
         settings = settings_to_dict(state.merged.gateway)
         settings.pop("admin_token", None)  # never echo the secret
         plugins = sorted({p.name for p in state.merged.plugins})
+        available = {name: {"version": PLUGINS[name].version, "priority": PLUGINS[name].priority}
+                     for name in sorted(enabled_plugins(state.merged.gateway))}
         return json_response(200, {
             "tagline": "Welcome to fastgw",
             "version": KONG_API_VERSION,
@@ -185,7 +212,7 @@ class AdminAPI:
             "edition": "community",
             "hostname": socket.gethostname(),
             "node_id": self.node_id,
-            "plugins": {"available_on_server": {}, "enabled_in_cluster": plugins},
+            "plugins": {"available_on_server": available, "enabled_in_cluster": plugins},
             "python_version": sys.version.split()[0],
             "configuration": {**settings, "database": "off", "config_file": self.store.path},
             "pids": self.runtime.pids(),

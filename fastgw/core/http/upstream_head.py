@@ -20,6 +20,10 @@ Rules (RFC 9110 §7.6, RFC 9112 §3 and §6; Kong's upstream headers)
       values are extended (For) or kept; anyone else's are replaced by what the gateway
       saw.
   U8  X-Request-Id: the client's when it is a plain token, else the gateway's; exactly one.
+  U9  Plugins' edits (dataplane.plugins) are explicit inputs, never byte edits: `drop`
+      names client fields not to copy, `add` complete lines written after the copied
+      ones, `method` replaces the request method. Framing, Host and the fields of U5-U8
+      stay the builder's own.
 
 Cost: most requests come from untrusted clients on connections whose Host does not
 change, so everything after the copied fields (Via, X-Forwarded-*, X-Real-IP, the blank
@@ -110,10 +114,14 @@ def build_upstream_head(
     fwd: ForwardedFields,
     prefix: bytes,
     new_id: Callable[[], bytes],
+    drop: set[bytes] | None = None,
+    add: list[bytes] | None = None,
+    new_method: str | None = None,
 ) -> tuple[bytes, bytes]:
     """(head bytes, request id). `framing` is the framing line of U4 (or b"");
-    `prefix` the route's X-Forwarded-Prefix line (or b""); `new_id` makes an id (U8)."""
-    method = head.method
+    `prefix` the route's X-Forwarded-Prefix line (or b""); `new_id` makes an id (U8);
+    `drop`, `add` and `new_method` are plugins' edits (U9)."""
+    method = head.method if new_method is None else new_method
     parts = [b"GET" if method == "GET" else METHOD_BYTES.get(method) or method.encode("latin-1"),
              b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
     append = parts.append
@@ -137,10 +145,14 @@ def build_upstream_head(
             continue
         if hop is not None and lname in hop:
             continue
+        if drop is not None and lname in drop:
+            continue
         append(name)
         append(b": ")
         append(value)
         append(CRLF)
+    if add:
+        parts += add
     if framing:
         parts.append(framing)
     if head.websocket:

@@ -1,0 +1,128 @@
+"""rate-limiting, ip-restriction and request-size-limiting on the phases (decisions in
+core.plugins.ratelimit and core.plugins.iprestriction)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Final, Mapping
+
+from fastgw.core.http.request import CHUNKED, LENGTH
+from fastgw.core.plugins.iprestriction import DEFAULT_MESSAGE, IpMatcher
+from fastgw.core.plugins.ratelimit import PERIODS, counter_key, decide, window_start
+from fastgw.dataplane.plugins.counters import SharedCounters
+from fastgw.dataplane.plugins.phases import PhasePlugin, PluginCall, PluginReply
+
+__all__ = ["RateLimiting", "IpRestriction", "RequestSizeLimiting"]
+
+log = logging.getLogger("fastgw.plugins")
+
+# How long a window's counter is kept: at least the window (months and years vary).
+_KEEP: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
+                "month": 32 * 86400, "year": 367 * 86400}
+
+
+class RateLimiting(PhasePlugin):
+    __slots__ = ("limits", "limit_values", "limit_by", "header", "path", "hide",
+                 "error_code", "error_message", "fault_tolerant", "counters")
+
+    def __init__(self, name: str, priority: int, instance_id: str, config: Mapping[str, Any],
+                 counters: SharedCounters) -> None:
+        super().__init__(name, priority, instance_id)
+        self.limits = [(p, float(config[p])) for p in PERIODS if config.get(p) is not None]
+        self.limit_values = [limit for _, limit in self.limits]
+        self.limit_by: str = config["limit_by"]
+        header = config.get("header_name")
+        self.header = header.lower().encode("latin-1") if header else None
+        self.path = config.get("path")
+        self.hide = bool(config["hide_client_headers"])
+        self.error_code = int(config["error_code"])
+        self.error_message: str = config["error_message"]
+        self.fault_tolerant = bool(config["fault_tolerant"])
+        self.counters = counters
+
+    def identifier(self, call: PluginCall) -> str:
+        """Whose requests are counted together (Kong's get_identifier); the client's
+        address when the configured one is missing."""
+        by = self.limit_by
+        found: str | None = None
+        if by == "consumer":
+            found = call.consumer.id if call.consumer is not None else call.credential_id
+        elif by == "credential":
+            found = call.credential_id
+        elif by == "service":
+            found = call.service_id
+        elif by == "header" and self.header is not None:
+            value = call.head.field(self.header)
+            found = value.decode("latin-1") if value is not None else None
+        elif by == "path":
+            path = call.head.path.decode("latin-1")
+            found = path if path == self.path else None
+        return found if found is not None else call.client_ip
+
+    def access(self, call: PluginCall) -> PluginReply | None:
+        now = time.time()
+        second = int(now)
+        ident = self.identifier(call)
+        keys = []
+        ends = []
+        for period, _limit in self.limits:
+            start = window_start(period, now)
+            keys.append(counter_key(self.instance_id, ident, period, start))
+            ends.append(start + _KEEP[period])
+        try:
+            usage = self.counters.hit(keys, ends, self.limit_values, second)
+        except OSError as exc:
+            log.error("rate-limiting: counters unavailable: %s", exc)
+            if self.fault_tolerant:
+                return None
+            return PluginReply(500, "An unexpected error occurred")
+        decision = decide(self.limits, usage, now, self.hide)
+        if decision.refused:
+            return PluginReply(self.error_code, self.error_message, decision.lines)
+        call.response_add += decision.lines
+        return None
+
+
+class IpRestriction(PhasePlugin):
+    __slots__ = ("matcher", "status", "message")
+
+    def __init__(self, name: str, priority: int, instance_id: str,
+                 config: Mapping[str, Any]) -> None:
+        super().__init__(name, priority, instance_id)
+        self.matcher = IpMatcher(config.get("allow"), config.get("deny"))
+        self.status = int(config.get("status") or 403)
+        self.message: str = config.get("message") or DEFAULT_MESSAGE
+
+    def access(self, call: PluginCall) -> PluginReply | None:
+        if self.matcher.allowed(call.client_ip):
+            return None
+        return PluginReply(self.status, self.message)
+
+
+_UNITS: Final = {"megabytes": 1 << 20, "kilobytes": 1 << 10, "bytes": 1}
+SIZE_EXCEEDED: Final = "Request size limit exceeded"
+
+
+class RequestSizeLimiting(PhasePlugin):
+    __slots__ = ("limit", "require_length")
+
+    def __init__(self, name: str, priority: int, instance_id: str,
+                 config: Mapping[str, Any]) -> None:
+        super().__init__(name, priority, instance_id)
+        self.limit = int(config["allowed_payload_size"]) * _UNITS[config["size_unit"]]
+        self.require_length = bool(config["require_content_length"])
+
+    def access(self, call: PluginCall) -> PluginReply | None:
+        head = call.head
+        if head.framing == LENGTH:
+            if head.content_length > self.limit:
+                return PluginReply(413, SIZE_EXCEEDED)
+            return None
+        if self.require_length:
+            return PluginReply(411, "A valid Content-Length header is required")
+        if head.framing == CHUNKED:
+            # Counted as it is read (the exchange's body limit), then 413 and close.
+            call.body_limit = self.limit if not call.body_limit else min(call.body_limit,
+                                                                         self.limit)
+        return None
