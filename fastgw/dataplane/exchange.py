@@ -356,6 +356,7 @@ class Exchange(ResponseSink):
             client_address(client.client_ip, fwd.trusted, head.field(b"x-real-ip"),
                            head.field(b"x-forwarded-for")),
             fwd.trusted, plan.route.id, plan.service.id, chain)
+        call.received = self.body_size
         body = self.body
         if chain.needs_body and body is not None and 0 < body.size <= PLUGIN_BODY_LIMIT:
             call.body = b"".join(body.blocks(0))

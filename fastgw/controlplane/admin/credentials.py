@@ -137,6 +137,7 @@ async def _create(call: crud.Call, kind: CredentialKind) -> Response:
     def change(cfg: Config) -> tuple[Config, str]:
         consumer = _consumer(call, cfg)
         cred = _validate(kind, body, consumer)
+        _unique(cfg, kind, consumer, replace(cred, id=""))  # type: ignore[type-var]
         if _find(cfg, kind, cred.id) is not None:
             raise HTTPError(400, {"code": 3, "name": "primary key violation",
                                   "message": f"primary key violation on key "

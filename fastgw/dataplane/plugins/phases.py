@@ -85,7 +85,7 @@ class PluginCall:
                  "consumer", "credential", "credential_id", "anonymous", "groups",
                  "upstream_drop", "upstream_add", "query", "path", "method", "body",
                  "content_type", "response_drop", "response_add", "ran", "chain",
-                 "body_limit", "body_limit_hit", "state")
+                 "body_limit", "body_limit_hit", "received", "state")
 
     def __init__(self, head: RequestHead, peer_ip: str, client_ip: str, trusted: bool,
                  route_id: str, service_id: str, chain: PluginChain) -> None:
@@ -115,6 +115,7 @@ class PluginCall:
         self.chain = chain  # the consumer's chain once one is identified
         self.body_limit = 0  # request-size-limiting: bytes (0: the node's limit only)
         self.body_limit_hit = False
+        self.received = 0  # request body bytes read when the access phase began
         self.state: dict[str, Any] | None = None  # per-plugin scratch (rare)
 
     def set_upstream_field(self, lname: bytes, line: bytes | None) -> None:

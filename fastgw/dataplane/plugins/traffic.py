@@ -122,6 +122,8 @@ class RequestSizeLimiting(PhasePlugin):
         if self.require_length:
             return PluginReply(411, "A valid Content-Length header is required")
         if head.framing == CHUNKED:
+            if call.received > self.limit:  # read already (it came with the head)
+                return PluginReply(413, SIZE_EXCEEDED)
             # Counted as it is read (the exchange's body limit), then 413 and close.
             call.body_limit = self.limit if not call.body_limit else min(call.body_limit,
                                                                          self.limit)
