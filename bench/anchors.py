@@ -21,7 +21,7 @@ import pwd
 import resource
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bench.server_process import ServerProcess
@@ -34,6 +34,7 @@ __all__ = [
     "AnchorProcess",
     "haproxy_config",
     "nginx_args",
+    "nginx_conf_text",
     "nginx_config",
     "nginx_main",
 ]
@@ -84,6 +85,11 @@ http {{
 {temp}    keepalive_requests {ANCHOR_EQUIVALENT_SETTINGS["keepalive_requests"]};
     keepalive_timeout 75s;
 """
+
+
+def nginx_conf_text(prefix: str, title: str, http: str) -> str:
+    """A whole nginx.conf from nginx_main: `http` is the rest of its http block."""
+    return f"# {title}\n{nginx_main(prefix)}{http}}}\n"
 
 
 def nginx_args(binary: str, prefix: str, config: Path) -> list[str]:
@@ -157,13 +163,16 @@ class AnchorProcess(ServerProcess):
     def __init__(
         self, kind: str, backends: Sequence[str], *, startup_timeout: float = 10.0,
         taskset: str | None = None,
+        nginx_conf: Callable[[str, int, Sequence[str]], str] = nginx_config,
     ) -> None:
+        """`nginx_conf(prefix, port, backends)`: the nginx.conf to run (bench/edge_probe
+        runs nginx with its limits instead of the load test's config)."""
         assert kind in (NGINX, HAPROXY)
         super().__init__(kind, [free_port()], startup_timeout=startup_timeout, taskset=taskset)
         self.kind = kind
         self.binary = shutil.which(kind) or f"/usr/sbin/{kind}"
         if kind == NGINX:
-            path = self.write_config("nginx.conf", nginx_config(self.prefix, self.port, backends))
+            path = self.write_config("nginx.conf", nginx_conf(self.prefix, self.port, backends))
             self.args = nginx_args(self.binary, self.prefix, path)
         else:
             path = self.write_config("haproxy.cfg",

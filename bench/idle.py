@@ -26,7 +26,7 @@ from bench.loadgen import _Client
 from tests.support.procs import IrisProcess
 from bench.procstat import memory_kb
 
-__all__ = ["raise_nofile", "run_idle"]
+__all__ = ["idle_cost", "raise_nofile", "run_idle"]
 
 
 def raise_nofile() -> tuple[int, int]:
@@ -112,6 +112,40 @@ async def _still_served(clients: list[_Client], sample: int) -> int:
     return ok
 
 
+def idle_cost(port: int, roots: list[int], connections: int, *, settle: float = 2.0,
+              parallel: int = 256, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Open `connections` idle keep-alive connections to the proxy on `port` (one GET each,
+    then nothing) and read the RSS of the process trees `roots` before and after (any
+    proxy: fastgw's supervisor and worker, nginx's master and worker)."""
+    rss_before, _ = memory_kb(roots)
+
+    async def scenario() -> tuple[int, int, dict[str, int], int, int]:
+        t0 = time.monotonic()
+        clients, failures = await _open_idle(port, connections, parallel)
+        log(f"opened {len(clients)} idle connections in {time.monotonic() - t0:.1f} s")
+        await asyncio.sleep(settle)
+        rss_after, _ = memory_kb(roots)
+        served = await _still_served(clients, 100)
+        open_now = sum(1 for c in clients
+                       if c.transport is not None and not c.transport.is_closing())
+        for c in clients:
+            if c.transport is not None:
+                c.transport.close()
+        return rss_after, len(clients), failures, served, open_now
+
+    rss_after, ok, failures, served, open_now = asyncio.run(scenario())
+    per_conn = (rss_after - rss_before) * 1024 / ok if ok else None
+    return {
+        "established": ok,
+        "failures": failures,
+        "still_open": open_now,
+        "sample_still_served": served,
+        "rss_before_kb": rss_before,
+        "rss_after_kb": rss_after,
+        "rss_per_connection_bytes": round(per_conn) if per_conn is not None else None,
+    }
+
+
 def run_idle(connections: int, *, settle: float = 2.0, parallel: int = 256,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     soft, hard = raise_nofile()
@@ -130,39 +164,23 @@ def run_idle(connections: int, *, settle: float = 2.0, parallel: int = 256,
 
             run_load(gw.url, WORKLOADS["get_c8"], 1)
             time.sleep(0.5)
-            rss_before, _ = memory_kb([gw.pid])
-
-            async def scenario() -> tuple[int, int, dict[str, int], int, int]:
-                t0 = time.monotonic()
-                clients, failures = await _open_idle(gw.port, connections, parallel)
-                log(f"opened {len(clients)} idle connections in {time.monotonic() - t0:.1f} s")
-                await asyncio.sleep(settle)
-                rss_after, _ = memory_kb([gw.pid])
-                served = await _still_served(clients, 100)
-                open_now = sum(1 for c in clients
-                               if c.transport is not None and not c.transport.is_closing())
-                for c in clients:
-                    if c.transport is not None:
-                        c.transport.close()
-                return rss_after, len(clients), failures, served, open_now
-
-            rss_after, ok, failures, served, open_now = asyncio.run(scenario())
+            cost = idle_cost(gw.port, [gw.pid], connections, settle=settle, parallel=parallel,
+                             log=log)
             fds = _fd_count(gw.pid)
             log_text = gw.log()
     emfile = "Too many open files" in log_text or "EMFILE" in log_text
-    per_conn = (rss_after - rss_before) * 1024 / ok if ok else None
     result.update({
-        "established": ok,
-        "failures": failures,
-        "still_open": open_now,
-        "sample_still_served": served,
-        "gateway_rss_before_kb": rss_before,
-        "gateway_rss_after_kb": rss_after,
-        "gateway_rss_per_connection_bytes": round(per_conn) if per_conn is not None else None,
+        "established": cost["established"],
+        "failures": cost["failures"],
+        "still_open": cost["still_open"],
+        "sample_still_served": cost["sample_still_served"],
+        "gateway_rss_before_kb": cost["rss_before_kb"],
+        "gateway_rss_after_kb": cost["rss_after_kb"],
+        "gateway_rss_per_connection_bytes": cost["rss_per_connection_bytes"],
         "gateway_fds_after_close": fds,
         "gateway_emfile": emfile,
     })
-    if emfile or sum(failures.values()):
+    if emfile or sum(cost["failures"].values()):
         result["diagnosis"] = (
             "the gateway could not accept every connection"
             + (" (it logged EMFILE: raise its open-files limit, e.g. `ulimit -n` / LimitNOFILE)"

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.procs import status_kb
+
 __all__ = [
     "CLK_TCK",
     "CpuSnapshot",
@@ -116,22 +118,12 @@ def cpu_seconds_between(before: CpuSnapshot, after: CpuSnapshot) -> float:
     return ticks / CLK_TCK
 
 
-def _status_kb(pid: int, field_name: bytes) -> int:
-    try:
-        for line in (_PROC / str(pid) / "status").read_bytes().splitlines():
-            if line.startswith(field_name):
-                return int(line.split()[1])
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
-
-
 def memory_kb(roots: list[int]) -> tuple[int, int]:
     """(sum of VmRSS, sum of VmHWM) over the tree, KiB."""
     pids = descendants(roots)
     return (
-        sum(_status_kb(pid, b"VmRSS:") for pid in pids),
-        sum(_status_kb(pid, b"VmHWM:") for pid in pids),
+        sum(status_kb(pid, b"VmRSS:") for pid in pids),
+        sum(status_kb(pid, b"VmHWM:") for pid in pids),
     )
 
 

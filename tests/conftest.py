@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from tests.support.disk import small_disk  # noqa: F401 - a fixture for every test
 from tests.support.gateway import GatewayProcess, config_for_targets
 from tests.support.procs import IrisProcess
 

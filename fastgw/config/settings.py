@@ -13,6 +13,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Mapping
 
 from fastgw.config.errors import ConfigError
+from fastgw.core.http.gateway_fields import (
+    DEFAULT_HEADERS,
+    DEFAULT_HEADERS_UPSTREAM,
+    parse_tokens,
+)
 
 
 __all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict",
@@ -50,6 +55,12 @@ class GatewaySettings:
     drain_timeout: float = 30
     admin_token: str | None = None
     access_log: str | None = None
+    access_log_format: Literal["fastgw", "kong"] = "fastgw"  # kong: Kong's log serializer
+    access_log_redact: bool = True  # credentials (authorization, cookie, apikey...) redacted
+    # Kong's `headers` / `headers_upstream`: what the gateway adds (core.http.gateway_fields)
+    headers: tuple[str, ...] = DEFAULT_HEADERS
+    headers_upstream: tuple[str, ...] = DEFAULT_HEADERS_UPSTREAM
+    tracing: Literal["w3c", "off"] = "w3c"  # traceparent continued or started upstream
     metrics_prefix: str = "fastgw"  # Prometheus metric name prefix ("kong" for Kong dashboards)
     # Per-request counting for /metrics. Off only to measure what counting costs (the
     # benchmark's metrics-on/off comparison) or where nothing scrapes the node.
@@ -123,7 +134,9 @@ _FLOATS = (
     "lingering_timeout",
 )
 _OPT_STRS = ("admin_token", "access_log", "client_body_temp_path")
-_BOOLS = ("metrics", "underscores_in_headers", "allow_trace")
+_BOOLS = ("metrics", "underscores_in_headers", "allow_trace", "access_log_redact")
+_CHOICES: dict[str, tuple[str, ...]] = {"access_log_format": ("fastgw", "kong"),
+                                        "tracing": ("w3c", "off")}
 _BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
@@ -238,6 +251,17 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         if "off" in items and len(items) > 1:
             return None, "'off' cannot be combined with other values"
         return tuple(items), None  # names are checked against fastgw.config.plugins
+    if key in ("headers", "headers_upstream"):
+        if not isinstance(raw, (str, list, tuple)):
+            return None, "expected a comma-separated string or an array of strings"
+        try:
+            return parse_tokens(raw, upstream=key == "headers_upstream"), None
+        except ValueError as exc:
+            return None, str(exc)
+    if key in _CHOICES:
+        if raw not in _CHOICES[key]:
+            return None, "expected one of: " + ", ".join(_CHOICES[key])
+        return raw, None
     if key in _BOOLS:
         if isinstance(raw, bool):
             return raw, None

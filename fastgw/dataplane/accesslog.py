@@ -7,7 +7,10 @@ Each batch is one `write()` on an O_APPEND descriptor, so the lines of several w
 sharing one file never interleave. A file that was moved away (logrotate) is reopened
 by path at the next batch.
 
-Target: ``None`` (off), ``"stdout"``, or a file path (setting ``access_log``).
+Target: ``None`` (off), ``"stdout"``, or a file path (setting ``access_log``); the line
+shape is fastgw's compact one or Kong's serializer (``access_log_format``; see
+dataplane.logrecord). A write the disk cuts short is undone, so a full disk never leaves
+a broken JSON line.
 
 Request ids (core.http.request_id): ``X-Request-Id`` from the client when it is a plain
 token, else one made of a per-worker random prefix and a counter (32 hex digits, like
@@ -16,14 +19,16 @@ Kong's): unique without a random draw per request.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import queue
 import threading
 import time
-from typing import Any
 
 import orjson
+
+from fastgw.dataplane.logrecord import LogRecord, fastgw_entry, kong_entry
 
 __all__ = ["AccessLog"]
 
@@ -57,6 +62,28 @@ class _Writer(threading.Thread):
         except FileNotFoundError:
             return True
 
+    def _write(self, batch: bytes) -> None:
+        """Append a batch of whole lines, or nothing: a write the disk cuts short (full,
+        quota) is truncated back, so the next batch never continues a broken line. The
+        file lock keeps other workers appending to the same file out of that window."""
+        if self.fd == 1:
+            view = memoryview(batch)
+            while view:
+                view = view[os.write(1, view):]
+            return
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            size = os.fstat(self.fd).st_size
+            view = memoryview(batch)
+            try:
+                while view:
+                    view = view[os.write(self.fd, view):]
+            except OSError:
+                os.ftruncate(self.fd, size)
+                raise
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
     def run(self) -> None:
         while True:
             batch = self.batches.get()
@@ -67,9 +94,7 @@ class _Writer(threading.Thread):
                     if self.fd > 1:
                         os.close(self.fd)
                     self._open()
-                view = memoryview(batch)
-                while view:
-                    view = view[os.write(self.fd, view):]
+                self._write(batch)
             except OSError as exc:
                 log.error("access log %s: %s", self.target, exc)
                 self.fd = -1 if self.fd > 1 else self.fd
@@ -104,39 +129,25 @@ class _Clock:
 class AccessLog:
     """Lines waiting on the loop, plus the thread that writes them."""
 
-    __slots__ = ("target", "lines", "dropped", "_writer", "_clock")
+    __slots__ = ("target", "kong_format", "redact", "lines", "dropped", "_writer", "_clock")
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, kong_format: bool = False, redact: bool = True) -> None:
         self.target = target
+        self.kong_format = kong_format  # access_log_format: "kong" (Kong's serializer)
+        self.redact = redact  # access_log_redact: credentials never reach the file
         self.lines: list[bytes] = []
         self.dropped = 0
         self._clock = _Clock()
         self._writer = _Writer(target)
         self._writer.start()
 
-    def add(self, client: str, method: str, url: bytes, route: str | None,
-            service: str | None, target: str | None, status: int, request_ms: float,
-            upstream_ms: float, size_in: int, size_out: int, request_id: bytes) -> None:
+    def add(self, record: LogRecord) -> None:
         """Encode one request's line (called once per request by the exchange)."""
-        entry: dict[str, Any] = {
-            "time": self._clock.iso(time.time()),
-            "client": client,
-            "method": method,
-            "path": url.decode("latin-1"),
-            "route": route,
-            "service": service,
-            "target": target,
-            "status": status,
-            "bytes_in": size_in,
-            "bytes_out": size_out,
-            # microsecond precision; int() truncation is much cheaper than round()
-            "latency_ms": {
-                "request": int(request_ms * 1000) / 1000,
-                "upstream": int(upstream_ms * 1000) / 1000 if upstream_ms >= 0 else None,
-                "gateway": int((request_ms - max(upstream_ms, 0.0)) * 1000) / 1000,
-            },
-            "request_id": request_id.decode("latin-1"),
-        }
+        if self.kong_format:
+            entry = kong_entry(record, self.redact)
+        else:
+            entry = fastgw_entry(record, self._clock.iso(record.started_at
+                                                        + record.request_ms / 1000.0))
         lines = self.lines
         lines.append(orjson.dumps(entry))
         if len(lines) >= BATCH_LINES:

@@ -14,8 +14,10 @@ import tempfile
 from typing import Any, Callable, Final
 
 from fastgw.config.settings import GatewaySettings
+from fastgw.core.http.gateway_fields import GatewayFields
 from fastgw.core.http.request import RequestLimits
 from fastgw.core.http.request_id import RequestIds
+from fastgw.core.http.trace import TraceIds
 from fastgw.dataplane.accesslog import AccessLog
 from fastgw.dataplane.body import TempDir, remove_stale_files
 from fastgw.dataplane.pool import Resolver
@@ -29,6 +31,7 @@ __all__ = ["SPOOL_LIMIT", "SPOOL_MEMORY", "WorkerContext"]
 # file up to SPOOL_LIMIT (nginx: proxy_buffers, then proxy_max_temp_file_size 1024m).
 SPOOL_MEMORY: Final = 65536
 SPOOL_LIMIT: Final = 1 << 30
+_FASTGW_IDS: Final = (b"X-Request-Id",)
 
 
 class WorkerContext:
@@ -52,6 +55,7 @@ class WorkerContext:
         # A list: every exchange's (state, event) transitions are appended, in order
         # (tests, debugging). None: not recorded.
         self.trace: list[tuple[int, int]] | None = None
+        self.trace_ids: TraceIds | None = None  # W3C trace ids (tracing), set by settings
         self.apply_settings(settings)
 
     def apply_settings(self, s: GatewaySettings) -> None:
@@ -59,6 +63,14 @@ class WorkerContext:
         self.settings = s
         self.limits = RequestLimits.from_settings(s)
         self.keepalive_requests: int = s.keepalive_requests
+        # What the gateway adds to responses and upstream requests (Kong's headers).
+        self.fields = GatewayFields(s.headers, s.headers_upstream)
+        self.one_request_id = self.fields.response_ids == _FASTGW_IDS  # the default
+        self.cut_ids = frozenset(n.lower() for n in self.fields.response_ids)
+        if s.tracing == "off":
+            self.trace_ids = None
+        elif self.trace_ids is None:
+            self.trace_ids = TraceIds()
         self.client_header_timeout = float(s.client_header_timeout)
         self.client_body_timeout = float(s.client_body_timeout)
         self.client_keepalive_timeout = float(s.client_keepalive_timeout)
@@ -75,10 +87,14 @@ class WorkerContext:
         self.count_requests: bool = s.metrics
         self.is_trusted: Callable[[str], bool] = s.is_trusted  # memoised by the settings
         target = s.access_log
-        if (self.access_log.target if self.access_log is not None else None) != target:
-            if self.access_log is not None:
-                self.access_log.close()
-            self.access_log = AccessLog(target) if target else None
+        kong_format = s.access_log_format == "kong"
+        log = self.access_log
+        if log is None or (log.target, log.kong_format, log.redact) != (
+                target, kong_format, s.access_log_redact):
+            if log is not None:
+                log.close()
+            self.access_log = AccessLog(target, kong_format, s.access_log_redact) \
+                if target else None
 
     def port_bytes(self, port: int) -> bytes:
         """A listening port as bytes (X-Forwarded-Port), made once per port."""

@@ -434,7 +434,7 @@ class ClientConnection(ClientSide):
         self.pause_reading_for(PAUSE_ERROR)
 
     def _refuse_now(self, status: int) -> None:
-        self.transport.write(error_response(status, keep_alive=False))
+        self.transport.write(error_response(status, keep_alive=False, fields=self.server.fields))
         self._end(linger=True)
 
     def _end(self, linger: bool) -> None:

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Final
 
 from fastgw.core.http.errors import CONTINUE_100, error_response
@@ -77,6 +78,7 @@ from fastgw.dataplane.plugins.phases import PluginCall, PluginChain, PluginReply
 from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
 from fastgw.dataplane.context import WorkerContext
+from fastgw.dataplane.logrecord import LogRecord
 from fastgw.dataplane.upstream import ResponseSink, UpstreamConnection
 
 
@@ -206,7 +208,8 @@ class Exchange(ResponseSink):
         "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused",
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
-        "request_id", "t0", "t_head", "t_end", "bytes_out", "finished", "call",
+        "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head",
+        "finished", "call",
     )
 
     def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
@@ -240,12 +243,15 @@ class Exchange(ResponseSink):
         self.spool: ResponseSpool | None = None
         self.upstream_done = False  # the response is read; only the spool is left
         self.request_id = b""
+        self.trace_id = b""  # W3C trace id sent upstream (b"": tracing off or not sent)
         # Metrics and access log: loop time at the request's first byte and at the
         # backend's response head (0.0: none), response bytes handed to the client.
         self.t0 = client.started
+        self.t_sent = 0.0  # when the request first went upstream (Kong's balancer end)
         self.t_head = 0.0
         self.t_end = 0.0  # loop time at the end (when the last response byte was read)
         self.bytes_out = 0
+        self.sent_head = b""  # the response head as sent, kept only for the access log
         self.finished = False
         # The request's plugin state (dataplane.plugins.phases), on routes with plugins.
         self.call: PluginCall | None = None
@@ -464,14 +470,20 @@ class Exchange(ResponseSink):
             streaming_chunked = True
         else:
             framing = b"Content-Length: %d\r\n" % head.content_length
-        request_head, self.request_id = build_upstream_head(
+        request_head, self.request_id, self.trace_id = build_upstream_head(
             head, path + query if query else path,
             head.host if plan.preserve_host and head.host is not None else target.host_header,
             framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new,
+            self.server.fields.upstream_ids, self.server.trace_ids,
             call.upstream_drop if call is not None else None,
             call.upstream_add if call is not None else None,
             call.method if call is not None else None)
-        self.sent_any = True
+        if not self.sent_any:
+            self.sent_any = True
+            # A pooled connection taken while the head arrived: its first byte's time
+            # will do (one clock read less per request).
+            self.t_sent = self.t0 if self.reused and self.body is None and self.attempts == 1 \
+                else self.server.loop.time()
         self.request_sent = False
         if body is None or body.size == 0:
             conn.write(request_head)
@@ -554,7 +566,9 @@ class Exchange(ResponseSink):
         """`raw_head`: the backend's status line and fields as received, CRLF-terminated;
         `special`: its fields the proxy acts on (core.http.response)."""
         head = self.head
-        fields = clean_response_head(raw_head, status, special)
+        server = self.server
+        added = server.fields
+        fields = clean_response_head(raw_head, status, special, server.cut_ids)
         if fields.bad_coding or (status == 101 and not head.websocket):
             conn.detach()
             self._attempt_failed("invalid response", 502, retryable=False)
@@ -565,14 +579,14 @@ class Exchange(ResponseSink):
         passive = target.passive if target is not None else None
         if passive is not None:  # passive health checks (dataplane.passive); None = off
             passive.on_status(status)
-        server = self.server
         self.t_head = now = server.loop.time()
         framing = response_framing(status, head.method == "HEAD", fields, head.http11)
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
         call = self.call
-        parts = [fields.head if call is None
-                 else call.chain.response_head(call, status, fields.head), VIA_LINE]
+        first = fields.head if call is None else call.chain.response_head(call, status,
+                                                                          fields.head)
+        parts = [first, VIA_LINE] if added.via else [first]
         if framing == RESPONSE_LENGTH:
             if not fields.length_line:
                 parts.append(b"Content-Length: %d\r\n" % fields.content_length)
@@ -599,12 +613,23 @@ class Exchange(ResponseSink):
         ctx = self.ctx
         if ctx is not None and ctx.hash_cookie is not None:
             parts.append(ctx.hash_cookie)
-        parts += (b"X-Request-Id: ", self.request_id, CRLF, CRLF)
+        if server.one_request_id:  # the default: one X-Request-Id line
+            parts += (b"X-Request-Id: ", self.request_id, CRLF)
+        elif added.response_ids:
+            parts.append(added.response_id_lines(self.request_id))
+        if added.upstream_latency or added.proxy_latency:
+            parts.append(added.latency_lines((self.t_sent - self.t0) * 1000.0,
+                                             (now - self.t_sent) * 1000.0))
+        if added.upstream_status:
+            parts.append(b"X-Kong-Upstream-Status: %d\r\n" % status)
+        parts.append(CRLF)
         # The head waits for the body bytes of the same read: one write per response
         # instead of two for small ones (flushed by the upstream after each read).
         out = b"".join(parts)
         self.bytes_out = len(out)
         self.pending = [out]
+        if server.access_log is not None:
+            self.sent_head = out
         conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
         conn.deadline_kind = READ
         if self.client.write_paused:
@@ -830,18 +855,25 @@ class Exchange(ResponseSink):
             self.request_complete or not (self.head.expect_continue and self.body_size == 0))
         self.keep_alive = keep
         self.status = status
+        server = self.server
         call = self.call
+        latency_ms = (server.loop.time() - self.t0) * 1000.0 \
+            if server.fields.response_latency else -1.0
         if plugin_reply is not None and call is not None:
             response = render_reply(plugin_reply, call.response_add, keep_alive=keep,
                                     head_only=self.head.method == "HEAD",
-                                    request_id=self._request_id())
+                                    request_id=self._request_id(), fields=server.fields,
+                                    latency_ms=latency_ms)
         else:
             response = error_response(
                 status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
-                request_id=self._request_id().decode("latin-1"),
+                request_id=self._request_id().decode("latin-1"), fields=server.fields,
+                latency_ms=latency_ms,
             )
         self.bytes_out += len(response)
         client.write(response)
+        if self.server.access_log is not None:
+            self.sent_head = response[:response.find(b"\r\n\r\n") + 2]
         self._finish(status)
         client.exchange_done(self)
 
@@ -885,25 +917,65 @@ class Exchange(ResponseSink):
         if not server.count_requests and server.access_log is None:
             return  # gateway.metrics off and no access log: nothing to record
         t0 = self.t0
-        request_ms = (self.t_end - t0) * 1000.0
+        t_end = self.t_end
+        request_ms = (t_end - t0) * 1000.0
+        # Kong's waiting time: from the request going upstream to the response head, or
+        # to the failure that made the gateway answer (a read timeout waits that long).
         t_head = self.t_head
-        upstream_ms = (t_head - t0) * 1000.0 if t_head else -1.0
+        if t_head:
+            upstream_ms = (t_head - self.t_sent) * 1000.0
+        elif self.sent_any:
+            upstream_ms = (t_end - self.t_sent) * 1000.0
+        else:
+            upstream_ms = -1.0
         # What Kong's $request_length counts: the head as received and the body (decoded).
         size_in = self.head.size + self.body_size
         plan = self.plan
         if server.count_requests:
             if plan is not None:
-                plan.stats.record(
-                    status, request_ms, upstream_ms, size_in, self.bytes_out, self.attempts
-                )
+                plan.stats.record(status, request_ms, upstream_ms, t_head != 0.0, size_in,
+                                  self.bytes_out, self.attempts)
             else:
                 server.stats.count_unmatched(status)
         access_log = server.access_log
         if access_log is not None:
-            target = self.target
-            access_log.add(
-                self.client.client_ip, self.head.method, self.head.target,
-                plan.stats.route if plan is not None else None,
-                plan.stats.service if plan is not None else None,
-                target.key if target is not None else None,
-                status, request_ms, upstream_ms, size_in, self.bytes_out, self._request_id())
+            access_log.add(self._log_record(request_ms, upstream_ms, size_in, status))
+
+    def _log_record(self, request_ms: float, upstream_ms: float, size_in: int,
+                    status: int) -> LogRecord:
+        """This request for the access log (built only when something logs it)."""
+        head = self.head
+        client = self.client
+        server = self.server
+        r = LogRecord()
+        r.started_at = time.time() - (server.loop.time() - self.t0)
+        r.client_ip = client.client_ip
+        r.scheme = client.fwd.proto.decode("latin-1")
+        r.host = (head.host or b"").decode("latin-1")
+        r.port = client.port
+        r.method = head.method
+        r.target = head.target
+        r.request_headers = head.headers
+        r.request_size = size_in
+        r.status = status
+        r.response_head = self.sent_head
+        r.response_size = self.bytes_out
+        r.request_ms = request_ms
+        r.upstream_ms = upstream_ms
+        if self.t_head:
+            r.receive_ms = (self.t_end - self.t_head) * 1000.0
+            r.upstream_status = self.status
+            r.source = "upstream"
+        plan = self.plan
+        hit = self.hit
+        if plan is not None and hit is not None:
+            r.route = plan.route
+            r.service = plan.service
+            ctx = self.ctx
+            path = ctx.upstream_uri if ctx is not None and ctx.upstream_uri else \
+                hit.upstream_path
+            r.upstream_uri = path + head.query
+        r.tries = [(t.host, t.port) for t in self.tried]
+        r.request_id = self._request_id()
+        r.trace_id = self.trace_id
+        return r

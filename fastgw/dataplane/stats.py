@@ -118,25 +118,29 @@ class RouteStats:
         status: int,
         request_ms: float,
         upstream_ms: float,
+        from_service: bool,
         size_in: int,
         size_out: int,
         attempts: int,
     ) -> None:
         """One finished request (called exactly once per request, see Exchange._finish).
 
-        `upstream_ms` < 0: no upstream response (the gateway answered: source "kong").
-        Hot path: a bucket index is found by one comparison for the first bucket (where
-        most requests land) and by bisect otherwise; a code seen before costs one dict
-        update (the KeyError path runs once per code). The gateway latency sum is not
-        kept: it is request_sum - upstream_sum.
+        `upstream_ms` is Kong's waiting time (`latencies.proxy`): from the request going
+        upstream to the response head, or to the failure when none came (a timeout
+        waits that long); < 0 when nothing went upstream. `from_service`: the response
+        came from the backend (Kong's source "service"), else the gateway made it
+        ("kong"). Hot path: a bucket index is found by one comparison for the first
+        bucket (where most requests land) and by bisect otherwise; a code seen before
+        costs one dict update (the KeyError path runs once per code). The gateway latency
+        (Kong's `latencies.kong`: before proxying plus receiving the response) is
+        request - upstream; its sum is request_sum - upstream_sum.
         """
+        codes = self.service_codes if from_service else self.kong_codes
         if upstream_ms >= 0.0:
-            codes = self.service_codes
             self.upstream_hist[0 if upstream_ms <= _UP0 else bisect_left(_UP, upstream_ms)] += 1
             self.upstream_sum += upstream_ms
             gateway_ms = request_ms - upstream_ms
         else:
-            codes = self.kong_codes
             gateway_ms = request_ms
         try:
             codes[status] += 1

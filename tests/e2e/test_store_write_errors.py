@@ -4,43 +4,14 @@ a small tmpfs mounted for the test (needs root; skipped elsewhere)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
-import pytest
 import requests
 
 from tests.support.admin import admin_config, wait_ready
+from tests.support.disk import fill
 from tests.support.gateway import GatewayProcess
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=512k", "tmpfs", str(mount)],
-                          capture_output=True, timeout=10)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], capture_output=True, timeout=10)
-
-
-def fill(directory: Path) -> Path:
-    filler = directory / "filler"
-    with open(filler, "wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass  # ENOSPC: the disk is full
-    return filler
 
 
 def test_full_and_read_only_disks_are_named_and_change_nothing(small_disk: Path) -> None:

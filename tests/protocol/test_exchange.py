@@ -20,14 +20,15 @@ GET = b"GET /api/atelier/ HTTP/1.1\r\nHost: gw.test\r\nUser-Agent: t\r\n\r\n"
 BODY = b'{"id":"A"}'
 RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Iris-Id: A\r\n\r\n%s" % (len(BODY), BODY)
 RID = re.compile(rb"X-Request-Id: ([0-9a-f]{32})\r\n")
+TRACE = re.compile(rb"traceparent: (00-[0-9a-f]{32}-[0-9a-f]{16}-01)\r\n")
 
 
 def upstream_head(path: bytes = b"/api/atelier/", host: bytes = b"127.0.0.1:52773",
                   fields: bytes = b"User-Agent: t\r\n", method: bytes = b"GET",
-                  framing: bytes = b"", rid: bytes = b"") -> bytes:
-    """The head the gateway must write for a client on 127.0.0.1:40000 (U1-U8)."""
+                  framing: bytes = b"", rid: bytes = b"", trace: bytes = b"") -> bytes:
+    """The head the gateway must write for a client on 127.0.0.1:40000 (U1-U9)."""
     return (method + b" " + path + b" HTTP/1.1\r\nHost: " + host + b"\r\n" + fields + framing
-            + b"X-Request-Id: " + rid + b"\r\n"
+            + b"X-Request-Id: " + rid + b"\r\n" + b"traceparent: " + trace + b"\r\n"
             b"Via: 1.1 fastgw/0.1.0\r\n"
             b"X-Forwarded-For: 127.0.0.1\r\nX-Forwarded-Proto: http\r\n"
             b"X-Forwarded-Port: 8000\r\nX-Real-IP: 127.0.0.1\r\n"
@@ -36,6 +37,12 @@ def upstream_head(path: bytes = b"/api/atelier/", host: bytes = b"127.0.0.1:5277
 
 def request_id(data: bytes) -> bytes:
     m = RID.search(data)
+    assert m is not None, data
+    return m.group(1)
+
+
+def traceparent(data: bytes) -> bytes:
+    m = TRACE.search(data)
     assert m is not None, data
     return m.group(1)
 
@@ -57,7 +64,7 @@ def h_streaming() -> Iterator[ProtocolHarness]:
 def test_get_exact_bytes_both_ways(h: ProtocolHarness) -> None:
     h.send(GET)
     up = h.upstream_bytes()
-    assert up == upstream_head(rid=request_id(up))
+    assert up == upstream_head(rid=request_id(up), trace=traceparent(up))
     h.reply(RESPONSE)
     assert h.client_bytes() == (
         b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nX-Iris-Id: A\r\nVia: 1.1 fastgw/0.1.0\r\n"
@@ -70,7 +77,7 @@ def test_fragmented_head_is_sent_once_whole(h: ProtocolHarness) -> None:
         assert h.upstream_bytes() == b""  # nothing before the head is complete
         h.send(GET[i:i + 1])
     up = h.upstream_bytes()
-    assert up == upstream_head(rid=request_id(up))
+    assert up == upstream_head(rid=request_id(up), trace=traceparent(up))
 
 
 def test_pipelined_requests_answered_in_order(h: ProtocolHarness) -> None:
@@ -95,7 +102,7 @@ def test_buffered_chunked_body_goes_up_with_content_length(h: ProtocolHarness) -
     h.send(b"6\r\n world\r\n0\r\n\r\n")
     up = h.upstream_bytes()
     assert up == upstream_head(b"/api/atelier/x", method=b"POST", fields=b"",
-                               framing=b"Content-Length: 11\r\n", rid=request_id(up)) \
+                               framing=b"Content-Length: 11\r\n", rid=request_id(up), trace=traceparent(up)) \
         + b"hello world"
 
 
@@ -117,7 +124,7 @@ def test_streamed_chunked_body(h_streaming: ProtocolHarness) -> None:
     h.send(b"POST /api/atelier/ HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\n")
     up = h.upstream_bytes()
     assert up == upstream_head(method=b"POST", fields=b"",
-                               framing=b"Transfer-Encoding: chunked\r\n", rid=request_id(up))
+                               framing=b"Transfer-Encoding: chunked\r\n", rid=request_id(up), trace=traceparent(up))
     h.send(b"5\r\nhello\r\n")
     assert h.upstream_bytes() == b"5\r\nhello\r\n"
     h.send(b"0\r\n\r\n")
@@ -221,7 +228,7 @@ def test_underscored_fields_are_dropped(h: ProtocolHarness) -> None:
     h.send(b"GET /api/atelier/ HTTP/1.1\r\nHost: gw.test\r\nX_Forwarded_For: 6.6.6.6\r\n"
            b"Transfer_Encoding: chunked\r\nUser-Agent: t\r\n\r\n")
     up = h.upstream_bytes()
-    assert up == upstream_head(rid=request_id(up))
+    assert up == upstream_head(rid=request_id(up), trace=traceparent(up))
 
 
 def test_last_write_filling_the_client_does_not_pause_a_pooled_connection(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from fastgw.config.loader import dump_yaml
 from tests.support.procs import REPO_ROOT, stop_process
 
 __all__ = ["GatewayProcess", "free_port", "config_for_targets", "wait_port"]
+
+_WORKER_LINE = re.compile(r"worker (\d+) proxy listening on ")
 
 
 # Ports this process has handed out. A port from free_port() is free again until its
@@ -223,6 +226,16 @@ class GatewayProcess:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return ""
+
+    def worker_pids(self, timeout: float = 5.0) -> list[int]:
+        """Every worker pid the log announced, in order (a respawned worker adds one);
+        waits (bounded) for the first announcement."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = list(dict.fromkeys(int(m) for m in _WORKER_LINE.findall(self.log())))
+            if pids or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.02)
 
     def signal(self, signum: int) -> None:
         assert self.proc is not None

@@ -17,10 +17,21 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Sequence
 
-__all__ = ["IrisProcess", "REPO_ROOT", "stop_process"]
+__all__ = ["IrisProcess", "REPO_ROOT", "status_kb", "stop_process"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(rb"^iris (\S+) listening on (\S+):(\d+)\s*$")
+
+
+def status_kb(pid: int, field_name: bytes) -> int:
+    """A KiB figure of /proc/PID/status (`b"VmRSS:"`, `b"VmHWM:"`); 0 if unreadable."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_bytes().splitlines():
+            if line.startswith(field_name):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def stop_process(proc: subprocess.Popen[bytes], timeout: float) -> int:

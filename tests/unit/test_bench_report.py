@@ -119,9 +119,11 @@ def describe():
 '''
 
 
-def test_probe_asks_the_checkout_with_the_gateways_environment(tmp_path: Path) -> None:
+def test_probe_asks_the_checkout_with_the_gateways_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The probe runs in the target's checkout and environment: a checkout with
     fastgw/build.py answers per FASTGW_PURE_PYTHON; one without says unknown."""
+    monkeypatch.delenv("FASTGW_PURE_PYTHON", raising=False)  # the suite's pure pass sets it
     with_build = tmp_path / "new"
     (with_build / "fastgw").mkdir(parents=True)
     (with_build / "fastgw" / "__init__.py").write_text("")

@@ -16,6 +16,7 @@ import pytest
 
 from fastgw.core.http.request_id import ID_BATCH, RequestIds, valid_request_id
 from fastgw.dataplane.accesslog import AccessLog
+from fastgw.dataplane.logrecord import LogRecord
 from fastgw.config import load_declarative
 from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, RouteStats, WorkerStats, aggregate
 from fastgw.dataplane.server import ProxyServer
@@ -35,7 +36,7 @@ from fastgw.dataplane.server import ProxyServer
 def test_record_buckets(request_ms: float, upstream_ms: float, request_bucket: int,
                         upstream_bucket: int | None, gateway_bucket: int) -> None:
     stats = RouteStats("r1", "svc", "route")
-    stats.record(200, request_ms, upstream_ms, 10, 20, 1)
+    stats.record(200, request_ms, upstream_ms, upstream_ms >= 0, 10, 20, 1)
     assert stats.request_hist[request_bucket] == 1 and sum(stats.request_hist) == 1
     if upstream_bucket is None:
         assert sum(stats.upstream_hist) == 0 and stats.kong_codes == {200: 1}
@@ -51,9 +52,9 @@ def test_snapshot_and_aggregate_sum_workers_and_keep_dead_counters() -> None:
         ws = WorkerStats()
         stats = ws.routes[("r1", "svc", "route")] = RouteStats("r1", "svc", "route")
         for _ in range(n_ok):
-            stats.record(200, 2.0, 1.5, 100, 200, 1)
+            stats.record(200, 2.0, 1.5, True, 100, 200, 1)
         for _ in range(n_err):
-            stats.record(502, 1.0, -1.0, 100, 50, 3)
+            stats.record(502, 1.0, -1.0, False, 100, 50, 3)
         ws.count_unmatched(404)
         ws.accepted = 7
         conns = [SimpleNamespace(active=object(), tunnel=None, parsing=None, requests=1)] * active
@@ -84,7 +85,7 @@ def test_stats_survive_a_reload_and_rename_starts_a_series() -> None:
     try:
         server = ProxyServer(load_declarative(doc), loop)
         (plan,) = server.snapshot.route_plans.values()
-        plan.stats.record(200, 1.0, 0.5, 1, 1, 1)
+        plan.stats.record(200, 1.0, 0.5, True, 1, 1, 1)
         server.apply(load_declarative(doc))
         (again,) = server.snapshot.route_plans.values()
         assert again is not plan and again.stats is plan.stats
@@ -114,9 +115,15 @@ def test_request_ids() -> None:
 def test_access_log_batches_lines_to_a_file(tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     log = AccessLog(str(path))
+    def record(status: int, rid: bytes) -> LogRecord:
+        r = LogRecord()
+        r.client_ip, r.method, r.target, r.status = "10.0.0.1", "GET", b"/x?y=1", status
+        r.request_ms, r.upstream_ms, r.request_size, r.response_size = 1.5, -1.0, 30, 120
+        r.request_id = rid
+        return r
+
     for status in (404, 400):
-        log.add("10.0.0.1", "GET", b"/x?y=1", None, None, None, status, 1.5, -1.0, 30, 120,
-                b"id-1")
+        log.add(record(status, b"id-1"))
     assert not path.exists() or path.read_text() == ""  # nothing written on the loop
     log.flush()
     deadline = time.monotonic() + 5
@@ -128,7 +135,7 @@ def test_access_log_batches_lines_to_a_file(tmp_path: Path) -> None:
     assert first["latency_ms"] == {"request": 1.5, "upstream": None, "gateway": 1.5}
     # logrotate: the file is moved away; the next batch goes to a new file at the path.
     path.rename(tmp_path / "access.log.1")
-    log.add("10.0.0.1", "GET", b"/x?y=1", None, None, None, 200, 1.0, -1.0, 1, 1, b"id-2")
+    log.add(record(200, b"id-2"))
     log.close()
     assert orjson.loads(path.read_text())["request_id"] == "id-2"
 
@@ -141,7 +148,7 @@ def test_hub_keeps_dead_workers_counters_once() -> None:
         ws = WorkerStats()
         stats = ws.routes[("r1", "svc", "route")] = RouteStats("r1", "svc", "route")
         for _ in range(n):
-            stats.record(200, 1.0, 0.5, 1, 1, 1)
+            stats.record(200, 1.0, 0.5, True, 1, 1, 1)
         return {"type": "stats", "seq": None, **orjson.loads(orjson.dumps(ws.snapshot([])))}
 
     store = SimpleNamespace(subscribe=lambda listener: None)

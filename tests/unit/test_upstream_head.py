@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from fastgw.core.http.upstream_head import (
     ForwardedFields,
     build_upstream_head,
     client_request_id,
     prefix_line,
 )
+from fastgw.core.http.trace import TraceIds, parse_traceparent
 from tests.support.heads import parse_heads
 
 TAIL = (b"Via: 1.1 fastgw/0.1.0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Proto: http\r\n"
@@ -15,11 +18,14 @@ TAIL = (b"Via: 1.1 fastgw/0.1.0\r\nX-Forwarded-For: 10.0.0.9\r\nX-Forwarded-Prot
 
 
 def build(raw: str, *, framing: bytes = b"", trusted: bool = False, prefix: str | None = None,
-          target: bytes = b"/up", host: bytes = b"backend:8080") -> tuple[bytes, bytes]:
+          target: bytes = b"/up", host: bytes = b"backend:8080",
+          id_names: tuple[bytes, ...] = (b"X-Request-Id",),
+          trace: TraceIds | None = None) -> tuple[bytes, bytes]:
     (head,) = parse_heads(raw.replace("\n", "\r\n").encode() + b"\r\n")
     fwd = ForwardedFields("10.0.0.9", b"8000", b"http", trusted)
-    return build_upstream_head(head, target, host, framing, fwd, prefix_line(prefix),
-                               lambda: b"new-id")
+    out, rid, _ = build_upstream_head(head, target, host, framing, fwd, prefix_line(prefix),
+                                      lambda: b"new-id", id_names, trace)
+    return out, rid
 
 
 def test_u1_u2_u3_u8_a_plain_get() -> None:
@@ -88,3 +94,41 @@ def test_the_tail_cache_follows_the_host() -> None:
     fwd = ForwardedFields("10.0.0.9", b"8000", b"http", False)
     assert fwd.tail(b"a", b"") is fwd.tail(b"a", b"")
     assert b"X-Forwarded-Host: b\r\n" in fwd.tail(b"b:81", b"")
+
+
+def test_u8_kongs_request_id_upstream() -> None:
+    """headers_upstream X-Kong-Request-Id: that name carries the id; a client's copy of it
+    is never forwarded (the gateway sets it)."""
+    out, rid = build("GET / HTTP/1.1\nHost: gw.test\nX-Kong-Request-Id: forged\n",
+                     id_names=(b"X-Kong-Request-Id",))
+    assert b"X-Kong-Request-Id: new-id\r\n" in out and b"forged" not in out
+    assert b"X-Request-Id" not in out
+    out, _ = build("GET / HTTP/1.1\nHost: gw.test\n", id_names=())
+    assert b"Request-Id" not in out  # headers_upstream off
+
+
+def test_u9_traceparent_continued_or_started() -> None:
+    trace = TraceIds()
+    incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    out, _ = build(f"GET / HTTP/1.1\nHost: gw.test\ntraceparent: {incoming}\n", trace=trace)
+    (line,) = [x for x in out.split(b"\r\n") if x.startswith(b"traceparent: ")]
+    value = line[len(b"traceparent: "):]
+    assert value.startswith(b"00-4bf92f3577b34da6a3ce929d0e0e4736-")  # the same trace
+    assert value.endswith(b"-01") and b"00f067aa0ba902b7" not in value  # a new span
+    assert parse_traceparent(value) is not None
+    out, _ = build("GET / HTTP/1.1\nHost: gw.test\ntraceparent: garbage\n", trace=trace)
+    (line,) = [x for x in out.split(b"\r\n") if x.startswith(b"traceparent: ")]
+    assert parse_traceparent(line[13:]) is not None and b"garbage" not in out  # restarted
+    out, _ = build(f"GET / HTTP/1.1\nHost: gw.test\ntraceparent: {incoming}\n")
+    assert f"traceparent: {incoming}\r\n".encode() in out  # tracing off: passes as is
+
+
+@pytest.mark.parametrize("value,ok", [
+    (b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", True),
+    (b"00-00000000000000000000000000000000-00f067aa0ba902b7-01", False),  # zero trace id
+    (b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", False),  # zero parent id
+    (b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", False),  # unknown version
+    (b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", False),  # upper case
+])
+def test_traceparent_validation(value: bytes, ok: bool) -> None:
+    assert (parse_traceparent(value) is not None) is ok

@@ -17,6 +17,9 @@ from http import HTTPStatus
 import orjson
 
 from fastgw.core.http.fields import SERVER_TOKEN
+from fastgw.core.http.gateway_fields import GatewayFields
+
+DEFAULT_FIELDS: Final = GatewayFields()
 
 __all__ = [
     "CONTINUE_100",
@@ -101,8 +104,11 @@ def error_response(
     keep_alive: bool = True,
     head_only: bool = False,
     request_id: str | None = None,
+    fields: GatewayFields = DEFAULT_FIELDS,
+    latency_ms: float = -1.0,
 ) -> bytes:
-    """A complete gateway-generated response: Kong 3.x JSON body `{message, request_id}`."""
+    """A complete gateway-generated response: Kong 3.x JSON body `{message, request_id}`,
+    with the fields `fields` turns on (Server, the request id, X-Kong-Response-Latency)."""
     body = orjson.dumps(
         {
             "message": message if message is not None
@@ -115,10 +121,13 @@ def error_response(
         DATE.value,
         b"Content-Type: application/json; charset=utf-8\r\n",
         b"Content-Length: %d\r\n" % len(body),
-        b"Server: " + SERVER_TOKEN + b"\r\n",
     ]
+    if fields.server:
+        head.append(b"Server: " + SERVER_TOKEN + b"\r\n")
     if request_id:
-        head.append(b"X-Request-Id: " + request_id.encode("latin-1") + b"\r\n")
+        head.append(fields.response_id_lines(request_id.encode("latin-1")))
+    if fields.response_latency and latency_ms >= 0:
+        head.append(b"X-Kong-Response-Latency: %d\r\n" % latency_ms)
     if code == 405:
         head.append(b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n")
     if not keep_alive:

@@ -29,7 +29,8 @@ Rules (RFC 9112 §6, RFC 9110 §7.6)
       keep-alive client anyway, as nginx's responses do); its name is returned so the
       caller cuts it when the client connection is to close.
   P6  The status line is HTTP/1.1 (the gateway speaks 1.1 to clients).
-  P7  The gateway sets exactly one X-Request-Id: a backend's echo of it is cut.
+  P7  The gateway sets exactly one request id field of each name it uses (X-Request-Id,
+      X-Kong-Request-Id; core.http.gateway_fields): a backend's copy of it is cut.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ __all__ = [
 ]
 
 _CONN_KEYWORDS: Final = frozenset({b"close", b"keep-alive", b"upgrade"})
-RESPONSE_SPECIAL: Final = frozenset(HOP_BY_HOP | {b"content-length", b"x-request-id"})
+RESPONSE_SPECIAL: Final = frozenset(
+    HOP_BY_HOP | {b"content-length", b"x-request-id", b"x-kong-request-id"})
+_DEFAULT_CUT_IDS: Final = frozenset({b"x-request-id"})
 
 # Response body framing towards the client (response_framing).
 NO_BODY, LENGTH, RE_CHUNK, CLOSE_DELIMITED = 0, 1, 2, 3
@@ -76,11 +79,13 @@ class ResponseFields:
 
 
 def clean_response_head(
-    head: bytes, status: int, special: list[tuple[bytes, bytes, bytes]]
+    head: bytes, status: int, special: list[tuple[bytes, bytes, bytes]],
+    cut_ids: frozenset[bytes] = _DEFAULT_CUT_IDS,
 ) -> ResponseFields:
     """Apply P2, P3 and P5-P7 to a raw head (status line and fields, CRLF-terminated,
     without the blank line). `special` holds (lower name, name as sent, value) of the
-    head's RESPONSE_SPECIAL fields, in order."""
+    head's RESPONSE_SPECIAL fields, in order; `cut_ids` the lower-case names of the request
+    id fields the gateway sets itself (P7)."""
     content_length = -1
     length_line = False
     chunked = False
@@ -93,8 +98,9 @@ def clean_response_head(
             if name == b"Content-Length" and value.isdigit():
                 length_line = True  # exactly what we would write (P3)
                 continue
-        elif lname == b"x-request-id":
-            pass
+        elif lname == b"x-request-id" or lname == b"x-kong-request-id":
+            if lname not in cut_ids:
+                continue  # the gateway does not set this one: it passes
         elif lname == b"transfer-encoding":
             if value.strip(b" \t").lower() == b"chunked":
                 chunked = True

@@ -19,11 +19,15 @@ Rules (RFC 9110 §7.6, RFC 9112 §3 and §6; Kong's upstream headers)
   U7  X-Forwarded-For/-Proto/-Host/-Port/-Prefix and X-Real-IP: a trusted client's
       values are extended (For) or kept; anyone else's are replaced by what the gateway
       saw.
-  U8  X-Request-Id: the client's when it is a plain token, else the gateway's; exactly one.
-  U9  Plugins' edits (dataplane.plugins) are explicit inputs, never byte edits: `drop`
+  U9  traceparent (W3C Trace Context, core.http.trace): the client's trace continues with
+      the gateway's own span id, or a new trace starts; with tracing off it passes as is.
+  U8  The request id: the client's X-Request-Id when it is a plain token, else the
+      gateway's; exactly one line per name `headers_upstream` asks for (X-Request-Id by
+      default, Kong's X-Kong-Request-Id, or none).
+  U10 Plugins' edits (dataplane.plugins) are explicit inputs, never byte edits: `drop`
       names client fields not to copy, `add` complete lines written after the copied
-      ones, `method` replaces the request method. Framing, Host and the fields of U5-U8
-      stay the builder's own.
+      ones, `new_method` replaces the request method. Framing, Host and the fields of
+      U5-U9 stay the builder's own.
 
 Cost: most requests come from untrusted clients on connections whose Host does not
 change, so everything after the copied fields (Via, X-Forwarded-*, X-Real-IP, the blank
@@ -37,11 +41,13 @@ from typing import Callable, Final
 from fastgw.core.http.fields import FORWARDED, HOP_BY_HOP, METHOD_BYTES, VIA_LINE, split_host_port
 from fastgw.core.http.request import RequestHead
 from fastgw.core.http.request_id import valid_request_id
+from fastgw.core.http.trace import TraceIds
 
 __all__ = ["ForwardedFields", "build_upstream_head", "client_request_id", "prefix_line"]
 
 CRLF: Final = b"\r\n"
 _DROP: Final = HOP_BY_HOP | FORWARDED | {b"host", b"expect", b"via", b"x-request-id",
+                                         b"x-kong-request-id", b"traceparent",
                                   b"content-length"}
 
 
@@ -114,13 +120,16 @@ def build_upstream_head(
     fwd: ForwardedFields,
     prefix: bytes,
     new_id: Callable[[], bytes],
+    id_names: tuple[bytes, ...] = (b"X-Request-Id",),
+    trace: TraceIds | None = None,
     drop: set[bytes] | None = None,
     add: list[bytes] | None = None,
     new_method: str | None = None,
-) -> tuple[bytes, bytes]:
-    """(head bytes, request id). `framing` is the framing line of U4 (or b"");
+) -> tuple[bytes, bytes, bytes]:
+    """(head bytes, request id, trace id). `framing` is the framing line of U4 (or b"");
     `prefix` the route's X-Forwarded-Prefix line (or b""); `new_id` makes an id (U8);
-    `drop`, `add` and `new_method` are plugins' edits (U9)."""
+    `id_names` the fields that carry it upstream (Kong's headers_upstream); `trace` the
+    trace ids when tracing is on (U9); `drop`, `add` and `new_method` plugins' edits (U10)."""
     method = head.method if new_method is None else new_method
     parts = [b"GET" if method == "GET" else METHOD_BYTES.get(method) or method.encode("latin-1"),
              b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
@@ -129,6 +138,7 @@ def build_upstream_head(
     trusted = fwd.trusted
     incoming: dict[bytes, bytes] | None = None
     request_id = b""
+    traceparent: bytes | None = None
     for lname, name, value in head.headers:
         if lname in _DROP:
             if lname in FORWARDED:
@@ -140,8 +150,18 @@ def build_upstream_head(
                 append(b"Via: ")
                 append(value)
                 append(CRLF)
-            elif lname == b"x-request-id" and not request_id and valid_request_id(value):
-                request_id = value
+            elif lname == b"x-request-id":
+                if not request_id and valid_request_id(value):
+                    request_id = value
+            elif lname == b"traceparent":
+                if trace is None:
+                    append(name)  # tracing off: it passes like any field
+                    append(b": ")
+                    append(value)
+                    append(CRLF)
+                elif traceparent is None:
+                    traceparent = value
+            # x-kong-request-id: set by the gateway when headers_upstream asks for it
             continue
         if hop is not None and lname in hop:
             continue
@@ -160,12 +180,18 @@ def build_upstream_head(
                   b"Connection: upgrade\r\n")
     if not request_id:
         request_id = new_id()
-    append(b"X-Request-Id: ")
-    append(request_id)
-    append(CRLF)
+    for id_name in id_names:
+        append(id_name)
+        append(b": ")
+        append(request_id)
+        append(CRLF)
+    trace_id = b""
+    if trace is not None:
+        line, trace_id = trace.line(traceparent)
+        append(line)
     parts.append(fwd.tail(head.host, prefix) if incoming is None
                  else fwd.trusted_tail(incoming, head.host, prefix))
-    return b"".join(parts), request_id
+    return b"".join(parts), request_id, trace_id
 
 
 def client_request_id(head: RequestHead) -> bytes | None:

@@ -32,8 +32,9 @@ from typing import Any, Final
 
 import orjson
 
-from fastgw.core.http.errors import DATE, status_line
+from fastgw.core.http.errors import DATE, DEFAULT_FIELDS, status_line
 from fastgw.core.http.fields import SERVER_TOKEN
+from fastgw.core.http.gateway_fields import GatewayFields
 from fastgw.core.http.request import RequestHead
 
 __all__ = ["PhasePlugin", "PluginCall", "PluginChain", "PluginReply", "render_reply"]
@@ -56,9 +57,10 @@ class PluginReply:
 
 
 def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, head_only: bool,
-                 request_id: bytes) -> bytes:
-    """The complete response of a plugin's answer (the same framing as the gateway's own
-    error responses: core.http.errors)."""
+                 request_id: bytes, fields: GatewayFields = DEFAULT_FIELDS,
+                 latency_ms: float = -1.0) -> bytes:
+    """The complete response of a plugin's answer (the same framing and gateway fields as
+    the gateway's own error responses: core.http.errors)."""
     body = reply.body
     if body is None:
         body = orjson.dumps({"message": reply.message or "", "request_id":
@@ -66,10 +68,14 @@ def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, he
     parts = [status_line(reply.status), DATE.value]
     if reply.message is not None:
         parts.append(b"Content-Type: application/json; charset=utf-8\r\n")
-    parts += (b"Content-Length: %d\r\n" % len(body), b"Server: " + SERVER_TOKEN + CRLF)
+    parts.append(b"Content-Length: %d\r\n" % len(body))
+    if fields.server:
+        parts.append(b"Server: " + SERVER_TOKEN + CRLF)
     parts += reply.lines
     parts += extra
-    parts += (b"X-Request-Id: ", request_id, CRLF)
+    parts.append(fields.response_id_lines(request_id))
+    if fields.response_latency and latency_ms >= 0:
+        parts.append(b"X-Kong-Response-Latency: %d\r\n" % latency_ms)
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     parts.append(CRLF)
