@@ -125,7 +125,8 @@ def make_credential(collection: str, consumer_id: str, data: Mapping[str, Any],
             else new_id()
     if kw.get("created_at") is None:
         kw["created_at"] = now_s() if now is None else int(now)
-    return kind.cls(**kw)  # type: ignore[no-any-return]
+    made: Credential = kind.cls(**kw)
+    return made
 
 
 _NS = uuid.UUID("8a4d2f6e-3c1b-4e0a-9f57-6b2d1c0e9a33")

@@ -191,7 +191,8 @@ KONG_ONLY: dict[str, dict[str, Field]] = {
     },
     "targets": {"failover": Field("boolean")},
     "consumers": {k: _CREDENTIALS for k in (
-        "jwt_secrets", "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials", "groups",
+        "jwt_secrets", "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials",
+        "groups",
         "consumer_groups")},
     "plugins": {"partials": Field("array", elements=Field("record"))},
 }

@@ -7,7 +7,6 @@ rate-limit exactness test runs its own `--workers 2` node.
 
 from __future__ import annotations
 
-import base64
 import subprocess
 import sys
 import time

@@ -86,7 +86,8 @@ def _unique(cfg: Config, kind: CredentialKind, consumer: Consumer, cred: Credent
 
 def _with(cfg: Config, consumer: Consumer, kind: CredentialKind,
           creds: tuple[Credential, ...]) -> Config:
-    updated = replace(consumer, **{kind.collection: creds})
+    changes: dict[str, Any] = {kind.collection: creds}
+    updated = replace(consumer, **changes)
     return replace(cfg, consumers=tuple(updated if c.id == consumer.id else c
                                         for c in cfg.consumers))
 
@@ -137,7 +138,7 @@ async def _create(call: crud.Call, kind: CredentialKind) -> Response:
     def change(cfg: Config) -> tuple[Config, str]:
         consumer = _consumer(call, cfg)
         cred = _validate(kind, body, consumer)
-        _unique(cfg, kind, consumer, replace(cred, id=""))  # type: ignore[type-var]
+        _unique(cfg, kind, consumer, replace(cred, id=""))
         if _find(cfg, kind, cred.id) is not None:
             raise HTTPError(400, {"code": 3, "name": "primary key violation",
                                   "message": f"primary key violation on key "
@@ -190,9 +191,9 @@ async def _update(call: crud.Call, kind: CredentialKind, nested: bool, merge: bo
             old, kind.endpoint_key)}
         data = {**base, **body, "id": old.id}
         if kind.collection == "basicauth_credentials" and "password" not in body and merge:
-            data["password"] = old.password  # already hashed: kept as is
+            data["password"] = getattr(old, "password")  # already hashed: kept as is
         cred = _validate(kind, data, consumer)
-        cred = replace(cred, created_at=old.created_at)  # type: ignore[type-var]
+        cred = replace(cred, created_at=old.created_at)
         return _save(cfg, consumer, kind, cred), cred.id
 
     cred_id = await crud.commit(call, change)

@@ -268,7 +268,7 @@ def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) ->
     return _store(cfg, kind, entity), entity
 
 
-def _credentials_of(existing: Entity) -> dict[str, Any]:
+def _credentials_of(existing: Entity) -> Any:
     """A consumer's credentials, which a PUT or PATCH of the consumer keeps (in Kong they
     are entities of their own)."""
     if not hasattr(existing, "keyauth_credentials"):
