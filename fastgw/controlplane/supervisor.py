@@ -45,7 +45,12 @@ from fastgw.config.settings import GatewaySettings, parse_listen
 from fastgw.controlplane.store import FileConfigStore, StoreState
 from fastgw.controlplane.prober import HealthService
 from fastgw.dataplane.ipc import Channel
-from fastgw.dataplane.plugins.counters import counters_path
+from fastgw.dataplane.plugins.counters import (
+    create_node_lock,
+    node_counter_names,
+    remove_node_counters,
+    unstick,
+)
 from fastgw.dataplane.plugins.registry import COUNTERS_ENV
 from fastgw.dataplane.server import bind_socket
 
@@ -99,7 +104,9 @@ class Supervisor:
         self.count = workers
         self.log_level = log_level
         self.node_id = str(uuid.uuid4())
-        self.counters_file = counters_path(os.getpid())
+        # The node's rate-limit counters and their lock, shared by its workers.
+        self.counters_file, self.counters_lock_name = node_counter_names(os.getpid())
+        self.counters_lock = create_node_lock(self.counters_lock_name)
         self.workers: dict[int, WorkerHandle] = {}  # slot -> handle
         self.stopping = False
         self.quick_deaths = 0
@@ -238,6 +245,8 @@ class Supervisor:
         if self.stopping:
             return
         log.error("worker %d exited (status %d); replacing it", w.pid, code)
+        # It may have died holding the counters' lock (dataplane.plugins.counters).
+        await asyncio.get_running_loop().run_in_executor(None, unstick, self.counters_lock)
         if time.monotonic() - w.started < RESPAWN_WINDOW:
             self.quick_deaths += 1
             if self.quick_deaths >= MAX_QUICK_DEATHS:
@@ -327,10 +336,7 @@ class Supervisor:
             await server.close()
         for task in list(self._tasks):
             task.cancel()
-        try:
-            os.unlink(self.counters_file)  # counters do not outlive the node
-        except OSError:
-            pass
+        remove_node_counters(self.counters_file, self.counters_lock_name)  # not past the node
         log.info("stopped")
 
 

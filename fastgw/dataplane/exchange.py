@@ -357,11 +357,13 @@ class Exchange(ResponseSink):
         plan = self.plan
         assert plan is not None
         fwd = client.fwd
+        peer = client.client_ip
+        trusted = fwd.trusted
         call = self.call = PluginCall(
-            head, client.client_ip,
-            client_address(client.client_ip, fwd.trusted, head.field(b"x-real-ip"),
-                           head.field(b"x-forwarded-for")),
-            fwd.trusted, plan.route.id, plan.service.id, chain)
+            head, peer,
+            peer if not trusted else client_address(
+                peer, trusted, head.field(b"x-real-ip"), head.field(b"x-forwarded-for")),
+            trusted, plan.route.id, plan.service.id, chain)
         call.received = self.body_size
         body = self.body
         if chain.needs_body and body is not None and 0 < body.size <= PLUGIN_BODY_LIMIT:
@@ -475,8 +477,7 @@ class Exchange(ResponseSink):
             head.host if plan.preserve_host and head.host is not None else target.host_header,
             framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new,
             self.server.fields.upstream_ids, self.server.trace_ids,
-            call.upstream_drop if call is not None else None,
-            call.upstream_add if call is not None else None,
+            call.upstream_fields if call is not None else None,
             call.method if call is not None else None)
         if not self.sent_any:
             self.sent_any = True
@@ -860,7 +861,7 @@ class Exchange(ResponseSink):
         latency_ms = (server.loop.time() - self.t0) * 1000.0 \
             if server.fields.response_latency else -1.0
         if plugin_reply is not None and call is not None:
-            response = render_reply(plugin_reply, call.response_add, keep_alive=keep,
+            response = render_reply(plugin_reply, call.reply_lines(), keep_alive=keep,
                                     head_only=self.head.method == "HEAD",
                                     request_id=self._request_id(), fields=server.fields,
                                     latency_ms=latency_ms)
@@ -914,8 +915,10 @@ class Exchange(ResponseSink):
         if self.spool is not None:
             self.spool.close()
         server = self.server
-        if not server.count_requests and server.access_log is None:
-            return  # gateway.metrics off and no access log: nothing to record
+        call = self.call
+        logs = call is not None and call.chain.logs
+        if not server.count_requests and server.access_log is None and not logs:
+            return  # gateway.metrics off, no access log, no log plugin: nothing to record
         t0 = self.t0
         t_end = self.t_end
         request_ms = (t_end - t0) * 1000.0
@@ -938,8 +941,12 @@ class Exchange(ResponseSink):
             else:
                 server.stats.count_unmatched(status)
         access_log = server.access_log
-        if access_log is not None:
-            access_log.add(self._log_record(request_ms, upstream_ms, size_in, status))
+        if access_log is not None or logs:
+            record = self._log_record(request_ms, upstream_ms, size_in, status)
+            if access_log is not None:
+                access_log.add(record)
+            if call is not None and logs:
+                call.chain.log(call, record)  # the log phase (file-log, http-log)
 
     def _log_record(self, request_ms: float, upstream_ms: float, size_in: int,
                     status: int) -> LogRecord:
@@ -976,6 +983,9 @@ class Exchange(ResponseSink):
                 hit.upstream_path
             r.upstream_uri = path + head.query
         r.tries = [(t.host, t.port) for t in self.tried]
+        call = self.call
+        if call is not None:
+            r.consumer = call.consumer  # identified by an auth plugin
         r.request_id = self._request_id()
         r.trace_id = self.trace_id
         return r

@@ -98,6 +98,7 @@ def fastgw_entry(r: LogRecord, iso_time: str) -> dict[str, Any]:
         },
         "request_id": r.request_id.decode("latin-1"),
         "trace_id": r.trace_id.decode("latin-1") or None,
+        "consumer": _label(r.consumer, "username") or _label(r.consumer, "id"),
     }
 
 

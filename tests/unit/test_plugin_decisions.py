@@ -209,7 +209,7 @@ def _headers(lines: list[bytes]) -> dict[str, str]:
 ])
 def test_decide(limits: list[tuple[str, float]], usage: list[int], refused: bool,
                 fields: dict[str, str]) -> None:
-    d = decide(limits, usage, T, hide_headers=False)
+    d = decide(limits, usage, [window_start(p, T) for p, _ in limits], T, hide_headers=False)
     assert d.refused is refused
     got = _headers(d.lines)
     for k, v in fields.items():
@@ -218,8 +218,9 @@ def test_decide(limits: list[tuple[str, float]], usage: list[int], refused: bool
 
 
 def test_decide_hidden_headers_keep_retry_after() -> None:
-    assert _headers(decide([("minute", 1.0)], [1], T, True).lines) == {"Retry-After": "30"}
-    assert decide([("minute", 1.0)], [0], T, True).lines == []
+    start = [window_start("minute", T)]
+    assert _headers(decide([("minute", 1.0)], [1], start, T, True).lines) == {"Retry-After": "30"}
+    assert decide([("minute", 1.0)], [0], start, T, True).lines == []
 
 
 # --------------------------------------------------------------------------- ip restriction

@@ -51,7 +51,7 @@ def counter_key(scope: str, identifier: str, period: str, start: int) -> bytes:
 
 
 def _num(x: float) -> bytes:
-    return b"%d" % x if float(x).is_integer() else repr(x).encode()
+    return b"%d" % x if x == int(x) else repr(x).encode()
 
 
 class Decision:
@@ -65,33 +65,37 @@ class Decision:
         self.retry_after = retry_after
 
 
-def decide(limits: Sequence[tuple[str, float]], usage: Sequence[int], now: float,
-           hide_headers: bool) -> Decision:
+def decide(limits: Sequence[tuple[str, float]], usage: Sequence[int], starts: Sequence[int],
+           now: float, hide_headers: bool) -> Decision:
     """``limits``: (period, limit) in period order; ``usage``: each window's count before
-    this request (the counter store increments them only when not refused)."""
+    this request (the counter store increments them only when not refused); ``starts``:
+    each window's start (``window_start``)."""
     stop: str | None = None
-    for (period, limit), used in zip(limits, usage):
-        if limit - used <= 0:
-            stop = period
+    n = len(limits)
+    for i in range(n):
+        if limits[i][1] - usage[i] <= 0:
+            stop = limits[i][0]
     lines: list[bytes] = []
     best_limit = 0.0
     best_remaining = -1.0
     best_window = 0
     reset = 1
-    for (period, limit), used in zip(limits, usage):
-        remaining = limit - used
+    for i in range(n):
+        period, limit = limits[i]
+        remaining = limit - usage[i]
         if stop is None or stop == period:
             remaining -= 1
-        remaining = max(0.0, remaining)
+        if remaining < 0:
+            remaining = 0.0
         window = PERIOD_SECONDS[period]
         if best_remaining < 0 or remaining < best_remaining or (
                 remaining == best_remaining and window > best_window):
             best_limit, best_remaining, best_window = limit, remaining, window
-            reset = max(1, window - int(floor(now - window_start(period, now))))
+            reset = max(1, window - int(now - starts[i]))
         if not hide_headers:
             lines += (_X_LIMIT[period], b": ", _num(limit), b"\r\n",
                       _X_REMAINING[period], b": ", _num(remaining), b"\r\n")
-    if not hide_headers and limits:
+    if not hide_headers and n:
         lines += (b"RateLimit-Limit: ", _num(best_limit), b"\r\nRateLimit-Remaining: ",
                   _num(best_remaining), b"\r\nRateLimit-Reset: %d\r\n" % reset)
     if stop is not None:

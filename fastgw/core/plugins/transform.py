@@ -79,6 +79,14 @@ class FieldEdit:
         self.drop = drop
         self.add = add
 
+    def by_name(self) -> dict[bytes, bytes]:
+        """Lower-case name -> the lines that replace its fields (b"": removed)."""
+        out = {name: b"" for name in self.drop}
+        for line in self.add:
+            lname = line.split(b":", 1)[0].lower()
+            out[lname] = out.get(lname, b"") + line
+        return out
+
 
 def edit_fields(fields: Sequence[tuple[bytes, bytes]], ops: Mapping[str, Any],
                 section: str = "headers") -> FieldEdit | None:

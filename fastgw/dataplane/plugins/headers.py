@@ -20,8 +20,6 @@ def _text(value: bytes | None) -> str | None:
 
 
 class Cors(PhasePlugin):
-    __slots__ = ("policy",)
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
@@ -47,8 +45,10 @@ class Cors(PhasePlugin):
 
     def header_filter(self, call: PluginCall, status: int,
                       fields: list[tuple[bytes, bytes]]) -> None:
-        call.response_drop |= MANAGED_FIELDS
-        call.response_add += self._lines(call)
+        # The plugin's fields replace the backend's (Kong's set_header).
+        for lname in MANAGED_FIELDS:
+            call.set_response_field(lname, b"")
+        call.set_response_field(b"access-control-allow-origin", b"".join(self._lines(call)))
 
     def reply_filter(self, call: PluginCall, reply: PluginReply) -> None:
         if reply.body == b"" and reply.status == 200 and call.ran[-1] is self:
@@ -61,8 +61,6 @@ _COUNTER = itertools.count(1)
 
 
 class CorrelationId(PhasePlugin):
-    __slots__ = ("lname", "name_bytes", "generator", "echo")
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
@@ -92,8 +90,6 @@ class CorrelationId(PhasePlugin):
 
 
 class RequestTransformer(PhasePlugin):
-    __slots__ = ("config", "method", "uri")
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
@@ -111,24 +107,21 @@ class RequestTransformer(PhasePlugin):
             call.method = self.method
         edit = edit_fields([(name, value) for _, name, value in head.headers], config)
         if edit is not None:
-            for lname in edit.drop:
-                call.set_upstream_field(lname, None)
-            call.upstream_add += edit.add
+            for lname, lines in edit.by_name().items():
+                call.set_upstream_field(lname, lines)
         query = edit_query(call.query if call.query is not None else head.query, config)
         if query is not None:
             call.query = query
         if self.uri is not None:
             call.path = self.uri
         if self.needs_body:
-            body = edit_body(call.content_type, call.body or b"", config)
+            body = edit_body(head.field(b"content-type"), call.body or b"", config)
             if body is not None:
                 call.body = body
         return None
 
 
 class ResponseTransformer(PhasePlugin):
-    __slots__ = ("config",)
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
@@ -139,5 +132,5 @@ class ResponseTransformer(PhasePlugin):
                       fields: list[tuple[bytes, bytes]]) -> None:
         edit = edit_fields(fields, self.config)
         if edit is not None:
-            call.response_drop |= edit.drop
-            call.response_add += edit.add
+            for lname, lines in edit.by_name().items():
+                call.set_response_field(lname, lines)

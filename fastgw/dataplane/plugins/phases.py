@@ -10,20 +10,23 @@ makes one `PluginCall` (the request's plugin state) and runs the phases:
   access         after routing, before a target is picked (after the body is read when a
                  plugin of the chain reads bodies). A plugin may answer the request
                  itself (`PluginReply`: 401, 403, 429, a CORS preflight...) or change what
-                 goes upstream: fields to drop and add, the query string, the path, the
-                 method, the body. These are inputs of the one upstream-head builder
-                 (core.http.upstream_head rule U9), never byte edits.
-  header_filter  the response head, before it goes to the client: fields to drop and
-                 add (`response_drop`, `response_add`, and plugins' `header_filter`).
+                 goes upstream: fields (`upstream_fields`: lower-case name -> the complete
+                 lines that replace the client's, b"" to remove them), the query string,
+                 the path, the method, the body. These are inputs of the one upstream-head
+                 builder (core.http.upstream_head rule U10), never byte edits.
+  header_filter  the response head, before it goes to the client: fields set by name
+                 (`response_fields`, same shape), lines added (`response_extra`), and
+                 the `header_filter` of plugins that need the response's own fields.
                  Gateway answers made by plugins get the fields of the plugins that ran.
-  log            after the response (plugins that count or report).
+  log            after the response, for plugins that report requests (`log_plugins`).
 
 Consumers. An auth plugin sets `consumer` and `credential`; when the consumer has
 plugins of its own on this route, the rest of the access phase continues on the chain
 precomputed for that consumer (Kong re-runs its lookup once a consumer is known).
 
-Plugins are `PhasePlugin` subclasses, one object per plugin instance and route, built
-with everything derived from their config precomputed.
+Plugins are `PhasePlugin` subclasses, one object per plugin instance, built with
+everything derived from their config precomputed. Every container of a call is made on
+first use: a request pays for what its plugins do, nothing more.
 """
 
 from __future__ import annotations
@@ -46,14 +49,12 @@ class PluginReply:
     """A plugin answers the request itself: status, a JSON ``message`` (Kong's
     ``kong.response.error`` shape) or a raw body, and response fields to add."""
 
-    __slots__ = ("status", "message", "body", "lines")
-
-    def __init__(self, status: int, message: str | None = None, lines: list[bytes] | None = None,
-                 body: bytes | None = None) -> None:
+    def __init__(self, status: int, message: str | None = None,
+                 lines: list[bytes] | None = None, body: bytes | None = None) -> None:
         self.status = status
         self.message = message
         self.body = body
-        self.lines = lines if lines is not None else []
+        self.lines: list[bytes] = lines if lines is not None else []
 
 
 def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, head_only: bool,
@@ -87,12 +88,6 @@ def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, he
 class PluginCall:
     """One request's plugin state: who the client is, and what the plugins changed."""
 
-    __slots__ = ("head", "client_ip", "peer_ip", "trusted", "route_id", "service_id",
-                 "consumer", "credential", "credential_id", "anonymous", "groups",
-                 "upstream_drop", "upstream_add", "query", "path", "method", "body",
-                 "content_type", "response_drop", "response_add", "ran", "chain",
-                 "body_limit", "body_limit_hit", "received", "state")
-
     def __init__(self, head: RequestHead, peer_ip: str, client_ip: str, trusted: bool,
                  route_id: str, service_id: str, chain: PluginChain) -> None:
         self.head = head
@@ -106,42 +101,59 @@ class PluginCall:
         self.credential_id: str | None = None
         self.anonymous = False
         self.groups: list[str] | None = None
-        # Upstream request changes (inputs of core.http.upstream_head, rule U9).
-        self.upstream_drop: set[bytes] = set()
-        self.upstream_add: list[bytes] = []
+        # Upstream request changes (inputs of core.http.upstream_head, rule U10).
+        self.upstream_fields: dict[bytes, bytes] | None = None
         self.query: bytes | None = None  # the new query string ("?..." or b"")
         self.path: bytes | None = None  # the new upstream path
         self.method: str | None = None
         self.body: bytes | None = None  # the request body as buffered (body plugins)
-        self.content_type = head.field(b"content-type")
         # Response changes (header_filter).
-        self.response_drop: set[bytes] = set()
-        self.response_add: list[bytes] = []
+        self.response_fields: dict[bytes, bytes] | None = None
+        self.response_extra: list[bytes] | None = None
         self.ran: list[PhasePlugin] = []  # plugins whose access phase ran, in order
         self.chain = chain  # the consumer's chain once one is identified
         self.body_limit = 0  # request-size-limiting: bytes (0: the node's limit only)
         self.body_limit_hit = False
         self.received = 0  # request body bytes read when the access phase began
-        self.state: dict[str, Any] | None = None  # per-plugin scratch (rare)
 
-    def set_upstream_field(self, lname: bytes, line: bytes | None) -> None:
-        """Kong's ``kong.service.request.set_header`` (line None: ``clear_header``)."""
-        self.upstream_drop.add(lname)
-        self.upstream_add = [x for x in self.upstream_add
-                             if x.split(b":", 1)[0].lower() != lname]
-        if line is not None:
-            self.upstream_add.append(line)
+    def set_upstream_field(self, lname: bytes, lines: bytes) -> None:
+        """Kong's ``kong.service.request.set_header`` (``lines`` b"": ``clear_header``):
+        the client's fields of that name are replaced by ``lines``."""
+        fields = self.upstream_fields
+        if fields is None:
+            self.upstream_fields = {lname: lines}
+        else:
+            fields[lname] = lines
 
-    def set_response_field(self, lname: bytes, line: bytes) -> None:
-        """Kong's ``kong.response.set_header`` for a field of the gateway's choosing."""
-        self.response_drop.add(lname)
-        self.response_add.append(line)
+    def set_response_field(self, lname: bytes, lines: bytes) -> None:
+        """Kong's ``kong.response.set_header``: the response's fields of that name are
+        replaced by ``lines``."""
+        fields = self.response_fields
+        if fields is None:
+            self.response_fields = {lname: lines}
+        else:
+            fields[lname] = lines
+
+    def add_response_lines(self, lines: bytes) -> None:
+        """Fields added to the response whatever it holds (the rate-limit counters)."""
+        extra = self.response_extra
+        if extra is None:
+            self.response_extra = [lines]
+        else:
+            extra.append(lines)
+
+    def reply_lines(self) -> list[bytes]:
+        """What the plugins added for the client, for a gateway answer."""
+        out: list[bytes] = []
+        if self.response_fields is not None:
+            out += self.response_fields.values()
+        if self.response_extra is not None:
+            out += self.response_extra
+        return out
 
 
 class PhasePlugin:
-    """One plugin instance on one route: override the phases it takes part in."""
-
-    __slots__ = ("name", "priority", "instance_id", "needs_body", "filters_response")
+    """One plugin instance: override the phases it takes part in."""
 
     def __init__(self, name: str, priority: int, instance_id: str) -> None:
         self.name = name
@@ -149,22 +161,24 @@ class PhasePlugin:
         self.instance_id = instance_id
         self.needs_body = False  # access reads the request body (it is buffered first)
         self.filters_response = False  # has a header_filter
+        self.logs = False  # has a log phase
 
     def access(self, call: PluginCall) -> PluginReply | None:
         return None
 
     def header_filter(self, call: PluginCall, status: int,
                       fields: list[tuple[bytes, bytes]]) -> None:
-        """``fields``: the response's (name, value) pairs as the client would get them."""
+        """``fields``: the response's (name, value) pairs as the backend sent them."""
 
     def reply_filter(self, call: PluginCall, reply: PluginReply) -> None:
         """A gateway answer made during access: add this plugin's response fields."""
 
+    def log(self, call: PluginCall, record: Any) -> None:
+        """The request is over (``record``: dataplane.logrecord.LogRecord)."""
+
 
 class PluginChain:
     """A route's plugins in Kong's order, and its consumers' own chains."""
-
-    __slots__ = ("plugins", "by_consumer", "needs_body", "filters_response")
 
     def __init__(self, plugins: list[PhasePlugin],
                  by_consumer: dict[str, PluginChain] | None = None) -> None:
@@ -172,52 +186,65 @@ class PluginChain:
         self.by_consumer = by_consumer
         chains = [self, *(by_consumer or {}).values()]
         self.needs_body = any(p.needs_body for c in chains for p in c.plugins)
-        self.filters_response = any(p.filters_response for c in chains for p in c.plugins)
+        self.filters_response = any(p.filters_response for p in plugins)
+        self.log_plugins = [p for p in plugins if p.logs]
+        self.logs = any(c.log_plugins for c in chains)
 
     def access(self, call: PluginCall) -> PluginReply | None:
         """Run the access phase; a reply ends it (and the request)."""
         plugins = self.plugins
+        by_consumer = self.by_consumer
+        ran = call.ran
         i = 0
-        consumer = None
         while i < len(plugins):
             plugin = plugins[i]
-            call.ran.append(plugin)
+            ran.append(plugin)
             reply = plugin.access(call)
             if reply is not None:
-                for done in call.ran:
+                for done in ran:
                     done.reply_filter(call, reply)
                 return reply
             i += 1
-            if call.consumer is not consumer:
-                consumer = call.consumer
-                chain = self.by_consumer.get(consumer.id) if (
-                    self.by_consumer is not None and consumer is not None) else None
-                if chain is not None and chain.plugins is not plugins:
+            consumer = call.consumer
+            if by_consumer is not None and consumer is not None:
+                chain = by_consumer.get(consumer.id)
+                if chain is not None and chain is not call.chain:
                     # Go on with the consumer's chain after the plugin that identified it.
                     call.chain = chain
                     plugins = chain.plugins
-                    names = [p.name for p in plugins]
-                    i = names.index(plugin.name) + 1 if plugin.name in names else 0
+                    i = _after(plugins, plugin)
         return None
 
     def response_head(self, call: PluginCall, status: int, head: bytes) -> bytes:
         """The response head (status line and fields, CRLF-terminated) with the plugins'
-        fields dropped and added."""
-        drop = call.response_drop
-        add = call.response_add
+        fields set and added."""
         if call.chain.filters_response:
             fields = _fields(head)
             for plugin in call.chain.plugins:
-                if plugin.filters_response and plugin in call.ran:
+                if plugin.filters_response:
                     plugin.header_filter(call, status, fields)
-        if not drop and not add:
-            return head
-        if drop:
+        replaced = call.response_fields
+        extra = call.response_extra
+        if replaced is not None:
             lines = head.split(CRLF)
             kept = [lines[0]] + [ln for ln in lines[1:-1]
-                                 if ln.split(b":", 1)[0].strip().lower() not in drop]
-            head = CRLF.join(kept) + CRLF
-        return head + b"".join(add)
+                                 if ln.split(b":", 1)[0].strip().lower() not in replaced]
+            head = CRLF.join(kept) + CRLF + b"".join(replaced.values())
+        if extra is not None:
+            head += b"".join(extra)
+        return head
+
+    def log(self, call: PluginCall, record: Any) -> None:
+        for plugin in call.chain.log_plugins:
+            plugin.log(call, record)
+
+
+def _after(plugins: list[PhasePlugin], plugin: PhasePlugin) -> int:
+    """Where a consumer's chain goes on: after the plugin of the same name."""
+    for i, p in enumerate(plugins):
+        if p.name == plugin.name:
+            return i + 1
+    return 0
 
 
 def _fields(head: bytes) -> list[tuple[bytes, bytes]]:

@@ -32,7 +32,8 @@ from fastgw.dataplane.plugins.traffic import IpRestriction, RateLimiting, Reques
 
 __all__ = ["PluginRuntime", "build_chains", "COUNTERS_ENV"]
 
-# Set by the supervisor for its workers: the node's counter file (dataplane.plugins.counters).
+# Set by the supervisor for its workers: the node's counter file (dataplane.plugins.counters);
+# its semaphore is named after the file.
 COUNTERS_ENV = "FASTGW_COUNTERS_FILE"
 _PRIORITIES = {name: spec.priority for name, spec in PLUGINS.items()}
 
@@ -51,12 +52,15 @@ class PluginRuntime:
         """The node's counters, opened on first use (only rate-limiting needs them)."""
         if self._counters is None:
             path = self.path
+            lock_name: str | None = None
             if path is None:  # no supervisor (tests, embedding): a file of our own
                 fd, path = tempfile.mkstemp(prefix="fastgw-counters-")
                 os.close(fd)
                 atexit.register(_unlink, path)
+            else:
+                lock_name = "/" + os.path.basename(path)
             self.path = path
-            self._counters = SharedCounters(path)
+            self._counters = SharedCounters(path, lock_name)
         return self._counters
 
 

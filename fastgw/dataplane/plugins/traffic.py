@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from hashlib import blake2b
 from typing import Any, Final, Mapping
 
 from fastgw.core.http.request import CHUNKED, LENGTH
@@ -20,12 +21,23 @@ log = logging.getLogger("fastgw.plugins")
 # How long a window's counter is kept: at least the window (months and years vary).
 _KEEP: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
                 "month": 32 * 86400, "year": 367 * 86400}
+_WINDOWS_KEPT: Final = 10000  # clients whose current windows are remembered per plugin
+
+
+class _Windows:
+    """One client's current windows of one plugin: the counters' digests, where they
+    were last found, and when they end (recomputed when the second changes)."""
+
+    def __init__(self, second: int, digests: list[bytes], starts: list[int],
+                 ends: list[int]) -> None:
+        self.second = second
+        self.digests = digests
+        self.hints = [0] * len(digests)
+        self.starts = starts
+        self.ends = ends
 
 
 class RateLimiting(PhasePlugin):
-    __slots__ = ("limits", "limit_values", "limit_by", "header", "path", "hide",
-                 "error_code", "error_message", "fault_tolerant", "counters")
-
     def __init__(self, name: str, priority: int, instance_id: str, config: Mapping[str, Any],
                  counters: SharedCounters) -> None:
         super().__init__(name, priority, instance_id)
@@ -34,12 +46,13 @@ class RateLimiting(PhasePlugin):
         self.limit_by: str = config["limit_by"]
         header = config.get("header_name")
         self.header = header.lower().encode("latin-1") if header else None
-        self.path = config.get("path")
+        self.path: str | None = config.get("path")
         self.hide = bool(config["hide_client_headers"])
         self.error_code = int(config["error_code"])
         self.error_message: str = config["error_message"]
         self.fault_tolerant = bool(config["fault_tolerant"])
         self.counters = counters
+        self.windows: dict[str, _Windows] = {}
 
     def identifier(self, call: PluginCall) -> str:
         """Whose requests are counted together (Kong's get_identifier); the client's
@@ -47,7 +60,8 @@ class RateLimiting(PhasePlugin):
         by = self.limit_by
         found: str | None = None
         if by == "consumer":
-            found = call.consumer.id if call.consumer is not None else call.credential_id
+            consumer = call.consumer
+            found = consumer.id if consumer is not None else call.credential_id
         elif by == "credential":
             found = call.credential_id
         elif by == "service":
@@ -60,33 +74,46 @@ class RateLimiting(PhasePlugin):
             found = path if path == self.path else None
         return found if found is not None else call.client_ip
 
+    def _windows(self, ident: str, now: float, second: int) -> _Windows:
+        digests = []
+        starts = []
+        ends = []
+        for period, _limit in self.limits:
+            start = window_start(period, now)
+            key = counter_key(self.instance_id, ident, period, start)
+            digests.append(blake2b(key, digest_size=16).digest())
+            starts.append(start)
+            ends.append(start + _KEEP[period])
+        windows = self.windows
+        if len(windows) >= _WINDOWS_KEPT:
+            windows.clear()
+        found = windows[ident] = _Windows(second, digests, starts, ends)
+        return found
+
     def access(self, call: PluginCall) -> PluginReply | None:
         now = time.time()
         second = int(now)
         ident = self.identifier(call)
-        keys = []
-        ends = []
-        for period, _limit in self.limits:
-            start = window_start(period, now)
-            keys.append(counter_key(self.instance_id, ident, period, start))
-            ends.append(start + _KEEP[period])
+        windows = self.windows.get(ident)
+        if windows is None or windows.second != second:
+            windows = self._windows(ident, now, second)
         try:
-            usage = self.counters.hit(keys, ends, self.limit_values, second)
+            usage = self.counters.hit(windows.digests, windows.hints, windows.ends,
+                                      self.limit_values, second)
         except OSError as exc:
             log.error("rate-limiting: counters unavailable: %s", exc)
             if self.fault_tolerant:
                 return None
             return PluginReply(500, "An unexpected error occurred")
-        decision = decide(self.limits, usage, now, self.hide)
+        decision = decide(self.limits, usage, windows.starts, now, self.hide)
         if decision.refused:
             return PluginReply(self.error_code, self.error_message, decision.lines)
-        call.response_add += decision.lines
+        if decision.lines:
+            call.add_response_lines(decision.lines[0])
         return None
 
 
 class IpRestriction(PhasePlugin):
-    __slots__ = ("matcher", "status", "message")
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
@@ -105,8 +132,6 @@ SIZE_EXCEEDED: Final = "Request size limit exceeded"
 
 
 class RequestSizeLimiting(PhasePlugin):
-    __slots__ = ("limit", "require_length")
-
     def __init__(self, name: str, priority: int, instance_id: str,
                  config: Mapping[str, Any]) -> None:
         super().__init__(name, priority, instance_id)
