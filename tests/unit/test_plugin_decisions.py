@@ -22,7 +22,7 @@ from fastgw.core.plugins.auth import (
 from fastgw.core.plugins.chain import consumers_with_plugins, resolve, specificity
 from fastgw.core.plugins.cors import CorsPolicy
 from fastgw.core.plugins.iprestriction import IpMatcher, client_address
-from fastgw.core.plugins.ratelimit import decide, window_start
+from fastgw.core.plugins.ratelimit import LimitPolicy, decide, window_start
 from fastgw.core.plugins.transform import edit_body, edit_fields, edit_query
 
 
@@ -215,6 +215,19 @@ def test_decide(limits: list[tuple[str, float]], usage: list[int], refused: bool
     for k, v in fields.items():
         assert got[k] == v, (k, got)
     assert ("Retry-After" in got) is refused
+
+
+@pytest.mark.parametrize("limit,used,hide", [
+    (5.0, 0, False), (5.0, 4, False), (5.0, 5, False), (5.0, 9, False), (1.0, 0, True),
+    (1.0, 1, True), (100.0, 37, False)])
+@pytest.mark.parametrize("period", ["second", "minute", "hour", "day", "month", "year"])
+def test_limit_policy_fast_path_is_the_rule(period: str, limit: float, used: int,
+                                            hide: bool) -> None:
+    starts = [window_start(period, T)]
+    fast = LimitPolicy([(period, limit)], hide).decide([used], starts, T)
+    rule = decide([(period, limit)], [used], starts, T, hide)
+    assert (fast.refused, fast.lines, fast.retry_after) == (rule.refused, rule.lines,
+                                                            rule.retry_after)
 
 
 def test_decide_hidden_headers_keep_retry_after() -> None:

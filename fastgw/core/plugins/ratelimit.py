@@ -24,7 +24,8 @@ import time
 from math import floor
 from typing import Final, Sequence
 
-__all__ = ["PERIOD_SECONDS", "PERIODS", "window_start", "decide", "Decision", "counter_key"]
+__all__ = ["PERIOD_SECONDS", "PERIODS", "window_start", "decide", "Decision", "counter_key",
+           "LimitPolicy"]
 
 PERIODS: Final = ("second", "minute", "hour", "day", "month", "year")
 PERIOD_SECONDS: Final = {"second": 1, "minute": 60, "hour": 3600, "day": 86400,
@@ -101,3 +102,38 @@ def decide(limits: Sequence[tuple[str, float]], usage: Sequence[int], starts: Se
     if stop is not None:
         lines.append(b"Retry-After: %d\r\n" % reset)
     return Decision(stop is not None, [b"".join(lines)] if lines else [], reset)
+
+
+class LimitPolicy:
+    """One plugin's limits with their response fields prepared, so the common case (one
+    period, integral limits) decides with a few concatenations; `decide` is the rule."""
+
+    def __init__(self, limits: Sequence[tuple[str, float]], hide_headers: bool) -> None:
+        self.limits = list(limits)
+        self.hide = hide_headers
+        self.single = len(self.limits) == 1 and self.limits[0][1] == int(self.limits[0][1])
+        if self.single:
+            period, limit = self.limits[0]
+            self.limit = limit
+            self.window = PERIOD_SECONDS[period]
+            number = _num(limit)
+            self.prefix = (_X_LIMIT[period] + b": " + number + b"\r\n" + _X_REMAINING[period]
+                           + b": ")
+            self.middle = b"\r\nRateLimit-Limit: " + number + b"\r\nRateLimit-Remaining: "
+
+    def decide(self, usage: Sequence[int], starts: Sequence[int], now: float) -> Decision:
+        if not self.single:
+            return decide(self.limits, usage, starts, now, self.hide)
+        remaining = int(self.limit) - usage[0]
+        refused = remaining <= 0
+        remaining = remaining - 1 if remaining > 0 else 0
+        reset = self.window - int(now - starts[0])
+        if reset < 1:
+            reset = 1
+        if self.hide:
+            return Decision(refused, [b"Retry-After: %d\r\n" % reset] if refused else [], reset)
+        count = b"%d" % remaining
+        lines = self.prefix + count + self.middle + count + b"\r\nRateLimit-Reset: %d\r\n" % reset
+        if refused:
+            lines += b"Retry-After: %d\r\n" % reset
+        return Decision(refused, [lines], reset)

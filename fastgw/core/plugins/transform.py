@@ -22,7 +22,7 @@ import orjson
 __all__ = ["FieldEdit", "edit_pairs", "edit_fields", "edit_query", "edit_body",
            "split_pairs"]
 
-Pairs = list[tuple[str, str]]
+Pairs = list[tuple[str, Any]]
 _ACTIONS = ("remove", "rename", "replace", "add", "append")
 
 

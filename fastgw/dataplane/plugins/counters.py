@@ -33,7 +33,7 @@ import struct
 from typing import Any, Final
 
 __all__ = ["SharedCounters", "SLOTS", "node_counter_names", "create_node_lock",
-           "remove_node_counters", "unstick", "LockTimeout"]
+           "remove_node_counters", "unstick"]
 
 log = logging.getLogger("fastgw.plugins")
 
@@ -44,10 +44,6 @@ _SLOT: Final = 32
 _ENTRY: Final = struct.Struct("<16sqq")  # digest, window end, count
 _EMPTY: Final = bytes(16)
 _SEMAPHORE: Final = 1  # multiprocessing's SemLock kind
-
-
-class LockTimeout(OSError):
-    """The counters' lock could not be taken in time."""
 
 
 def node_counter_names(node_pid: int) -> tuple[str, str]:
@@ -114,7 +110,7 @@ class SharedCounters:
         the slots the digests were last found in (updated in place)."""
         lock = self.lock
         if not lock.acquire(True, LOCK_TIMEOUT):
-            raise LockTimeout("rate-limiting counters: lock not available")
+            raise OSError("rate-limiting counters: lock not available")
         try:
             m = self.map
             counts: list[int] = []
@@ -139,6 +135,29 @@ class SharedCounters:
             try:
                 lock.release()
             except ValueError:  # the supervisor freed it meanwhile (see unstick)
+                pass
+
+    def hit_one(self, digest: bytes, hints: list[int], end: int, limit: float, now: int) -> int:
+        """`hit` for a single window (the common case), without the lists."""
+        lock = self.lock
+        if not lock.acquire(True, LOCK_TIMEOUT):
+            raise OSError("rate-limiting counters: lock not available")
+        try:
+            m = self.map
+            off = hints[0]
+            stored, ends_at, count = _ENTRY.unpack_from(m, off)
+            if stored != digest:
+                off = hints[0] = self._slot(digest, now)
+                stored, ends_at, count = _ENTRY.unpack_from(m, off)
+            if stored != digest or ends_at <= now:
+                count = 0
+            if count < limit:
+                _ENTRY.pack_into(m, off, digest, end, count + 1)
+            return count
+        finally:
+            try:
+                lock.release()
+            except ValueError:
                 pass
 
     def _slot(self, digest: bytes, now: int) -> int:

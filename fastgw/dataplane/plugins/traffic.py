@@ -10,7 +10,7 @@ from typing import Any, Final, Mapping
 
 from fastgw.core.http.request import CHUNKED, LENGTH
 from fastgw.core.plugins.iprestriction import DEFAULT_MESSAGE, IpMatcher
-from fastgw.core.plugins.ratelimit import PERIODS, counter_key, decide, window_start
+from fastgw.core.plugins.ratelimit import PERIODS, LimitPolicy, counter_key, window_start
 from fastgw.dataplane.plugins.counters import SharedCounters
 from fastgw.dataplane.plugins.phases import PhasePlugin, PluginCall, PluginReply
 
@@ -53,6 +53,8 @@ class RateLimiting(PhasePlugin):
         self.fault_tolerant = bool(config["fault_tolerant"])
         self.counters = counters
         self.windows: dict[str, _Windows] = {}
+        self.policy = LimitPolicy(self.limits, self.hide)
+        self.single = len(self.limits) == 1
 
     def identifier(self, call: PluginCall) -> str:
         """Whose requests are counted together (Kong's get_identifier); the client's
@@ -98,14 +100,18 @@ class RateLimiting(PhasePlugin):
         if windows is None or windows.second != second:
             windows = self._windows(ident, now, second)
         try:
-            usage = self.counters.hit(windows.digests, windows.hints, windows.ends,
-                                      self.limit_values, second)
+            if self.single:
+                usage = [self.counters.hit_one(windows.digests[0], windows.hints,
+                                               windows.ends[0], self.limit_values[0], second)]
+            else:
+                usage = self.counters.hit(windows.digests, windows.hints, windows.ends,
+                                          self.limit_values, second)
         except OSError as exc:
             log.error("rate-limiting: counters unavailable: %s", exc)
             if self.fault_tolerant:
                 return None
             return PluginReply(500, "An unexpected error occurred")
-        decision = decide(self.limits, usage, windows.starts, now, self.hide)
+        decision = self.policy.decide(usage, windows.starts, now)
         if decision.refused:
             return PluginReply(self.error_code, self.error_message, decision.lines)
         if decision.lines:
