@@ -328,6 +328,20 @@ def _check_response_transformer(config: dict[str, Any], path: str, errors: Error
                           errors)
 
 
+# --------------------------------------------------------------------------- prometheus
+
+# Kong 3.x's toggles. fastgw's metrics are node-wide (one /metrics, every route): the node
+# exports the families any enabled instance asks for (Kong: those of the instances on a
+# request's route); without any instance, every family (fastgw's default).
+PROMETHEUS: dict[str, Field] = {
+    "per_consumer": Field("boolean", default=False),
+    "status_code_metrics": Field("boolean", default=False),
+    "latency_metrics": Field("boolean", default=False),
+    "bandwidth_metrics": Field("boolean", default=False),
+    "upstream_health_metrics": Field("boolean", default=False),
+}
+
+
 # --------------------------------------------------------------------------- the registry
 
 PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
@@ -342,6 +356,7 @@ PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
     PluginSpec("request-transformer", 801, REQUEST_TRANSFORMER, _check_request_transformer),
     PluginSpec("response-transformer", 800, RESPONSE_TRANSFORMER, _check_response_transformer),
     PluginSpec("canary", 20, CANARY, _check_canary),
+    PluginSpec("prometheus", 13, PROMETHEUS),
 )}
 BUNDLED: tuple[str, ...] = tuple(sorted(PLUGINS))
 

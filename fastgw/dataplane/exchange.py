@@ -938,6 +938,10 @@ class Exchange(ResponseSink):
             if plan is not None:
                 plan.stats.record(status, request_ms, upstream_ms, t_head != 0.0, size_in,
                                   self.bytes_out, self.attempts)
+                if call is not None and call.consumer is not None and plan.count_consumers:
+                    consumer = call.consumer
+                    plan.stats.count_consumer(consumer.username or consumer.id,
+                                              t_head != 0.0, status)
             else:
                 server.stats.count_unmatched(status)
         access_log = server.access_log

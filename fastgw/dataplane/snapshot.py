@@ -20,7 +20,7 @@ from fastgw.core.http.upstream_head import prefix_line
 from fastgw.core.router import Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
 from fastgw.dataplane.plugins.phases import PluginChain
-from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains
+from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains, counts_consumers
 from fastgw.dataplane.pool import PoolStats, UpstreamPool
 from fastgw.dataplane.stats import RouteStats, route_label, service_label
 from fastgw.dataplane.sweeper import DeadlineSweeper
@@ -98,6 +98,7 @@ class RoutePlan:
         "needs_context",
         "stats",
         "plugins",
+        "count_consumers",
     )
 
     def __init__(
@@ -111,6 +112,8 @@ class RoutePlan:
         self.preserve_host = route.preserve_host
         # The route's plugins (dataplane.plugins); None costs the exchange one test.
         self.plugins = plugins
+        # prometheus per_consumer: requests of identified consumers counted by consumer.
+        self.count_consumers = False
         # A plugin that reads the body (key_in_body, body edits) needs it buffered.
         self.request_buffering = route.request_buffering or (
             plugins is not None and plugins.needs_body)
@@ -258,6 +261,7 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
     chains, canaries = build_chains(config, live_routes, services,
                                     plugins if plugins is not None else PluginRuntime())
     plans: dict[str, RoutePlan] = {}
+    per_consumer = counts_consumers(config)
     for route in live_routes:
         found = services.get(route.service) if route.service else None
         if found is not None:
@@ -267,7 +271,8 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
             if canary is not None:
                 balancer = _canary_balancer(CanaryConfig.from_plugin(canary.config), service,
                                             balancer, upstreams, registry, used)
-            plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
+            plan = plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
+            plan.count_consumers = per_consumer
     router = Router.compile(live_routes)
     registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)

@@ -370,3 +370,28 @@ def test_rate_limit_exact_across_two_workers() -> None:
     assert statuses.count(429) == total - limit
     # Both workers answered (the uuid part of uuid#counter is per worker).
     assert len({w for _, w in results}) == 2
+
+
+# --------------------------------------------------------------------------- prometheus
+
+def test_prometheus_toggles_and_per_consumer(api: Api) -> None:
+    def metrics() -> str:
+        return requests.get(api.url + "/metrics", timeout=T).text
+
+    assert "_request_latency_ms_bucket" in metrics()  # no plugin: every family
+    api.add("/routes/echo/plugins", json={"name": "key-auth"})
+    api.add("/plugins", form={"name": "prometheus", "config.per_consumer": "true",
+                              "config.status_code_metrics": "true"})
+    until(lambda: api.get(headers={"apikey": "alice-key"}).status_code == 200)
+    for _ in range(3):
+        assert api.get(headers={"apikey": "alice-key"}).status_code == 200
+
+    def alice_counted() -> bool:
+        return any('consumer="alice"' in line and line.startswith("fastgw_http_requests_total")
+                   for line in metrics().splitlines())
+
+    until(alice_counted)
+    text = metrics()
+    assert "_request_latency_ms_bucket" not in text  # latency_metrics off
+    assert "fastgw_bandwidth_bytes" not in text  # bandwidth_metrics off
+    assert "fastgw_upstream_target_health" not in text

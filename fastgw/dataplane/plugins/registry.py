@@ -7,7 +7,9 @@ chain per consumer that has instances of its own on the route. A route with no p
 gets None: the exchange then pays one attribute test.
 
 The canary plugin is resolved the same way but acts when a target is picked (it is the
-route's balancer: dataplane.balancing.CanaryBalancer), so it is returned apart.
+route's balancer: dataplane.balancing.CanaryBalancer), so it is returned apart; the
+prometheus plugin has no phase (its settings govern the node's /metrics, and
+`counts_consumers` tells the exchange to count requests per consumer).
 """
 
 from __future__ import annotations
@@ -30,12 +32,20 @@ from fastgw.dataplane.plugins.headers import (
 from fastgw.dataplane.plugins.phases import PhasePlugin, PluginChain
 from fastgw.dataplane.plugins.traffic import IpRestriction, RateLimiting, RequestSizeLimiting
 
-__all__ = ["PluginRuntime", "build_chains", "COUNTERS_ENV"]
+__all__ = ["PluginRuntime", "build_chains", "counts_consumers", "COUNTERS_ENV"]
 
 # Set by the supervisor for its workers: the node's counter file (dataplane.plugins.counters);
 # its semaphore is named after the file.
 COUNTERS_ENV = "FASTGW_COUNTERS_FILE"
 _PRIORITIES = {name: spec.priority for name, spec in PLUGINS.items()}
+# Plugins that take no part in the phases.
+_NO_PHASE = frozenset({"canary", "prometheus"})
+
+
+def counts_consumers(config: Any) -> bool:
+    """Whether an enabled prometheus plugin asks for per-consumer counts."""
+    return any(p.name == "prometheus" and p.enabled and p.config.get("per_consumer")
+               for p in config.plugins)
 
 
 class PluginRuntime:
@@ -122,6 +132,7 @@ def build_chains(config: Any, routes: list[Any], services: dict[str, Any],
                  runtime: PluginRuntime) -> tuple[dict[str, PluginChain], dict[str, Any]]:
     """(route id -> its chain, for routes with plugins; route id -> its canary plugin)."""
     instances = [p for p in config.plugins if p.enabled]
+    phased = [p for p in instances if p.name not in _NO_PHASE]
     chains: dict[str, PluginChain] = {}
     canaries: dict[str, Any] = {}
     if not instances:
@@ -132,7 +143,7 @@ def build_chains(config: Any, routes: list[Any], services: dict[str, Any],
     def objects(found: list[Any]) -> list[PhasePlugin]:
         out = []
         for plugin in found:
-            if plugin.name == "canary":
+            if plugin.name in _NO_PHASE:
                 continue
             obj = made.get(plugin.id)
             if obj is None:
@@ -147,8 +158,8 @@ def build_chains(config: Any, routes: list[Any], services: dict[str, Any],
         if canary is not None:
             canaries[route.id] = canary
         by_consumer: dict[str, PluginChain] = {}
-        for consumer_id in consumers_with_plugins(instances, route.id, service_id):
-            own = objects(resolve(instances, _PRIORITIES, route.id, service_id, consumer_id))
+        for consumer_id in consumers_with_plugins(phased, route.id, service_id):
+            own = objects(resolve(phased, _PRIORITIES, route.id, service_id, consumer_id))
             by_consumer[consumer_id] = PluginChain(own)
         plugins = objects(found)
         if plugins or by_consumer:
