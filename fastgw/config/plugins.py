@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from fastgw.config import model as _m
 from fastgw.config.schema import MISSING, Errors, Field, join
@@ -328,6 +329,66 @@ def _check_response_transformer(config: dict[str, Any], path: str, errors: Error
                           errors)
 
 
+# --------------------------------------------------------------------------- logging
+
+def _filename_error(value: str) -> str | None:
+    """Kong's file-log ``path`` match: no ``*&%\\`` characters."""
+    return "not a valid filename" if any(c in value for c in "*&%\\`") else None
+
+
+def _http_url_error(value: str) -> str | None:
+    """typedefs.url for an endpoint fastgw can reach: http://host[:port][/path]."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "missing host in url" if parts.scheme else "missing scheme in url"
+    if parts.scheme == "https":
+        return "'https' endpoints are not supported by fastgw yet"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "invalid port in url"
+    return None
+
+
+def _no_lua(config: dict[str, Any], path: str, errors: Errors) -> None:
+    if config.get("custom_fields_by_lua"):
+        errors.append((join(path, "config.custom_fields_by_lua"),
+                       "Lua code is not supported by fastgw"))
+
+
+FILE_LOG: dict[str, Field] = {
+    "path": Field("string", required=True, validator=_filename_error),
+    "reopen": Field("boolean", required=True, default=False),
+    "custom_fields_by_lua": Field("map", keys=Field("string"), values=Field("string")),
+}
+
+_QUEUE: dict[str, Field] = {
+    "max_batch_size": Field("integer", default=1, between=(1, 1000000)),
+    "max_coalescing_delay": Field("number", default=1, between=(0, 3600)),
+    "max_entries": Field("integer", default=10000, between=(1, 1000000)),
+    "max_bytes": Field("integer"),
+    "max_retry_time": Field("number", default=60),
+    "initial_retry_delay": Field("number", default=0.01, between=(0.001, 1000000)),
+    "max_retry_delay": Field("number", default=60, between=(0.001, 1000000)),
+    "concurrency_limit": Field("integer", default=1, one_of=(-1, 1)),
+}
+HTTP_LOG: dict[str, Field] = {
+    "http_endpoint": Field("string", required=True, validator=_http_url_error),
+    "method": Field("string", default="POST", one_of=("POST", "PUT", "PATCH")),
+    "content_type": Field("string", default="application/json",
+                          one_of=("application/json", "application/json; charset=utf-8")),
+    "timeout": Field("number", default=10000),
+    "keepalive": Field("number", default=60000),
+    "retry_count": Field("integer"),
+    "queue_size": Field("integer"),
+    "flush_timeout": Field("number"),
+    "headers": Field("map", keys=Field("string", validator=_m.header_name_error),
+                     values=Field("string")),
+    "queue": Field("record", fields=_QUEUE),
+    "custom_fields_by_lua": Field("map", keys=Field("string"), values=Field("string")),
+}
+
+
 # --------------------------------------------------------------------------- prometheus
 
 # Kong 3.x's toggles. fastgw's metrics are node-wide (one /metrics, every route): the node
@@ -357,6 +418,8 @@ PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
     PluginSpec("response-transformer", 800, RESPONSE_TRANSFORMER, _check_response_transformer),
     PluginSpec("canary", 20, CANARY, _check_canary),
     PluginSpec("prometheus", 13, PROMETHEUS),
+    PluginSpec("http-log", 12, HTTP_LOG, _no_lua),
+    PluginSpec("file-log", 9, FILE_LOG, _no_lua),
 )}
 BUNDLED: tuple[str, ...] = tuple(sorted(PLUGINS))
 

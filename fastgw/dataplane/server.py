@@ -57,7 +57,9 @@ class ProxyServer(WorkerContext):
             idle_timeout=float(settings.upstream_keepalive_idle_timeout),
         )
         self.version = 0
-        self.plugin_runtime = PluginRuntime()  # the node's rate-limit counters, and such
+        # The node's rate-limit counters, log plugins' writers and queues.
+        self.plugin_runtime = PluginRuntime(loop=loop)
+        self.slow_sweeper.on_tick.append(self.plugin_runtime.flush)
         # Node health from the supervisor, and passive batches back to it (every 100 ms).
         self.health = WorkerHealth(loop)
         self.io_sweeper.on_tick.append(self.health.flush)
@@ -134,6 +136,7 @@ class ProxyServer(WorkerContext):
         self.slow_sweeper.stop()
         if self.access_log is not None:
             self.access_log.close()
+        self.plugin_runtime.close()
 
 
 def install_uvloop() -> None:

@@ -7,8 +7,10 @@ rate-limit exactness test runs its own `--workers 2` node.
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
@@ -395,3 +397,67 @@ def test_prometheus_toggles_and_per_consumer(api: Api) -> None:
     assert "_request_latency_ms_bucket" not in text  # latency_metrics off
     assert "fastgw_bandwidth_bytes" not in text  # bandwidth_metrics off
     assert "fastgw_upstream_target_health" not in text
+
+
+# --------------------------------------------------------------------------- logging
+
+class _Collector(http.server.BaseHTTPRequestHandler):
+    """A real HTTP endpoint for http-log: the first POST gets 500 (a retry must follow),
+    the others 200; every body is kept."""
+
+    bodies: list[Any] = []
+    posts = 0
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        type(self).posts += 1
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        status = 500 if type(self).posts == 1 else 200
+        if status == 200:
+            type(self).bodies.append(orjson.loads(body))
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_http_log_batches_and_retries(api: Api) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api.add("/routes/echo/plugins", json={"name": "http-log", "config": {
+            "http_endpoint": f"http://127.0.0.1:{server.server_port}/logs",
+            "headers": {"X-Log-Token": "t"},
+            "queue": {"max_batch_size": 2, "max_coalescing_delay": 0.2,
+                      "initial_retry_delay": 0.05}}})
+        until(lambda: api.get().status_code == 200)  # the plugin is live
+        _Collector.bodies.clear()
+        for i in range(4):
+            api.get(f"/_emulator/echo?n={i}")
+
+        def uris() -> list[str]:
+            return [e["request"]["uri"] for batch in _Collector.bodies for e in batch]
+
+        until(lambda: all(f"/_emulator/echo?n={i}" in uris() for i in range(4)), timeout=10)
+    finally:
+        server.shutdown()
+    entries = [e for batch in _Collector.bodies for e in batch]
+    assert all(isinstance(b, list) and len(b) <= 2 for b in _Collector.bodies)
+    assert sorted(uris()).count("/_emulator/echo?n=0") == 1  # delivered once
+    entry = entries[-1]
+    assert entry["response"]["status"] == 200 and entry["route"]["name"] == "echo"
+    assert entry["service"]["name"] == "echo" and "latencies" in entry
+    assert _Collector.posts > len(_Collector.bodies)  # the refused batch was sent again
+
+
+def test_file_log(api: Api, tmp_path: Any) -> None:
+    path = tmp_path / "file.log"
+    api.add("/routes/echo/plugins", form={"name": "file-log", "config.path": str(path)})
+    api.add("/routes/echo/plugins", json={"name": "key-auth"})
+    until(lambda: api.get(headers={"apikey": "alice-key"}).status_code == 200)
+    until(lambda: path.exists() and b'"alice"' in path.read_bytes(), timeout=10)
+    entry = orjson.loads(path.read_bytes().splitlines()[-1])
+    assert entry["consumer"]["username"] == "alice"
+    assert entry["request"]["headers"]["apikey"] == "REDACTED"  # credentials never logged

@@ -14,14 +14,18 @@ prometheus plugin has no phase (its settings govern the node's /metrics, and
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import os
 import tempfile
 from typing import Any, Callable
 
+import orjson
+
 from fastgw.config.plugins import PLUGINS
 from fastgw.core.plugins.chain import consumers_with_plugins, resolve
 from fastgw.dataplane.plugins.auth import Acl, BasicAuth, Consumers, KeyAuth
+from fastgw.dataplane.accesslog import AccessLog
 from fastgw.dataplane.plugins.counters import SharedCounters
 from fastgw.dataplane.plugins.headers import (
     CorrelationId,
@@ -29,6 +33,7 @@ from fastgw.dataplane.plugins.headers import (
     RequestTransformer,
     ResponseTransformer,
 )
+from fastgw.dataplane.plugins.logs import FileLog, HttpLog, HttpLogQueue
 from fastgw.dataplane.plugins.phases import PhasePlugin, PluginChain
 from fastgw.dataplane.plugins.traffic import IpRestriction, RateLimiting, RequestSizeLimiting
 
@@ -49,13 +54,45 @@ def counts_consumers(config: Any) -> bool:
 
 
 class PluginRuntime:
-    """A worker's plugin state that outlives snapshots."""
+    """A worker's plugin state that outlives snapshots: the node's rate-limit counters,
+    file-log writers by path, http-log queues by instance and config."""
 
-    __slots__ = ("path", "_counters")
-
-    def __init__(self, path: str | None = None) -> None:
+    def __init__(self, path: str | None = None,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.path = path or os.environ.get(COUNTERS_ENV)
+        self.loop = loop
         self._counters: SharedCounters | None = None
+        self.files: dict[str, AccessLog] = {}
+        self.queues: dict[tuple[str, bytes], HttpLogQueue] = {}
+
+    def file_sink(self, path: str) -> AccessLog:
+        sink = self.files.get(path)
+        if sink is None:
+            sink = self.files[path] = AccessLog(path, kong_format=True)
+        return sink
+
+    def http_queue(self, plugin: Any) -> HttpLogQueue:
+        key = (plugin.id, orjson.dumps(plugin.config, option=orjson.OPT_SORT_KEYS))
+        queue = self.queues.get(key)
+        if queue is None:
+            loop = self.loop or asyncio.get_event_loop()
+            queue = self.queues[key] = HttpLogQueue(loop, plugin.config)
+        return queue
+
+    def retain(self, files: set[str], queues: set[tuple[str, bytes]]) -> None:
+        """After a config change: close what no plugin uses any more (queues drain)."""
+        for path in [p for p in self.files if p not in files]:
+            self.files.pop(path).close()
+        for key in [k for k in self.queues if k not in queues]:
+            self.queues.pop(key).close()
+
+    def flush(self, now: float | None = None) -> None:
+        """Once a second (the worker's slow sweeper): hand file-log lines to their writers."""
+        for sink in self.files.values():
+            sink.flush()
+
+    def close(self) -> None:
+        self.retain(set(), set())
 
     @property
     def counters(self) -> SharedCounters:
@@ -125,6 +162,10 @@ def _make(plugin: Any, build: _Build) -> PhasePlugin:
         return RequestTransformer(*args, config)
     if name == "response-transformer":
         return ResponseTransformer(*args, config)
+    if name == "file-log":
+        return FileLog(*args, build.runtime.file_sink(config["path"]))
+    if name == "http-log":
+        return HttpLog(*args, build.runtime.http_queue(plugin))
     raise ValueError(f"plugin '{name}' has no phase implementation")  # config refuses it
 
 
@@ -135,6 +176,9 @@ def build_chains(config: Any, routes: list[Any], services: dict[str, Any],
     phased = [p for p in instances if p.name not in _NO_PHASE]
     chains: dict[str, PluginChain] = {}
     canaries: dict[str, Any] = {}
+    runtime.retain({p.config["path"] for p in phased if p.name == "file-log"},
+                   {(p.id, orjson.dumps(p.config, option=orjson.OPT_SORT_KEYS))
+                    for p in phased if p.name == "http-log"})
     if not instances:
         return chains, canaries
     build = _Build(runtime, config.consumers)
