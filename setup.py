@@ -40,6 +40,7 @@ COMPILED = [
     "fastgw/dataplane/plugins/auth.py",
     "fastgw/dataplane/plugins/counters.py",
     "fastgw/dataplane/plugins/headers.py",
+    "fastgw/dataplane/plugins/logs.py",
     "fastgw/dataplane/plugins/phases.py",
     "fastgw/dataplane/plugins/traffic.py",
     "fastgw/dataplane/pool.py",
