@@ -15,8 +15,9 @@ then the plugin's ``fault_tolerant`` decides), and the supervisor, when a worker
 frees a semaphore that stays taken (`unstick`: the critical section lasts microseconds,
 so one held for 100 ms has no live holder).
 
-Table: ``SLOTS`` slots of 32 bytes: a 16-byte digest of the counter key (plugin instance,
-client, period, window start), the window's end (epoch seconds) and the count. A key's
+Table: ``SLOTS`` slots of four 64-bit cells: the counter's id (a 64-bit hash of its key:
+plugin instance, client, period, window start), the window's end (epoch seconds), the
+count, and one unused. A key's
 slot is found by linear probing over at most ``PROBES`` slots from its hash; a slot whose
 window has ended is free. Counts are exact while fewer than ``SLOTS`` windows are live
 at once within a probe run; beyond that the window ending soonest is evicted (logged
@@ -29,10 +30,10 @@ import _multiprocessing  # type: ignore[import-not-found]
 import logging
 import mmap
 import os
-import struct
+from hashlib import blake2b
 from typing import Any, Final
 
-__all__ = ["SharedCounters", "SLOTS", "node_counter_names", "create_node_lock",
+__all__ = ["SharedCounters", "SLOTS", "counter_id", "node_counter_names", "create_node_lock",
            "remove_node_counters", "unstick"]
 
 log = logging.getLogger("fastgw.plugins")
@@ -40,9 +41,8 @@ log = logging.getLogger("fastgw.plugins")
 SLOTS: Final = 65536
 PROBES: Final = 32
 LOCK_TIMEOUT: Final = 1.0  # seconds a request waits for the counters before giving up
-_SLOT: Final = 32
-_ENTRY: Final = struct.Struct("<16sqq")  # digest, window end, count
-_EMPTY: Final = bytes(16)
+_SLOT: Final = 32  # bytes: four 64-bit cells
+_CELLS: Final = 4
 _SEMAPHORE: Final = 1  # multiprocessing's SemLock kind
 
 
@@ -80,6 +80,11 @@ def unstick(lock: Any, hold: float = 0.1) -> bool:
     return True
 
 
+def counter_id(key: bytes) -> int:
+    """A counter key's 64-bit id in the table (never 0: 0 marks an empty slot)."""
+    return int.from_bytes(blake2b(key, digest_size=8).digest(), "little", signed=True) or 1
+
+
 class SharedCounters:
     """The node's rate-limit windows (see the module docstring)."""
 
@@ -93,6 +98,8 @@ class SharedCounters:
             self.map = mmap.mmap(fd, size)
         finally:
             os.close(fd)
+        # The table as 64-bit integers: slot i is [id, window end, count, unused] at 4*i.
+        self.cells: Any = memoryview(self.map).cast("q")
         if lock_name is None:  # no node (tests, embedding): a semaphore of our own
             name = f"/fastgw-counters-{os.getpid()}-{id(self)}"
             self.lock: Any = _multiprocessing.SemLock(_SEMAPHORE, 1, 1, name, True)
@@ -101,82 +108,84 @@ class SharedCounters:
         self.evicted = False
 
     def close(self) -> None:
+        self.cells.release()
         self.map.close()
 
-    def hit(self, digests: list[bytes], hints: list[int], ends: list[int],
-            limits: list[float], now: int) -> list[int]:
+    def _acquire(self) -> None:
+        lock = self.lock
+        # Uncontended, the non-blocking try is all it costs; a bounded wait otherwise.
+        if not lock.acquire(False) and not lock.acquire(True, LOCK_TIMEOUT):
+            raise OSError("rate-limiting counters: lock not available")
+
+    def _release(self) -> None:
+        try:
+            self.lock.release()
+        except ValueError:  # the supervisor freed it meanwhile (see unstick)
+            pass
+
+    def hit(self, ids: list[int], hints: list[int], ends: list[int], limits: list[float],
+            now: int) -> list[int]:
         """Each window's count before this request. When every count is under its limit,
         all are incremented (the request is admitted); otherwise none is. ``hints`` are
-        the slots the digests were last found in (updated in place)."""
-        lock = self.lock
-        if not lock.acquire(True, LOCK_TIMEOUT):
-            raise OSError("rate-limiting counters: lock not available")
+        the cells the ids were last found at (updated in place)."""
+        self._acquire()
         try:
-            m = self.map
+            cells = self.cells
             counts: list[int] = []
             admit = True
-            for i in range(len(digests)):
-                digest = digests[i]
-                off = hints[i]
-                stored, end, count = _ENTRY.unpack_from(m, off)
-                if stored != digest:
-                    off = hints[i] = self._slot(digest, now)
-                    stored, end, count = _ENTRY.unpack_from(m, off)
-                if stored != digest or end <= now:
-                    count = 0
+            for i in range(len(ids)):
+                at = hints[i]
+                if cells[at] != ids[i]:
+                    at = hints[i] = self._find(ids[i], now)
+                count = cells[at + 2] if cells[at] == ids[i] and cells[at + 1] > now else 0
                 counts.append(count)
                 if count >= limits[i]:
                     admit = False
             if admit:
-                for i in range(len(digests)):
-                    _ENTRY.pack_into(m, hints[i], digests[i], ends[i], counts[i] + 1)
+                for i in range(len(ids)):
+                    at = hints[i]
+                    cells[at] = ids[i]
+                    cells[at + 1] = ends[i]
+                    cells[at + 2] = counts[i] + 1
             return counts
         finally:
-            try:
-                lock.release()
-            except ValueError:  # the supervisor freed it meanwhile (see unstick)
-                pass
+            self._release()
 
-    def hit_one(self, digest: bytes, hints: list[int], end: int, limit: float, now: int) -> int:
+    def hit_one(self, key: int, hints: list[int], end: int, limit: float, now: int) -> int:
         """`hit` for a single window (the common case), without the lists."""
-        lock = self.lock
-        if not lock.acquire(True, LOCK_TIMEOUT):
-            raise OSError("rate-limiting counters: lock not available")
+        self._acquire()
         try:
-            m = self.map
-            off = hints[0]
-            stored, ends_at, count = _ENTRY.unpack_from(m, off)
-            if stored != digest:
-                off = hints[0] = self._slot(digest, now)
-                stored, ends_at, count = _ENTRY.unpack_from(m, off)
-            if stored != digest or ends_at <= now:
-                count = 0
+            cells = self.cells
+            at = hints[0]
+            if cells[at] != key:
+                at = hints[0] = self._find(key, now)
+            count = cells[at + 2] if cells[at] == key and cells[at + 1] > now else 0
             if count < limit:
-                _ENTRY.pack_into(m, off, digest, end, count + 1)
+                cells[at] = key
+                cells[at + 1] = end
+                cells[at + 2] = count + 1
             return count
         finally:
-            try:
-                lock.release()
-            except ValueError:
-                pass
+            self._release()
 
-    def _slot(self, digest: bytes, now: int) -> int:
-        """The offset of ``digest``'s slot: its own, else the first free one, else the
+    def _find(self, key: int, now: int) -> int:
+        """The cell index of ``key``'s slot: its own, else the first free one, else the
         one whose window ends first (eviction)."""
-        m = self.map
-        start = int.from_bytes(digest[:8], "little") % SLOTS
+        cells = self.cells
+        start = key % SLOTS
         free = -1
         oldest = -1
         oldest_end = 0
         for i in range(PROBES):
-            off = ((start + i) % SLOTS) * _SLOT
-            stored, end, _count = _ENTRY.unpack_from(m, off)
-            if stored == digest:
-                return off
-            if free < 0 and (stored == _EMPTY or end <= now):
-                free = off
+            at = ((start + i) % SLOTS) * _CELLS
+            stored = cells[at]
+            if stored == key:
+                return at
+            end = cells[at + 1]
+            if free < 0 and (stored == 0 or end <= now):
+                free = at
             elif oldest < 0 or end < oldest_end:
-                oldest, oldest_end = off, end
+                oldest, oldest_end = at, end
         if free >= 0:
             return free
         if not self.evicted:

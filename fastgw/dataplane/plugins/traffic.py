@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from hashlib import blake2b
 from typing import Any, Final, Mapping
 
 from fastgw.core.http.request import CHUNKED, LENGTH
 from fastgw.core.plugins.iprestriction import DEFAULT_MESSAGE, IpMatcher
 from fastgw.core.plugins.ratelimit import PERIODS, LimitPolicy, counter_key, window_start
-from fastgw.dataplane.plugins.counters import SharedCounters
+from fastgw.dataplane.plugins.counters import SharedCounters, counter_id
 from fastgw.dataplane.plugins.phases import PhasePlugin, PluginCall, PluginReply
 
 __all__ = ["RateLimiting", "IpRestriction", "RequestSizeLimiting"]
@@ -25,14 +24,14 @@ _WINDOWS_KEPT: Final = 10000  # clients whose current windows are remembered per
 
 
 class _Windows:
-    """One client's current windows of one plugin: the counters' digests, where they
-    were last found, and when they end (recomputed when the second changes)."""
+    """One client's current windows of one plugin: the counters' ids, where they were
+    last found, and when they end (recomputed when the second changes)."""
 
-    def __init__(self, second: int, digests: list[bytes], starts: list[int],
+    def __init__(self, second: int, ids: list[int], starts: list[int],
                  ends: list[int]) -> None:
         self.second = second
-        self.digests = digests
-        self.hints = [0] * len(digests)
+        self.ids = ids
+        self.hints = [0] * len(ids)
         self.starts = starts
         self.ends = ends
 
@@ -77,19 +76,19 @@ class RateLimiting(PhasePlugin):
         return found if found is not None else call.client_ip
 
     def _windows(self, ident: str, now: float, second: int) -> _Windows:
-        digests = []
+        ids = []
         starts = []
         ends = []
         for period, _limit in self.limits:
             start = window_start(period, now)
             key = counter_key(self.instance_id, ident, period, start)
-            digests.append(blake2b(key, digest_size=16).digest())
+            ids.append(counter_id(key))
             starts.append(start)
             ends.append(start + _KEEP[period])
         windows = self.windows
         if len(windows) >= _WINDOWS_KEPT:
             windows.clear()
-        found = windows[ident] = _Windows(second, digests, starts, ends)
+        found = windows[ident] = _Windows(second, ids, starts, ends)
         return found
 
     def access(self, call: PluginCall) -> PluginReply | None:
@@ -101,10 +100,10 @@ class RateLimiting(PhasePlugin):
             windows = self._windows(ident, now, second)
         try:
             if self.single:
-                usage = [self.counters.hit_one(windows.digests[0], windows.hints,
+                usage = [self.counters.hit_one(windows.ids[0], windows.hints,
                                                windows.ends[0], self.limit_values[0], second)]
             else:
-                usage = self.counters.hit(windows.digests, windows.hints, windows.ends,
+                usage = self.counters.hit(windows.ids, windows.hints, windows.ends,
                                           self.limit_values, second)
         except OSError as exc:
             log.error("rate-limiting: counters unavailable: %s", exc)
