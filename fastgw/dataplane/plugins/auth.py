@@ -73,8 +73,12 @@ class Identity:
         call.anonymous = self.credential is None
         fields = call.upstream_fields
         if fields is None:
-            call.upstream_fields = dict(self.fields)
+            call.upstream_fields = self.fields  # shared until a plugin adds to it
+            call.fields_shared = True
         else:
+            if call.fields_shared:
+                fields = call.upstream_fields = dict(fields)
+                call.fields_shared = False
             fields.update(self.fields)
 
 

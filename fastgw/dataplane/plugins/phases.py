@@ -103,6 +103,7 @@ class PluginCall:
         self.groups: list[str] | None = None
         # Upstream request changes (inputs of core.http.upstream_head, rule U10).
         self.upstream_fields: dict[bytes, bytes] | None = None
+        self.fields_shared = False  # upstream_fields is an identity's: copy before a change
         self.query: bytes | None = None  # the new query string ("?..." or b"")
         self.path: bytes | None = None  # the new upstream path
         self.method: str | None = None
@@ -122,8 +123,11 @@ class PluginCall:
         fields = self.upstream_fields
         if fields is None:
             self.upstream_fields = {lname: lines}
-        else:
-            fields[lname] = lines
+            return
+        if self.fields_shared:
+            fields = self.upstream_fields = dict(fields)
+            self.fields_shared = False
+        fields[lname] = lines
 
     def set_response_field(self, lname: bytes, lines: bytes) -> None:
         """Kong's ``kong.response.set_header``: the response's fields of that name are
