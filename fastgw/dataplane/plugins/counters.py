@@ -2,10 +2,15 @@
 
 Design (issue 10: ``policy: local`` must hold across all workers): one small table in a
 shared memory file (``/dev/shm``), mapped by every worker, and one lock around each
-check-and-count. Kong checks in the access phase and counts later from a timer, so
-concurrent requests can all pass; here a request's windows are read, compared with
-their limits and incremented in one step under the lock, so a window never admits more
-than its limit, whatever the number of workers.
+change. Kong checks in the access phase and counts later from a timer, so concurrent
+requests can all pass. Here a worker *reserves* tokens of a window under the lock (the
+shared count grows by what it takes, never past the limit) and admits requests by
+spending its tokens locally: a window never admits more than its limit, whatever the
+number of workers. A reservation takes a fraction of what is left (`LEASE_SHARE`), so
+with plenty left a worker touches the table once per many requests, and near the limit
+it takes one token at a time. Tokens a worker holds when its window ends are simply
+not used: a client may be refused a little early when traffic stops and starts on
+another worker, never admitted once too many.
 
 The lock is a named POSIX semaphore (the one ``multiprocessing`` uses): taking and
 giving it back costs no system call when nobody else holds it (about 80 ns from Python,
@@ -33,7 +38,7 @@ import os
 from hashlib import blake2b
 from typing import Any, Final
 
-__all__ = ["SharedCounters", "SLOTS", "counter_id", "node_counter_names", "create_node_lock",
+__all__ = ["SharedCounters", "SLOTS", "LEASE_SHARE", "counter_id", "node_counter_names", "create_node_lock",
            "remove_node_counters", "unstick"]
 
 log = logging.getLogger("fastgw.plugins")
@@ -41,6 +46,7 @@ log = logging.getLogger("fastgw.plugins")
 SLOTS: Final = 65536
 PROBES: Final = 32
 LOCK_TIMEOUT: Final = 1.0  # seconds a request waits for the counters before giving up
+LEASE_SHARE: Final = 16  # a reservation takes 1/LEASE_SHARE of what is left (at least 1)
 _SLOT: Final = 32  # bytes: four 64-bit cells
 _CELLS: Final = 4
 _SEMAPHORE: Final = 1  # multiprocessing's SemLock kind
@@ -123,48 +129,43 @@ class SharedCounters:
         except ValueError:  # the supervisor freed it meanwhile (see unstick)
             pass
 
-    def hit(self, ids: list[int], hints: list[int], ends: list[int], limits: list[float],
-            now: int) -> list[int]:
-        """Each window's count before this request. When every count is under its limit,
-        all are incremented (the request is admitted); otherwise none is. ``hints`` are
-        the cells the ids were last found at (updated in place)."""
+    def reserve(self, ids: list[int], hints: list[int], ends: list[int],
+                limits: list[float], need: list[bool],
+                now: int) -> tuple[bool, list[int], list[int]]:
+        """Under the lock, take tokens in the windows that ``need`` them: 1/LEASE_SHARE
+        of what is left under the limit, at least one. All or nothing: when one of them
+        is full, nothing is taken. Returns (taken, each window's count after, tokens
+        taken per window). ``hints`` are the cells the ids were last found at (updated
+        in place)."""
         self._acquire()
         try:
             cells = self.cells
+            n = len(ids)
             counts: list[int] = []
-            admit = True
-            for i in range(len(ids)):
+            grants = [0] * n
+            ok = True
+            for i in range(n):
+                key = ids[i]
                 at = hints[i]
-                if cells[at] != ids[i]:
-                    at = hints[i] = self._find(ids[i], now)
-                count = cells[at + 2] if cells[at] == ids[i] and cells[at + 1] > now else 0
+                if cells[at] != key:
+                    at = hints[i] = self._find(key, now)
+                count = cells[at + 2] if cells[at] == key and cells[at + 1] > now else 0
                 counts.append(count)
-                if count >= limits[i]:
-                    admit = False
-            if admit:
-                for i in range(len(ids)):
-                    at = hints[i]
-                    cells[at] = ids[i]
-                    cells[at + 1] = ends[i]
-                    cells[at + 2] = counts[i] + 1
-            return counts
-        finally:
-            self._release()
-
-    def hit_one(self, key: int, hints: list[int], end: int, limit: float, now: int) -> int:
-        """`hit` for a single window (the common case), without the lists."""
-        self._acquire()
-        try:
-            cells = self.cells
-            at = hints[0]
-            if cells[at] != key:
-                at = hints[0] = self._find(key, now)
-            count = cells[at + 2] if cells[at] == key and cells[at + 1] > now else 0
-            if count < limit:
-                cells[at] = key
-                cells[at + 1] = end
-                cells[at + 2] = count + 1
-            return count
+                if need[i] and count >= limits[i]:
+                    ok = False
+            if ok:
+                for i in range(n):
+                    if need[i]:
+                        grant = (int(limits[i]) - counts[i]) // LEASE_SHARE
+                        if grant < 1:
+                            grant = 1
+                        grants[i] = grant
+                        counts[i] += grant
+                        at = hints[i]
+                        cells[at] = ids[i]
+                        cells[at + 1] = ends[i]
+                        cells[at + 2] = counts[i]
+            return ok, counts, grants
         finally:
             self._release()
 

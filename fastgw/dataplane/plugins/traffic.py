@@ -24,19 +24,25 @@ _WINDOWS_KEPT: Final = 10000  # clients whose current windows are remembered per
 
 
 class _Windows:
-    """One client's current windows of one plugin: the counters' ids, where they were
-    last found, and when they end (recomputed when the second changes)."""
+    """One client's current windows of one plugin: for each period the counter's id,
+    where it was last found, when the window started and ends, the tokens this worker
+    holds in it and the shared count after its last reservation."""
 
-    def __init__(self, second: int, ids: list[int], starts: list[int],
-                 ends: list[int]) -> None:
-        self.second = second
-        self.ids = ids
-        self.hints = [0] * len(ids)
-        self.starts = starts
-        self.ends = ends
+    def __init__(self, n: int) -> None:
+        self.second = -1
+        self.ids = [0] * n
+        self.hints = [0] * n
+        self.starts = [-1] * n
+        self.ends = [0] * n
+        self.left = [0] * n
+        self.after = [0] * n
+        self.need = [False] * n
 
 
 class RateLimiting(PhasePlugin):
+    """Counts each request in every configured period's current window, node-wide
+    (dataplane.plugins.counters: tokens reserved under the node's lock, spent here)."""
+
     def __init__(self, name: str, priority: int, instance_id: str, config: Mapping[str, Any],
                  counters: SharedCounters) -> None:
         super().__init__(name, priority, instance_id)
@@ -53,7 +59,6 @@ class RateLimiting(PhasePlugin):
         self.counters = counters
         self.windows: dict[str, _Windows] = {}
         self.policy = LimitPolicy(self.limits, self.hide)
-        self.single = len(self.limits) == 1
 
     def identifier(self, call: PluginCall) -> str:
         """Whose requests are counted together (Kong's get_identifier); the client's
@@ -75,42 +80,64 @@ class RateLimiting(PhasePlugin):
             found = path if path == self.path else None
         return found if found is not None else call.client_ip
 
-    def _windows(self, ident: str, now: float, second: int) -> _Windows:
-        ids = []
-        starts = []
-        ends = []
-        for period, _limit in self.limits:
+    def _roll(self, w: _Windows, ident: str, now: float, second: int) -> None:
+        """A new second: windows that ended start anew (their tokens are void)."""
+        w.second = second
+        for i in range(len(self.limits)):
+            period = self.limits[i][0]
             start = window_start(period, now)
-            key = counter_key(self.instance_id, ident, period, start)
-            ids.append(counter_id(key))
-            starts.append(start)
-            ends.append(start + _KEEP[period])
-        windows = self.windows
-        if len(windows) >= _WINDOWS_KEPT:
-            windows.clear()
-        found = windows[ident] = _Windows(second, ids, starts, ends)
-        return found
+            if start != w.starts[i]:
+                w.starts[i] = start
+                w.ends[i] = start + _KEEP[period]
+                w.ids[i] = counter_id(counter_key(self.instance_id, ident, period, start))
+                w.left[i] = 0
+                w.after[i] = 0
 
     def access(self, call: PluginCall) -> PluginReply | None:
         now = time.time()
         second = int(now)
         ident = self.identifier(call)
-        windows = self.windows.get(ident)
-        if windows is None or windows.second != second:
-            windows = self._windows(ident, now, second)
-        try:
-            if self.single:
-                usage = [self.counters.hit_one(windows.ids[0], windows.hints,
-                                               windows.ends[0], self.limit_values[0], second)]
-            else:
-                usage = self.counters.hit(windows.ids, windows.hints, windows.ends,
-                                          self.limit_values, second)
-        except OSError as exc:
-            log.error("rate-limiting: counters unavailable: %s", exc)
-            if self.fault_tolerant:
-                return None
-            return PluginReply(500, "An unexpected error occurred")
-        decision = self.policy.decide(usage, windows.starts, now)
+        w = self.windows.get(ident)
+        if w is None:
+            if len(self.windows) >= _WINDOWS_KEPT:
+                self.windows.clear()
+            w = self.windows[ident] = _Windows(len(self.limits))
+        if w.second != second:
+            self._roll(w, ident, now, second)
+        left = w.left
+        n = len(left)
+        need = w.need
+        missing = False
+        for i in range(n):
+            need[i] = left[i] <= 0
+            if need[i]:
+                missing = True
+        refused = False
+        usage = [0] * n
+        if missing:
+            try:
+                ok, counts, grants = self.counters.reserve(
+                    w.ids, w.hints, w.ends, self.limit_values, need, second)
+            except OSError as exc:
+                log.error("rate-limiting: counters unavailable: %s", exc)
+                if self.fault_tolerant:
+                    return None
+                return PluginReply(500, "An unexpected error occurred")
+            for i in range(n):
+                if need[i]:
+                    if ok:
+                        left[i] += grants[i]
+                        w.after[i] = counts[i]
+                    else:
+                        usage[i] = counts[i]  # what the node has counted: full ones refuse
+            refused = not ok
+        for i in range(n):
+            if not refused or not need[i]:
+                # The node's count as far as this worker knows: reserved minus unspent.
+                usage[i] = w.after[i] - left[i]
+            if not refused:
+                left[i] -= 1
+        decision = self.policy.decide(usage, w.starts, now)
         if decision.refused:
             return PluginReply(self.error_code, self.error_message, decision.lines)
         if decision.lines:
