@@ -192,6 +192,15 @@ def _parse_number(v: Any) -> float | int | None:
     return None
 
 
+def _string_list(raw: Any) -> list[str] | None:
+    """A list setting: an array of strings, or one comma-separated string (env, CLI)."""
+    if isinstance(raw, str):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+        return [s.strip() for s in raw]
+    return None
+
+
 def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
     """Parse one setting value; returns (value, error message or None)."""
     if key in _LISTENS:
@@ -227,11 +236,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
             return None, "value should be at least 0"
         return x, None
     if key == "trusted_ips":
-        if isinstance(raw, str):
-            items = [s.strip() for s in raw.split(",") if s.strip()]
-        elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-            items = [s.strip() for s in raw]
-        else:
+        items = _string_list(raw)
+        if items is None:
             return None, "expected an array of IP addresses or CIDR ranges"
         for s in items:
             if s == "unix:":
@@ -242,11 +248,8 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
                 return None, f"invalid IP address or CIDR range: '{s}'"
         return tuple(items), None
     if key == "plugins":
-        if isinstance(raw, str):
-            items = [s.strip() for s in raw.split(",") if s.strip()]
-        elif isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-            items = [s.strip() for s in raw]
-        else:
+        items = _string_list(raw)
+        if items is None:
             return None, "expected an array of plugin names ('bundled', 'off' or names)"
         if "off" in items and len(items) > 1:
             return None, "'off' cannot be combined with other values"
