@@ -461,3 +461,43 @@ def test_file_log(api: Api, tmp_path: Any) -> None:
     entry = orjson.loads(path.read_bytes().splitlines()[-1])
     assert entry["consumer"]["username"] == "alice"
     assert entry["request"]["headers"]["apikey"] == "REDACTED"  # credentials never logged
+
+
+# --------------------------------------------------------------------------- config.json
+
+def test_every_plugin_from_config_json() -> None:
+    """The same plugins as above, each on a route of its own, from the file."""
+    def route(name: str, *plugins: dict[str, Any]) -> dict[str, Any]:
+        return {"name": name, "paths": [f"/{name}"], "strip_path": True, "plugins": list(plugins)}
+
+    with IrisProcess("A") as iris:
+        config = base_config(iris.url)
+        config["services"][0]["url"] = iris.url + "/_emulator"
+        config["services"][0]["routes"] = [
+            route("key", {"name": "key-auth"}),
+            route("basic", {"name": "basic-auth"}),
+            route("acl", {"name": "key-auth"}, {"name": "acl", "config": {"deny": ["gold"]}}),
+            route("limit", {"name": "rate-limiting", "config": {"hour": 1, "limit_by": "ip"}}),
+            route("ip", {"name": "ip-restriction", "config": {"deny": ["127.0.0.1", "::1"]}}),
+            route("cors", {"name": "cors", "config": {"origins": ["http://a.example"]}}),
+            route("req", {"name": "request-transformer",
+                          "config": {"add": {"headers": ["X-From:file"]}}}),
+            route("resp", {"name": "response-transformer",
+                           "config": {"add": {"headers": ["X-Resp:file"]}}}),
+        ]
+        with GatewayProcess(config) as gw:
+            def get(path: str, **kw: Any) -> requests.Response:
+                return requests.get(gw.url + path, timeout=T, **kw)
+
+            assert get("/key/echo").status_code == 401
+            assert get("/key/echo", headers={"apikey": "bob-key"}).status_code == 200
+            assert get("/basic/echo", auth=("alice", "alice-pw")).status_code == 200
+            assert get("/basic/echo", auth=("alice", "nope")).status_code == 401
+            assert get("/acl/echo", headers={"apikey": "alice-key"}).status_code == 403
+            assert get("/acl/echo", headers={"apikey": "bob-key"}).status_code == 200
+            assert [get("/limit/echo").status_code for _ in range(2)] == [200, 429]
+            assert get("/ip/echo").status_code == 403
+            r = get("/cors/echo", headers={"Origin": "http://a.example"})
+            assert r.headers["Access-Control-Allow-Origin"] == "http://a.example"
+            assert upstream_headers(get("/req/echo"))["x-from"] == "file"
+            assert get("/resp/echo").headers["X-Resp"] == "file"
