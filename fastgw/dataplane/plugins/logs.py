@@ -98,7 +98,11 @@ class HttpLogQueue:
             self.wake.set()
 
     def close(self) -> None:
-        """Superseded by a config change: send what is queued, then stop."""
+        """Superseded by a config change: send what is queued, then stop. Thread-safe
+        (snapshots may be built off the loop)."""
+        self.loop.call_soon_threadsafe(self._close)
+
+    def _close(self) -> None:
         self.closing = True
         self.wake.set()
 
