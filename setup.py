@@ -19,9 +19,11 @@ from setuptools.command.build_ext import build_ext
 COMPILED = [
     "fastgw/core/http/errors.py",
     "fastgw/core/http/fields.py",
+    "fastgw/core/http/gateway_fields.py",
     "fastgw/core/http/request.py",
     "fastgw/core/http/request_id.py",
     "fastgw/core/http/response.py",
+    "fastgw/core/http/trace.py",
     "fastgw/core/http/upstream_head.py",
     "fastgw/core/balancer.py",
     "fastgw/core/paths.py",

@@ -48,7 +48,9 @@ def probe_build(root: Path, env: Mapping[str, str], timeout: float = 30.0) -> st
     full["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), full.get("PYTHONPATH")]))
     full.update(env)
     try:
-        out = subprocess.run([sys.executable, "-c", _PROBE], check=False, cwd=root, env=full,
+        # -S: no site-packages, so an installed (editable) fastgw cannot answer for the
+        # checkout; fastgw/build.py needs nothing but the standard library.
+        out = subprocess.run([sys.executable, "-S", "-c", _PROBE], check=False, cwd=root, env=full,
                              capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return UNKNOWN

@@ -46,20 +46,22 @@ def install_pure_python_finder() -> None:
 
 
 def compiled_modules() -> list[str]:
-    """The fastgw modules loaded from compiled extensions in this process."""
+    """The fastgw modules installed as compiled extensions (beside their sources)."""
+    package = os.path.dirname(os.path.abspath(__file__))
     suffixes = tuple(importlib.machinery.EXTENSION_SUFFIXES)
-    return sorted(name for name, module in list(sys.modules.items())
-                  if name.startswith("fastgw.")
-                  and (getattr(module, "__file__", None) or "").endswith(suffixes))
+    found = []
+    for folder, _, files in os.walk(package):
+        for name in files:
+            if name.endswith(suffixes) and os.path.exists(
+                    os.path.join(folder, name.split(".", 1)[0] + ".py")):
+                relative = os.path.relpath(os.path.join(folder, name.split(".", 1)[0]), package)
+                found.append("fastgw." + relative.replace(os.sep, "."))
+    return sorted(found)
 
 
 def describe() -> str:
-    """e.g. "compiled (mypyc), 20 modules" or "pure Python" (imports the request path)."""
-    import fastgw.dataplane.server  # noqa: F401 - loads every module of the request path
-
-    names = compiled_modules()
-    if names:
-        return f"compiled (mypyc), {len(names)} modules"
+    """e.g. "compiled (mypyc), 22 modules" or "pure Python"."""
     if os.environ.get(PURE_PYTHON_ENV):
         return f"pure Python ({PURE_PYTHON_ENV}=1)"
-    return "pure Python"
+    names = compiled_modules()
+    return f"compiled (mypyc), {len(names)} modules" if names else "pure Python"

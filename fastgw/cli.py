@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
     worker.add_argument("--ipc-fd", type=int, required=True)
+    worker.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     worker.add_argument("--log-level", default="info")
 
     check = sub.add_parser("check", help="validate a config file and print every error")
@@ -168,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "worker":
         from fastgw.dataplane.worker import main as worker_main
 
-        return worker_main(args.ipc_fd)
+        return worker_main(args.ipc_fd, args.heartbeat)
     return cmd_run(args)
 
 

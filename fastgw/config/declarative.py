@@ -34,8 +34,8 @@ from fastgw.config.plugins import BUNDLED, PLUGINS
 from fastgw.config.settings import GatewaySettings, load_settings, settings_to_dict
 from fastgw.config.validate import NOT_ENFORCED, ConfigError, Errors, join, validate_entity
 
-__all__ = ["load_declarative", "dump_declarative", "build_entity", "FORMAT_VERSIONS",
-           "SUPPORTED_PLUGINS", "enabled_plugins", "is_entity_key"]
+__all__ = ["load_declarative", "dump_declarative", "build_entity", "grouped_by_parent",
+           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "enabled_plugins", "is_entity_key"]
 
 FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 # Plugins fastgw executes; any other plugin is refused (fastgw.config.plugins).
@@ -276,15 +276,24 @@ class _Loader:
         out: dict[str, tuple[Any, ...]] = {}
         for kind in _COLLECTIONS:
             out[kind] = tuple(_make(kind, it.data) for it in self.items[kind])
-        # Canonical order (so dump/load round-trips): routes grouped by service order,
-        # targets by upstream order; unattached routes last. Stable within a group.
-        s_pos = {s.id: i for i, s in enumerate(out["services"])}
-        u_pos = {u.id: i for i, u in enumerate(out["upstreams"])}
-        out["routes"] = tuple(sorted(out["routes"],
-                                     key=lambda r: s_pos.get(r.service, len(s_pos))))
-        out["targets"] = tuple(sorted(out["targets"],
-                                      key=lambda t: u_pos.get(t.upstream, len(u_pos))))
+        # Canonical order (so dump/load round-trips): see grouped_by_parent.
+        out["routes"] = grouped_by_parent(out["routes"], out["services"], "service")
+        out["targets"] = grouped_by_parent(out["targets"], out["upstreams"], "upstream")
         return out
+
+
+def grouped_by_parent(items: tuple[Any, ...], parents: tuple[Any, ...], fk: str) -> tuple[Any, ...]:
+    """``items`` in the order a load of the dumped document gives them: grouped by their
+    parent's position (routes under services, targets under upstreams), stable within a
+    group, items without a parent last. The same tuple when it is in that order already
+    (so a write that changed nothing here keeps the collection's identity)."""
+    position = {p.id: i for i, p in enumerate(parents)}
+    last = len(position)
+    keys = [position.get(getattr(e, fk), last) for e in items]
+    if all(a <= b for a, b in zip(keys, keys[1:])):
+        return items
+    order = sorted(range(len(items)), key=keys.__getitem__)
+    return tuple(items[i] for i in order)
 
 
 _NS = uuid.UUID("5d1d0b3e-6a0c-4f53-9a43-2f1e0c6a7b11")  # fastgw declarative namespace

@@ -16,7 +16,7 @@ from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError
 
 __all__ = ["load_config_file", "check_file", "read_json_file", "read_document", "is_yaml_path",
-           "parse_yaml", "dump_yaml"]
+           "parse_yaml", "dump_yaml", "decode_document", "decode_json"]
 
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -46,14 +46,19 @@ def dump_yaml(document: Any) -> bytes:
 
 def read_document(path: str | os.PathLike[str]) -> Any:
     """Read a declarative file: YAML for ``*.yml``/``*.yaml``, JSON otherwise."""
-    if not is_yaml_path(path):
-        return read_json_file(path)
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
-    return parse_yaml(raw, os.fspath(path))
+    return decode_document(raw, path)
+
+
+def decode_document(raw: bytes, path: str | os.PathLike[str]) -> Any:
+    """A declarative file's bytes, decoded as its name says (YAML or JSON)."""
+    if is_yaml_path(path):
+        return parse_yaml(raw, os.fspath(path))
+    return decode_json(raw, path)
 
 
 def _line_col(text: bytes, pos: int) -> tuple[int, int]:
@@ -70,6 +75,11 @@ def read_json_file(path: str | os.PathLike[str]) -> Any:
             raw = f.read()
     except OSError as e:
         raise ConfigError([("", f"cannot read {os.fspath(path)}: {e.strerror or e}")]) from None
+    return decode_json(raw, path)
+
+
+def decode_json(raw: bytes, path: str | os.PathLike[str]) -> Any:
+    """Decode a file's bytes; errors become ConfigError (with line/column)."""
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as e:

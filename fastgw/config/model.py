@@ -131,10 +131,10 @@ def now_ms() -> float:
     return round(time.time(), 3)
 
 
-PROTOCOLS = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss")
-SERVICE_PROTOCOLS = PROTOCOLS  # typedefs.protocol: the same list for services and routes
-HASH_ON = ("none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture")
-ALGORITHMS = ("consistent-hashing", "least-connections", "round-robin", "latency",
+PROTOCOLS: tuple[str, ...] = ("grpc", "grpcs", "http", "https", "tcp", "tls", "tls_passthrough", "udp", "ws", "wss")
+SERVICE_PROTOCOLS: tuple[str, ...] = PROTOCOLS  # typedefs.protocol: the same list for services and routes
+HASH_ON: tuple[str, ...] = ("none", "consumer", "ip", "header", "cookie", "path", "query_arg", "uri_capture")
+ALGORITHMS: tuple[str, ...] = ("consistent-hashing", "least-connections", "round-robin", "latency",
               "sticky-sessions")
 
 

@@ -53,6 +53,9 @@ class GatewaySettings:
     client_body_timeout: float = 60
     client_keepalive_timeout: float = 75
     drain_timeout: float = 30
+    # Seconds a worker may go without a heartbeat before the supervisor reports it, takes
+    # it out of readiness and replaces it (SIGKILL, respawn); 0 turns the watchdog off.
+    worker_heartbeat_timeout: float = 5
     admin_token: str | None = None
     access_log: str | None = None
     access_log_format: Literal["fastgw", "kong"] = "fastgw"  # kong: Kong's log serializer
@@ -88,6 +91,13 @@ class GatewaySettings:
         object.__setattr__(self, "_networks", tuple(nets))
         object.__setattr__(self, "_trust_all", v4_all and v6_all)
         object.__setattr__(self, "_trust_unix", unix)
+
+    @property
+    def worker_heartbeat_interval(self) -> float:
+        """Seconds between a worker's heartbeats: four per watchdog timeout (one late beat
+        is no alarm), at most one a second (scrapes use them to skip silent workers)."""
+        timeout = float(self.worker_heartbeat_timeout)
+        return min(1.0, timeout / 4) if timeout > 0 else 1.0
 
     def is_trusted(self, ip: str) -> bool:
         """Whether a peer address may set X-Forwarded-* (Kong ``trusted_ips``).
@@ -132,6 +142,7 @@ _FLOATS = (
     "drain_timeout",
     "lingering_time",
     "lingering_timeout",
+    "worker_heartbeat_timeout",
 )
 _OPT_STRS = ("admin_token", "access_log", "client_body_temp_path")
 _BOOLS = ("metrics", "underscores_in_headers", "allow_trace", "access_log_redact")

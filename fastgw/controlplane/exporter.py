@@ -4,12 +4,15 @@ Theory of operation
 -------------------
 A scrape (``GET /metrics`` on the status or admin listener, or ``GET /status``) asks every
 live worker for its counters (``{"type": "stats", "seq": n}`` over its IPC channel; the
-worker answers with `stats_reply`), waits a bounded time for the answers, and sums them
-with `fastgw.dataplane.stats.aggregate`. A worker that does not answer in time is counted with
-its previous answer. Workers also push their counters unasked every second
-(`fastgw.dataplane.worker.STATS_PUSH_INTERVAL`). A worker that is gone keeps its last
-counters in the totals (its final stats are sent when it drains; a crash loses only what
-it counted since its last push), so node counters never go down when a worker is replaced.
+worker answers with `stats_reply`), waits a bounded time (``STATS_TIMEOUT``) for the
+answers, and sums them with `fastgw.dataplane.stats.aggregate`. Workers also push their
+counters unasked every second (`fastgw.dataplane.worker.STATS_PUSH_INTERVAL`). A worker
+that does not answer in time is counted with its previous counters, and so is one whose
+heartbeats stopped (it is not even asked, so a hung worker costs a scrape nothing); the
+scrape says so: ``worker_stats_stale`` counts them, ``/status`` flags them
+(``stats_stale``), and the log names them. A worker that is gone keeps its last counters
+in the totals (its final stats are sent when it drains; a crash loses only what it
+counted since its last push), so node counters never go down when a worker is replaced.
 
 `NodeCollector` is a prometheus-client custom collector: it turns the aggregate into
 metric families at scrape time (no prometheus-client object is touched per request). Names
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from collections.abc import Iterator
 
 from prometheus_client.core import (
@@ -39,15 +42,31 @@ from prometheus_client.exposition import choose_encoder
 from fastgw import __version__
 from fastgw.dataplane.stats import GATEWAY_BUCKETS, UPSTREAM_BUCKETS, aggregate
 
+from fastgw.controlplane.workers import WorkerHandle
+
 if TYPE_CHECKING:
+    from fastgw.config.settings import GatewaySettings
+    from fastgw.controlplane.admin.api import AdminAPI
     from fastgw.controlplane.admin.http import Request, Response
-    from fastgw.controlplane.supervisor import Supervisor, WorkerHandle
+    from fastgw.controlplane.store import FileConfigStore
 
 __all__ = ["MetricsHub", "NodeCollector", "HEALTH_STATES"]
 
 log = logging.getLogger("fastgw.metrics")
 
-STATS_TIMEOUT = 1.0  # seconds a scrape waits for the workers' answers
+
+class Node(Protocol):
+    """What the metrics read of the supervisor (it is one)."""
+
+    node_id: str
+    store: FileConfigStore
+    workers: dict[int, WorkerHandle]
+    api: AdminAPI
+
+    @property
+    def settings(self) -> GatewaySettings: ...
+
+STATS_TIMEOUT = 0.5  # seconds a scrape waits for the workers' answers
 RETIRED_FOLD_AFTER = 300.0  # seconds after which a dead worker's counters are folded
 HEALTH_STATES = ("healthchecks_off", "healthy", "unhealthy", "dns_error")
 def le_label(bound: float) -> str:
@@ -276,18 +295,49 @@ class NodeCollector:
         reloads.add_metric(["success"], hub.reloads_ok)
         reloads.add_metric(["failure"], hub.reloads_failed)
         yield reloads
-        workers = GaugeMetricFamily(f"{p}_workers", "Proxy worker processes by state",
-                                    labels=["state"])
-        live = list(hub.supervisor.workers.values())
-        workers.add_metric(["ready"], sum(1 for w in live if w.ready))
-        workers.add_metric(["starting"], sum(1 for w in live if not w.ready))
+        sup = hub.supervisor
+        workers = GaugeMetricFamily(
+            f"{p}_workers", "Proxy worker processes by state: ready (on the newest config), "
+            "stale (serving an older one while the newest is applied), starting, "
+            "unresponsive (no heartbeat; being replaced)", labels=["state"])
+        version = state.version
+        counts = dict.fromkeys(("ready", "stale", "starting", "unresponsive"), 0)
+        for w in sup.workers.values():
+            if w.unresponsive:
+                counts["unresponsive"] += 1
+            elif not w.ready:
+                counts["starting"] += 1
+            else:
+                counts["ready" if w.acked >= version else "stale"] += 1
+        for name, n in counts.items():
+            workers.add_metric([name], n)
         yield workers
+        yield GaugeMetricFamily(
+            f"{p}_config_stale_seconds", "Seconds since the oldest config version some worker "
+            "does not run yet was pushed (0 when every worker runs the newest)",
+            value=sup.staleness())
+        restarts = CounterMetricFamily(
+            f"{p}_worker_restarts", "Workers replaced, by why they died: exited (after "
+            "running past the crash-loop window), quick_exit (soon after starting: backs off "
+            "when repeated), unresponsive (killed by the heartbeat watchdog)",
+            labels=["reason"])
+        for reason, n in sorted(sup.restarts.items()):
+            restarts.add_metric([reason], n)
+        yield restarts
+        backoff = max((c["respawn_in_s"] for c in sup.crash_loop_status()), default=0.0)
+        yield GaugeMetricFamily(
+            f"{p}_worker_respawn_backoff_seconds", "Seconds until the next backed-off respawn "
+            "of a crash-looping worker (0 when none waits)", value=backoff)
+        yield GaugeMetricFamily(
+            f"{p}_worker_stats_stale", "Workers whose counters in this scrape are their last "
+            "known ones (no answer within the scrape's bound, or no heartbeat)",
+            value=len(hub.stale_pids))
 
 
 class MetricsHub:
     """The supervisor's side: worker stats, reload results, and the HTTP handlers."""
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    def __init__(self, supervisor: Node) -> None:
         self.supervisor = supervisor
         self.latest: dict[int, dict[str, Any]] = {}  # pid -> last stats of a live worker
         # Workers that are gone: pid -> (when noticed, last stats). A late final message
@@ -299,6 +349,7 @@ class MetricsHub:
         self._seq = 0
         self._waiters: dict[int, tuple[set[int], asyncio.Future[None]]] = {}
         self._workspaces: dict[str, str] = {}  # route id -> workspace, including deleted routes
+        self.stale_pids: set[int] = set()  # workers counted with old counters in the last scrape
         self.reload_time = time.time()
         self.reload_ok = True
         self.reloads_ok = 0
@@ -356,7 +407,12 @@ class MetricsHub:
 
     async def refresh(self, timeout: float = STATS_TIMEOUT) -> dict[str, Any]:
         """Ask every live worker for its counters; return the node's aggregate."""
-        workers = [w for w in self.supervisor.workers.values() if w.ready]
+        now = time.monotonic()
+        # A worker whose heartbeats stopped would not answer either: do not wait for it.
+        silent_after = 3 * self.supervisor.settings.worker_heartbeat_interval
+        live = [w for w in self.supervisor.workers.values() if w.ready]
+        workers = [w for w in live if not w.unresponsive and now - w.last_seen < silent_after]
+        stale = {w.pid for w in live} - {w.pid for w in workers}
         if workers:
             self._seq += 1
             seq = self._seq
@@ -367,10 +423,13 @@ class MetricsHub:
             try:
                 await asyncio.wait_for(future, timeout)
             except TimeoutError:
-                log.warning("metrics: %d workers did not answer within %ss; using their last stats",
-                            len(self._waiters[seq][0]), timeout)
+                stale |= self._waiters[seq][0]
             finally:
                 del self._waiters[seq]
+        if stale:
+            log.warning("metrics: workers %s did not answer (within %ss, or no heartbeat); "
+                        "using their last counters", sorted(stale), timeout)
+        self.stale_pids = stale
         self._retire_dead()
         self.current = aggregate(self.latest.values(), counters_only=self._counters_of_dead())
         return self.current

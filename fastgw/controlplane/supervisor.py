@@ -1,25 +1,42 @@
 """The supervisor: owns the config store, serves the admin and status listeners, and
-runs N proxy workers as fresh subprocesses fed whole config snapshots over IPC.
+runs N proxy workers as fresh subprocesses fed config versions over IPC.
 
 Process model (DESIGN.md): one supervisor process with its own asyncio loop, and
 ``workers`` processes started as ``python -m fastgw worker --ipc-fd N`` (a new
 interpreter, never a fork of a process whose event loop is running). Each worker binds
 its own SO_REUSEPORT socket on ``proxy_listen`` and gets one socketpair end; the
-protocol is in ``fastgw.dataplane.ipc``. Every accepted change (Admin API write, ``POST /config``,
-SIGHUP reload) becomes a new store version, which is pushed to every worker as a whole
-snapshot; workers ack each version, which is how the supervisor measures propagation and
-answers ``/status/ready``. Target health is node state, not config: ``HealthService``
-(``fastgw.controlplane.prober``) pushes small ``health`` messages instead.
+protocol is in ``fastgw.dataplane.ipc``. Every accepted change (Admin API write, ``POST
+/config``, SIGHUP or ``POST /config/reload``) becomes a new store version, which
+``ConfigPublisher`` sends to every worker, as a delta when it is small; workers apply it
+off their proxy loop (``fastgw.dataplane.reconfigure``) and ack it, which is how the
+supervisor measures propagation and staleness. Target health is node state, not config:
+``HealthService`` (``fastgw.controlplane.prober``) pushes small ``health`` messages.
 
 ``--workers 1`` is the same shape (supervisor + one worker), on purpose: one code path
-for reload, drain and respawn; an admin write (whole-config validation, fsync) never
-stalls the proxy loop; and the worker is the very process the multi-worker mode runs,
-so per-core proxy speed is identical. The idle supervisor costs ~30 MB and no CPU.
+for reload, drain and respawn; an admin write never stalls the proxy loop; and the
+worker is the very process the multi-worker mode runs, so per-core proxy speed is
+identical. The idle supervisor costs ~30 MB and no CPU.
 
-Signals: SIGTERM/SIGINT drain every worker (each finishes in-flight requests within
-``drain_timeout``) and exit 0. SIGHUP re-reads config.json in the supervisor; an invalid
-file keeps the running config and logs why. A worker that dies is replaced (a crash loop
-at start-up gives up with status 1).
+Readiness (``/status/ready``) is 200 once every worker has started, for as long as some
+worker serves and none is hung: a worker still applying a newer config serves the older
+one, completely, so it stays ready (how far behind it is, is ``/status``'s
+``config.stale_for_s`` and the ``config_stale_seconds`` metric).
+
+Keeping the node up:
+- One instance per proxy port (``fastgw.controlplane.instance``): a second ``fastgw run``
+  on the same proxy port exits 1 naming the port and the other pid.
+- Watchdog: workers heartbeat over IPC; one silent for ``worker_heartbeat_timeout``
+  seconds is reported (log, ``/status``, metrics), taken out of readiness, SIGKILLed and
+  respawned. Scrapes do not wait for it (``fastgw.controlplane.exporter``).
+- Crash loops back off per slot and isolated deaths do not add up
+  (``fastgw.controlplane.respawn``); the node exits on its own (status 1) only when no
+  worker serves and one keeps dying right after start.
+
+Signals: ``fastgw run`` blocks SIGHUP, SIGTERM and SIGINT from its first instruction
+(``fastgw.__main__``); ``run`` installs the handlers and unblocks them before anything
+else, so one sent during start-up is handled, never fatal. SIGTERM/SIGINT drain every
+worker (each finishes in-flight requests within ``drain_timeout``) and exit 0. SIGHUP
+re-reads config.json; an invalid file keeps the running config and logs why.
 """
 
 from __future__ import annotations
@@ -33,17 +50,20 @@ import socket
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
+from fastgw.config import ConfigError
+from fastgw.config.settings import GatewaySettings, parse_listen
 from fastgw.controlplane.admin.api import AdminAPI
 from fastgw.controlplane.admin.http import HTTPServer
 from fastgw.controlplane.admin.status import StatusAPI
 from fastgw.controlplane.exporter import MetricsHub
-from fastgw.config import ConfigError
-from fastgw.config.settings import GatewaySettings, parse_listen
-from fastgw.controlplane.store import FileConfigStore, StoreState
+from fastgw.controlplane.instance import StartupError, claim_proxy_address
 from fastgw.controlplane.prober import HealthService
+from fastgw.controlplane.publisher import ConfigPublisher
+from fastgw.controlplane.respawn import CrashLoopPolicy
+from fastgw.controlplane.store import FileConfigStore, StoreState
+from fastgw.controlplane.workers import WorkerHandle
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.plugins.counters import (
     create_node_lock,
@@ -54,17 +74,12 @@ from fastgw.dataplane.plugins.counters import (
 from fastgw.dataplane.plugins.registry import COUNTERS_ENV
 from fastgw.dataplane.server import bind_socket
 
-__all__ = ["Supervisor", "admin_listen_problem", "StartupError"]
+__all__ = ["Supervisor", "WorkerHandle", "admin_listen_problem", "StartupError", "SUPERVISOR_SIGNALS"]
 
 log = logging.getLogger("fastgw.supervisor")
 
-RESPAWN_WINDOW = 5.0  # a worker dying sooner than this after start counts as a crash loop
-MAX_QUICK_DEATHS = 5
-_KEEP_PROPAGATION = 64  # versions whose push->ack time is remembered
-
-
-class StartupError(Exception):
-    """A reason to refuse to start, meant for the operator as is."""
+# Blocked by fastgw.__main__ before anything else runs; handled once the loop runs.
+SUPERVISOR_SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
 
 
 def admin_listen_problem(settings: GatewaySettings) -> str | None:
@@ -84,20 +99,6 @@ def admin_listen_problem(settings: GatewaySettings) -> str | None:
             "127.0.0.1.")
 
 
-@dataclass(eq=False)
-class WorkerHandle:
-    slot: int
-    proc: asyncio.subprocess.Process
-    channel: Channel
-    started: float = field(default_factory=time.monotonic)
-    acked: int = 0  # newest config version this worker runs
-    ready: bool = False  # acked at least once: listening
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
 class Supervisor:
     def __init__(self, store: FileConfigStore, workers: int, *, log_level: str = "info") -> None:
         self.store = store
@@ -109,20 +110,23 @@ class Supervisor:
         self.counters_lock = create_node_lock(self.counters_lock_name)
         self.workers: dict[int, WorkerHandle] = {}  # slot -> handle
         self.stopping = False
-        self.quick_deaths = 0
+        self.started_all = False  # every slot has had a ready worker (start-up is over)
         self.status_code = 0
         self.stop_event: asyncio.Event | None = None
-        self.pushed_at: dict[int, float] = {}
-        self.propagation_ms: dict[int, float] = {}
         self.servers: list[HTTPServer] = []
+        self.respawn = CrashLoopPolicy()
+        self.respawn_at: dict[int, float] = {}  # slot -> when its backed-off respawn is due
+        self.restarts: dict[str, int] = {"exited": 0, "quick_exit": 0, "unresponsive": 0}
+        self._instance_lock: socket.socket | None = None
+        self._reload_queued = False
         # One health state per node: active probes here, passive batches from workers.
         self.health = HealthService(self._send_health)
+        self.publisher = ConfigPublisher(self.health.full_message)
         self.api = AdminAPI(store, self, admin_token=self.settings.admin_token,
                             health=self.health)
         self.status_api = StatusAPI(self.api.status_body, self.readiness)
         self.metrics = MetricsHub(self)  # /metrics on both listeners, worker stats over IPC
         self.metrics.install()
-        self._message: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     @property
@@ -134,65 +138,124 @@ class Supervisor:
         return {"master": os.getpid(), "workers": [w.pid for w in self.workers.values()]}
 
     def status(self) -> dict[str, Any]:
+        now = time.monotonic()
         version = self.store.state.version
+        stale_stats = self.metrics.stale_pids
         workers = [{"pid": w.pid, "slot": w.slot, "config_version": w.acked, "ready": w.ready,
-                    "uptime_s": round(time.monotonic() - w.started, 3),
+                    "responsive": not w.unresponsive,
+                    "last_heartbeat_s": round(now - w.last_seen, 3),
+                    "stats_stale": w.pid in stale_stats,
+                    "last_apply": w.last_apply,
+                    "uptime_s": round(now - w.started, 3),
                     "rss_bytes": _rss(w.pid)} for w in self.workers.values()]
-        latest = max(self.propagation_ms) if self.propagation_ms else None
+        latest, latest_ms = self.publisher.latest_propagated
+        ready = [w for w in self.workers.values() if w.ready]
         return {"workers": workers,
                 "config": {"version": version,
-                           "all_workers_current": all(w.acked >= version for w in self.workers.values()),
+                           "all_workers_current": all(w.acked >= version
+                                                      for w in self.workers.values()),
+                           "stale_workers": [w.pid for w in ready if w.acked < version],
+                           "stale_for_s": round(self.staleness(), 3),
                            "propagated_version": latest,
-                           "propagation_ms": self.propagation_ms.get(latest) if latest else None},
+                           "propagation_ms": latest_ms},
+                "worker_restarts": dict(self.restarts),
+                "crash_loop": self.crash_loop_status(now),
                 "pids": self.pids(),
                 "server": self.metrics.server_status()}
+
+    def crash_loop_status(self, now: float | None = None) -> list[dict[str, Any]]:
+        now = time.monotonic() if now is None else now
+        return [{"slot": slot, "quick_deaths_in_a_row": streak,
+                 "respawn_in_s": round(max(0.0, self.respawn_at.get(slot, now) - now), 3)}
+                for slot, streak in sorted(self.respawn.streaks.items()) if streak]
+
+    def staleness(self) -> float:
+        return self.publisher.staleness(w.acked for w in self.workers.values() if w.ready)
+
+    async def reload(self) -> StoreState:
+        """SIGHUP and ``POST /config/reload``: re-read the file; log and count the result."""
+        try:
+            state = await self.store.reload_file()
+        except ConfigError as exc:
+            self.metrics.reload_failed()
+            log.error("reload refused, keeping the running config: %s", exc)
+            for path, message in exc.errors:
+                log.error("  %s: %s", path, message)
+            raise
+        except Exception as exc:  # unreadable file and the like
+            self.metrics.reload_failed()
+            log.error("reload refused, keeping the running config: %s", exc)
+            raise ConfigError([("", str(exc))]) from None
+        for warning in state.merged.warnings:
+            log.warning("%s", warning)
+        log.info("config reloaded from %s (version %d)", self.store.path, state.version)
+        return state
+
+    def _on_sighup(self) -> None:
+        # A reload that has not started reading yet will read this edit too: a burst of
+        # SIGHUPs (a config tool, a script) makes one or two reloads, not a queue of them.
+        if not self._reload_queued:
+            self._reload_queued = True
+            self._track(self._reload_on_signal())
+
+    async def _reload_on_signal(self) -> None:
+        async with self.store.lock:  # wait for the writer in progress, if any
+            self._reload_queued = False
+        try:
+            await self.reload()
+        except ConfigError:
+            pass  # logged and counted by reload()
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping:
             return False, "draining"
-        version = self.store.state.version
-        live = [w for w in self.workers.values() if w.ready]
-        if len(live) < self.count:
-            return False, f"{len(live)} of {self.count} workers running"
-        behind = [w.pid for w in live if w.acked < version]
-        if behind:
-            return False, f"workers {behind} not yet on config version {version}"
+        now = time.monotonic()
+        for w in self.workers.values():
+            if w.unresponsive:
+                return False, (f"worker {w.pid} unresponsive (no heartbeat for "
+                               f"{now - w.last_seen:.1f}s); replacing it")
+        serving = [w for w in self.workers.values() if w.serving]
+        if not self.started_all:
+            return False, f"{len(serving)} of {self.count} workers running"
+        if not serving:
+            return False, "no worker running; respawning"
         return True, "ready"
 
-    # -- snapshots ------------------------------------------------------------------------
-    def _snapshot(self, state: StoreState) -> dict[str, Any]:
-        self.health.configure(state.merged)
-        return {"type": "config", "version": state.version, "workspaces": state.snapshot(),
-                "health": self.health.full_message()}
-
+    # -- config versions ------------------------------------------------------------------
     def _send_health(self, message: dict[str, Any]) -> None:
         for w in self.workers.values():
             w.channel.send(message)
 
     def _on_change(self, state: StoreState) -> None:
-        """Store listener: push the new version to every worker, now."""
-        self._message = self._snapshot(state)
-        self.pushed_at[state.version] = time.monotonic()
-        for old in sorted(self.pushed_at)[:-_KEEP_PROPAGATION]:
-            self.pushed_at.pop(old, None)
-            self.propagation_ms.pop(old, None)
+        """Store listener: send the new version to every worker, now."""
+        self.health.configure(state.merged)
+        message = self.publisher.publish(state)
         for w in self.workers.values():
-            w.channel.send(self._message)
-        log.info("config version %d pushed to %d workers", state.version, len(self.workers))
+            w.channel.send(message)
+        how = "as a change" if "changes" in message else "whole"
+        log.info("config version %d pushed to %d workers (%s)", state.version,
+                 len(self.workers), how)
 
     def _on_ack(self, w: WorkerHandle, msg: dict[str, Any]) -> None:
         version = int(msg.get("version") or 0)
         if not msg.get("ok"):
+            if msg.get("resync"):
+                log.warning("worker %d cannot apply config version %d to the one it has; "
+                            "sending it the whole config", w.pid, version)
+                w.channel.send(self.publisher.whole())
+                return
             log.error("worker %d refused config version %d: %s", w.pid, version, msg.get("error"))
             return
         w.acked = max(w.acked, version)
-        w.ready = True
-        pushed = self.pushed_at.get(version)
-        if pushed is not None and version not in self.propagation_ms and \
-                all(x.acked >= version for x in self.workers.values()):
-            ms = (time.monotonic() - pushed) * 1000
-            self.propagation_ms[version] = round(ms, 3)
-            log.info("config version %d live on all workers in %.1f ms", version, ms)
+        w.last_apply = {"version": version, "apply_ms": msg.get("apply_ms"),
+                        "in_place": bool(msg.get("in_place"))}
+        if not w.ready:
+            w.ready = True
+            if not self.started_all and len(self.workers) == self.count and \
+                    all(x.ready for x in self.workers.values()):
+                self.started_all = True
+        for done, ms in self.publisher.on_acks(x.acked for x in self.workers.values()):
+            log.info("config version %d live on all workers in %.1f ms", done, ms)
 
     # -- workers --------------------------------------------------------------------------
     async def _spawn(self, slot: int) -> None:
@@ -200,6 +263,7 @@ class Supervisor:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "fastgw", "worker", "--ipc-fd", str(child.fileno()),
+                "--heartbeat", repr(self.settings.worker_heartbeat_interval),
                 "--log-level", self.log_level,
                 pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
                 # The node's rate-limit counters, shared by its workers.
@@ -209,11 +273,11 @@ class Supervisor:
         channel = await Channel.open(parent)
         w = WorkerHandle(slot, proc, channel)
         self.workers[slot] = w
-        if self._message is None:
-            self._message = self._snapshot(self.store.state)
-        channel.send(self._message)
+        if self.stopping:  # the stop came while it started: it never got _stop's SIGTERM
+            proc.send_signal(signal.SIGTERM)
+        channel.send(self.publisher.whole())
         channel.send(self.health.full_message())  # the cached snapshot's may be stale
-        self._track(self._read_acks(w))
+        self._track(self._read(w))
         self._track(self._watch(w))
 
     def _track(self, coro: Any) -> None:
@@ -221,7 +285,7 @@ class Supervisor:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _read_acks(self, w: WorkerHandle) -> None:
+    async def _read(self, w: WorkerHandle) -> None:
         while True:
             try:
                 msg = await w.channel.recv()
@@ -230,11 +294,13 @@ class Supervisor:
                 return
             if msg is None:
                 return
-            if msg.get("type") == "ack":
+            w.last_seen = time.monotonic()
+            kind = msg.get("type")
+            if kind == "ack":
                 self._on_ack(w, msg)
-            elif msg.get("type") == "stats":
+            elif kind == "stats":
                 self.metrics.on_stats(w, msg)
-            elif msg.get("type") == "passive":
+            elif kind == "passive":
                 self.health.on_passive(msg)
 
     async def _watch(self, w: WorkerHandle) -> None:
@@ -244,17 +310,52 @@ class Supervisor:
             del self.workers[w.slot]
         if self.stopping:
             return
-        log.error("worker %d exited (status %d); replacing it", w.pid, code)
         # It may have died holding the counters' lock (dataplane.plugins.counters).
         await asyncio.get_running_loop().run_in_executor(None, unstick, self.counters_lock)
-        if time.monotonic() - w.started < RESPAWN_WINDOW:
-            self.quick_deaths += 1
-            if self.quick_deaths >= MAX_QUICK_DEATHS:
-                log.error("workers keep dying at start; giving up")
-                self.status_code = 1
-                self._stop()
+        lifetime = time.monotonic() - w.started
+        delay = self.respawn.on_death(w.slot, lifetime)
+        streak = self.respawn.streak(w.slot)
+        reason = "unresponsive" if w.unresponsive else ("quick_exit" if streak else "exited")
+        self.restarts[reason] += 1
+        serving = any(x.serving for x in self.workers.values())
+        if self.respawn.gives_up(w.slot, serving=serving):
+            log.error("worker %d exited (status %d) %.1fs after it started, %d times in a row, "
+                      "and no worker is serving: giving up", w.pid, code, lifetime, streak)
+            self.status_code = 1
+            self._stop()
+            return
+        if delay:
+            log.error("worker %d exited (status %d) %.1fs after it started, %d times in a row "
+                      "in slot %d: respawning in %.1fs", w.pid, code, lifetime, streak, w.slot,
+                      delay)
+            self.respawn_at[w.slot] = time.monotonic() + delay
+            await asyncio.sleep(delay)
+            self.respawn_at.pop(w.slot, None)
+            if self.stopping:
                 return
+        else:
+            log.error("worker %d exited (status %d); replacing it", w.pid, code)
         await self._spawn(w.slot)
+
+    async def _watchdog(self) -> None:
+        """SIGKILL workers whose heartbeats stopped (hung loop, SIGSTOP): ``_watch``
+        respawns them. Settings are read each round, so a reload can change the timeout."""
+        while True:
+            timeout = float(self.settings.worker_heartbeat_timeout)
+            await asyncio.sleep(min(0.25, timeout / 4) if timeout > 0 else 1.0)
+            if timeout <= 0 or self.stopping:
+                continue
+            now = time.monotonic()
+            for w in list(self.workers.values()):
+                silent = now - w.last_seen
+                if silent > timeout and not w.unresponsive and w.proc.returncode is None:
+                    w.unresponsive = True
+                    log.error("worker %d sent no heartbeat for %.1fs (hung or stopped): taking "
+                              "it out of readiness, killing and replacing it", w.pid, silent)
+                    try:
+                        w.proc.kill()
+                    except ProcessLookupError:
+                        pass
 
     # -- lifecycle ------------------------------------------------------------------------
     async def _listen(self, listen: str, handler: Any, name: str) -> None:
@@ -278,45 +379,39 @@ class Supervisor:
         assert self.stop_event is not None
         self.stop_event.set()
 
-    async def _reload(self) -> None:
-        try:
-            state = await self.store.reload_file()
-        except ConfigError as exc:
-            self.metrics.reload_failed()
-            log.error("reload refused, keeping the running config: %s", exc)
-            for path, message in exc.errors:
-                log.error("  %s: %s", path, message)
-            return
-        except Exception as exc:  # unreadable file and the like
-            self.metrics.reload_failed()
-            log.error("reload refused, keeping the running config: %s", exc)
-            return
-        for warning in state.merged.warnings:
-            log.warning("%s", warning)
-        log.info("config reloaded from %s (version %d)", self.store.path, state.version)
+    def _handle_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handlers first, then unblock: a signal that came during start-up runs now."""
+        loop.add_signal_handler(signal.SIGTERM, self._stop)
+        loop.add_signal_handler(signal.SIGINT, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SUPERVISOR_SIGNALS)
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.stop_event = asyncio.Event()
-        problem = admin_listen_problem(self.settings)
-        if problem:
-            raise StartupError(problem)
-        # Fail fast (and once) if the proxy address cannot be bound at all.
-        bind_socket(self.settings.proxy_listen).close()
-        await self._listen(self.settings.admin_listen, self.api.handle, "admin")
-        await self._listen(self.settings.status_listen, self.status_api.handle, "status")
-        self.store.subscribe(self._on_change)
-        self.pushed_at[self.store.state.version] = time.monotonic()
-        self.health.configure(self.store.state.merged)
-        self.health.start()
-        for slot in range(self.count):
-            await self._spawn(slot)
-        loop.add_signal_handler(signal.SIGTERM, self._stop)
-        loop.add_signal_handler(signal.SIGINT, self._stop)
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._track(self._reload()))
-        log.info("supervisor %d started %d workers", os.getpid(), self.count)
-        await self.stop_event.wait()
-        await self._drain()
+        self._handle_signals(loop)
+        try:
+            problem = admin_listen_problem(self.settings)
+            if problem:
+                raise StartupError(problem)
+            self._instance_lock = claim_proxy_address(self.settings.proxy_listen)
+            await self._listen(self.settings.admin_listen, self.api.handle, "admin")
+            await self._listen(self.settings.status_listen, self.status_api.handle, "status")
+            self.store.subscribe(self._on_change)
+            self.publisher.start(self.store.state)
+            self.health.configure(self.store.state.merged)
+            self.health.start()
+            for slot in range(self.count):
+                if self.stopping:
+                    break
+                await self._spawn(slot)
+            self._track(self._watchdog())
+            log.info("supervisor %d started %d workers", os.getpid(), self.count)
+            await self.stop_event.wait()
+            await self._drain()
+        finally:
+            if self._instance_lock is not None:
+                self._instance_lock.close()
         return self.status_code
 
     async def _drain(self) -> None:

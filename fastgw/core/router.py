@@ -61,7 +61,7 @@ from __future__ import annotations
 import re
 import re._constants as _sre_c  # type: ignore[import-not-found]
 import re._parser as _sre_parse  # type: ignore[import-not-found]
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from fastgw.core.paths import join_upstream_path, normalize_path
@@ -69,6 +69,7 @@ from fastgw.core.paths import join_upstream_path, normalize_path
 __all__ = ["Router", "RouteMatch", "RouteLike"]
 
 _MAX_HEADER_COUNT: Final = 255  # Kong caps headers_count at 8 bits
+PAUSE_MASK: Final = 255  # a builder's pause() runs once every 256 routes
 _NO_RANK: Final = 1 << 62
 # PCRE named groups "(?<name>...)" -> Python "(?P<name>...)" (not lookbehinds).
 _PCRE_NAMED_GROUP: Final = re.compile(r"\(\?<(?=[A-Za-z_])")
@@ -323,12 +324,17 @@ class Router:
         return self._has_hosts
 
     @classmethod
-    def compile(cls, routes: Sequence[RouteLike]) -> Router:
+    def compile(cls, routes: Sequence[RouteLike],
+                pause: Callable[[], None] | None = None) -> Router:
+        """``pause``: called every few hundred routes, so a build in a thread can hand the
+        GIL to the proxy loop (compiled code never gives it up on its own)."""
         self = cls()
         self.routes = tuple(routes)
         # 1. Split each route into Kong path groups and compute their priority keys.
         groups: list[tuple[tuple[Any, ...], Any, tuple[str, ...] | None, bool]] = []
         for order, route in enumerate(self.routes):
+            if pause is not None and order & PAUSE_MASK == PAUSE_MASK:
+                pause()
             methods, hosts, headers = route.methods, route.hosts, route.headers
             paths = route.paths
             if methods:
@@ -362,6 +368,8 @@ class Router:
         # 2. Hang one entry per (group, path) on the trie; rank = sorted position.
         root = self._root
         for rank, (_key, route, group_paths, is_rx) in enumerate(groups):
+            if pause is not None and rank & PAUSE_MASK == PAUSE_MASK:
+                pause()
             methods_fs = frozenset(route.methods) if route.methods else None
             hdrs = self._compile_headers(route.headers) if route.headers else None
             exact: list[str] = []

@@ -17,6 +17,7 @@ from fastgw.config.settings import GatewaySettings
 from fastgw.core.http.gateway_fields import GatewayFields
 from fastgw.core.http.request import RequestLimits
 from fastgw.core.http.request_id import RequestIds
+from fastgw.core.http.upstream_head import ForwardedFields
 from fastgw.core.http.trace import TraceIds
 from fastgw.dataplane.accesslog import AccessLog
 from fastgw.dataplane.body import TempDir, remove_stale_files
@@ -52,6 +53,10 @@ class WorkerContext:
         self.temp_dir = TempDir(_temp_path(settings))
         remove_stale_files(self.temp_dir.path)
         self._port_bytes: dict[int, bytes] = {}
+        # One ForwardedFields per (client address, listening port): connections from the
+        # same client share it and the upstream-head tail it caches (a new connection per
+        # request costs no tail building). Bounded; cleared when full.
+        self._forwarded: dict[tuple[str, int], ForwardedFields] = {}
         # A list: every exchange's (state, event) transitions are appended, in order
         # (tests, debugging). None: not recorded.
         self.trace: list[tuple[int, int]] | None = None
@@ -86,6 +91,7 @@ class WorkerContext:
             remove_stale_files(path)
         self.count_requests: bool = s.metrics
         self.is_trusted: Callable[[str], bool] = s.is_trusted  # memoised by the settings
+        self._forwarded.clear()  # trusted_ips may have changed
         target = s.access_log
         kong_format = s.access_log_format == "kong"
         log = self.access_log
@@ -95,6 +101,17 @@ class WorkerContext:
                 log.close()
             self.access_log = AccessLog(target, kong_format, s.access_log_redact) \
                 if target else None
+
+    def forwarded_fields(self, ip: str, port: int, proto: bytes) -> ForwardedFields:
+        """What the gateway tells a backend about a client on this listener (U7)."""
+        key = (ip, port)
+        fields = self._forwarded.get(key)
+        if fields is None or fields.proto != proto:
+            if len(self._forwarded) >= 4096:
+                self._forwarded.clear()
+            fields = self._forwarded[key] = ForwardedFields(
+                ip, self.port_bytes(port), proto, self.is_trusted(ip))
+        return fields
 
     def port_bytes(self, port: int) -> bytes:
         """A listening port as bytes (X-Forwarded-Port), made once per port."""

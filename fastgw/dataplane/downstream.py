@@ -48,7 +48,6 @@ import httptools
 
 from fastgw.core.http.errors import error_response
 from fastgw.core.http.request import RequestHead, RequestReader
-from fastgw.core.http.upstream_head import ForwardedFields
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.exchange import DONE, PAUSE_BODY, PAUSE_UPSTREAM, ClientSide, Exchange
 from fastgw.dataplane.sweeper import CLIENT_BODY, CLIENT_HEADER, KEEPALIVE, LINGER
@@ -64,6 +63,14 @@ PAUSE_ERROR: Final = 8  # an error answer waits for the active exchange to finis
 PAUSE_UPGRADE: Final = 16  # bytes after an upgrade request wait for the backend's 101
 
 PIPELINE_LIMIT: Final = 16
+
+# What llhttp refuses on its own, before the reader sees a whole head, answered with the
+# status core.http.request's rules give the same fault (F2, V1); anything else is 400.
+_LLHTTP_STATUS: Final = {
+    "Invalid `Transfer-Encoding` header value": 501,
+    "Request has invalid `Transfer-Encoding`": 501,
+    "Invalid HTTP version": 505,
+}
 
 
 class ClientConnection(ClientSide):
@@ -116,8 +123,7 @@ class ClientConnection(ClientSide):
         server = self.server
         peer = transport.get_extra_info("peername")
         self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.fwd = ForwardedFields(ip, server.port_bytes(self.port), b"http",
-                                   server.is_trusted(ip))
+        self.fwd = server.forwarded_fields(ip, self.port, b"http")
         parser = self.parser = httptools.HttpRequestParser(self.reader)
         self.reader.parser = parser
         server.connections.add(self)
@@ -146,8 +152,8 @@ class ClientConnection(ClientSide):
             self.parser.feed_data(data)  # type: ignore[union-attr]
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0]:])
-        except httptools.HttpParserError:
-            self._on_parse_error()
+        except httptools.HttpParserError as exc:
+            self._on_parse_error(_LLHTTP_STATUS.get(str(exc), 400))
         finally:
             self.feeding = False
         ready = self.ready
@@ -388,8 +394,8 @@ class ClientConnection(ClientSide):
                     parser.feed_data(rest)
                 except httptools.HttpParserUpgrade as exc:
                     self._on_upgrade(rest[exc.args[0]:])
-                except httptools.HttpParserError:
-                    self._on_parse_error()
+                except httptools.HttpParserError as exc:
+                    self._on_parse_error(_LLHTTP_STATUS.get(str(exc), 400))
             return
         # Nothing after a websocket handshake is parsed or forwarded before its 101.
         self.no_more = self.broken = True
@@ -397,8 +403,8 @@ class ClientConnection(ClientSide):
         self.held = rest
         self.pause_reading_for(PAUSE_UPGRADE)
 
-    def _on_parse_error(self) -> None:
-        status = self.reader.refused or 400
+    def _on_parse_error(self, llhttp_status: int = 400) -> None:
+        status = self.reader.refused or llhttp_status
         self.reader.refused = 0
         exchange = self.parsing
         self.parsing = None

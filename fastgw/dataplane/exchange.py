@@ -205,7 +205,7 @@ PAUSE_UPSTREAM: Final = 2  # the backend's socket is full
 class Exchange(ResponseSink):
     __slots__ = (
         "client", "server", "head", "state", "keep_alive", "body", "body_size",
-        "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused",
+        "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused", "chunk_up",
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
         "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head",
@@ -226,6 +226,7 @@ class Exchange(ResponseSink):
         self.sent_any = False  # some request byte reached a backend (any attempt)
         self.send_pos = -1  # >= 0: sending a stored body from this offset
         self.upstream_paused = False
+        self.chunk_up = False  # the body goes upstream chunked (streamed, size unknown)
         self.hit: RouteHit | None = None
         self.plan: RoutePlan | None = None
         self.ctx: BalanceContext | None = None
@@ -315,7 +316,7 @@ class Exchange(ResponseSink):
         conn = self.conn
         if conn is not None and self.send_pos < 0 and self.state in (SENDING, RELAYING):
             # Streaming to an attached backend (request_buffering off).
-            if self.head.framing == CHUNKED:
+            if self.chunk_up:
                 conn.writelines([b"%x\r\n" % len(data), data, CRLF])
             else:
                 conn.write(data)
@@ -341,11 +342,12 @@ class Exchange(ResponseSink):
         if state == BUFFERING:
             self._buffered()
         elif state == SENDING and self.send_pos < 0 and self.conn is not None:
-            if self.head.framing == CHUNKED:
+            if self.chunk_up:
                 self.conn.write(CHUNK_END)
             self._request_written()
-        elif state == RELAYING and self.conn is not None and self.head.framing == CHUNKED:
-            self.conn.write(CHUNK_END)
+        elif state == RELAYING and self.conn is not None and self.send_pos < 0:
+            if self.chunk_up:
+                self.conn.write(CHUNK_END)
             self.request_sent = True
 
     # -- plugins ----------------------------------------------------------------------
@@ -462,7 +464,7 @@ class Exchange(ResponseSink):
         if ctx is not None and ctx.upstream_uri:
             path = ctx.upstream_uri
         body = self.body
-        streaming_chunked = False
+        streaming_chunked = False  # the size is not known yet: chunked upstream (U4)
         if head.framing == NO_BODY:
             framing = b""
         elif self.request_complete:
@@ -486,6 +488,7 @@ class Exchange(ResponseSink):
             self.t_sent = self.t0 if self.reused and self.body is None and self.attempts == 1 \
                 else self.server.loop.time()
         self.request_sent = False
+        self.chunk_up = streaming_chunked
         if body is None or body.size == 0:
             conn.write(request_head)
         elif body.in_memory:
@@ -511,17 +514,26 @@ class Exchange(ResponseSink):
             conn.deadline = 0.0  # the client's body timeout applies meanwhile
 
     def _pump(self) -> None:
-        """Send a body kept in a temp file, block by block, as the backend takes it."""
+        """Send a body kept in a temp file, block by block, as the backend takes it (what
+        arrives meanwhile joins the file, so the order holds). A streamed body goes on as
+        it comes once the file is sent."""
         conn = self.conn
         body = self.body
         assert conn is not None and body is not None
         for block in body.blocks(self.send_pos):
-            conn.write(block)
+            if self.chunk_up:
+                conn.writelines([b"%x\r\n" % len(block), block, CRLF])
+            else:
+                conn.write(block)
             self.send_pos += len(block)
             if self.upstream_paused:
                 return  # upstream_write_paused(False) calls us again
         self.send_pos = -1
-        self._request_written()
+        if self.request_complete:
+            if self.chunk_up:
+                conn.write(CHUNK_END)
+            self._request_written()
+        # else: the rest of the body is written as it arrives (feed_body, body_complete)
 
     def _request_written(self) -> None:
         self.request_sent = True

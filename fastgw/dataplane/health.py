@@ -80,6 +80,11 @@ class WorkerHealth:
             if rt is not None:
                 self._apply(rt)
 
+    def reapply(self, rt: UpstreamRuntime) -> None:
+        """The upstream's configured weights changed in place (fastgw.dataplane.reconfigure):
+        apply node health to them again (availability, slow start, a new balancer)."""
+        self._apply(rt)
+
     def _apply(self, rt: UpstreamRuntime) -> None:
         table = self.tables.get(rt.upstream.id) or {}
         healthy: list[int] = []

@@ -5,13 +5,21 @@ JSON object with a ``type``:
 
 supervisor -> worker
     ``{"type": "config", "version": N, "workspaces": {name: <declarative dict>},
-    "health": <a full health message, below>}``
-    A whole snapshot each time, never a diff: a worker that missed one (or just started)
-    is correct after the next. ``version`` only grows.
+    "health": <a full health message, below>}``: the whole config, sent to a worker that
+    starts (or asks to resync), and for changes too large for a delta or that touch node
+    settings (reloads, ``POST /config``).
+    ``{"type": "config", "version": N, "base": M, "changes": <fastgw.config.delta>}``:
+    what changed from version M (the previous one) to N; an Admin API write is a few
+    entities, whatever the size of the config. ``version`` only grows.
 worker -> supervisor
-    ``{"type": "ack", "version": N, "ok": true, "pid": P, "apply_ms": x}`` after a
-    snapshot is live (the first ack also means "listening"), or ``"ok": false`` with
-    ``"error"`` when the worker refused it and kept the previous one.
+    ``{"type": "ack", "version": N, "ok": true, "pid": P, "apply_ms": x}`` after version
+    N is live (the first ack also means "listening"). A worker applies only the newest
+    of the versions queued while it was busy, so one ack may cover several. ``"ok":
+    false`` with ``"error"`` when it refused a version and kept the one it had, plus
+    ``"resync": true`` when a change's ``base`` is not its version (the supervisor then
+    sends the whole config).
+    ``{"type": "heartbeat"}`` every ``--heartbeat`` seconds, from the worker's event loop
+    (the supervisor's watchdog replaces a worker that goes silent).
 
 health (fastgw.controlplane.prober, fastgw.dataplane.passive)
     supervisor -> worker ``{"type": "health", "seq": n, "full": bool, "upstreams":

@@ -77,8 +77,11 @@ class ProxyServer(WorkerContext):
         return {**self.stats.snapshot(self.connections), "config_version": self.version}
 
     def _build(self, config: Config) -> Snapshot:
-        self.version += 1
-        snapshot = build_snapshot(config, self.registry, self.version, self.plugin_runtime)
+        return self._bind(build_snapshot(config, self.registry, self.version + 1,
+                                         plugins=self.plugin_runtime))
+
+    def _bind(self, snapshot: Snapshot) -> Snapshot:
+        self.version = snapshot.version
         self.stats.bind(snapshot.route_plans.values())
         self.health.bind(snapshot)  # before it goes live: no request sees stale health
         return snapshot
@@ -108,9 +111,11 @@ class ProxyServer(WorkerContext):
                 out.append(sock.getsockname()[:2])
         return out
 
-    def apply(self, config: Config) -> None:
-        """Swap in a new config. Listen addresses need a restart; limits apply to new requests."""
-        snapshot = self._build(config)
+    def apply(self, config: Config, snapshot: Snapshot | None = None) -> None:
+        """Swap in a new config. Listen addresses need a restart; limits apply to new requests.
+        ``snapshot``: one already built from ``config`` off the loop, numbered
+        ``self.version + 1`` (fastgw.dataplane.reconfigure); only bound and swapped here."""
+        snapshot = self._build(config) if snapshot is None else self._bind(snapshot)
         self.apply_settings(config.gateway)
         self.registry.max_idle = config.gateway.upstream_keepalive_pool_size
         self.registry.max_requests = config.gateway.upstream_keepalive_max_requests

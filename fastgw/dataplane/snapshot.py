@@ -10,6 +10,7 @@ survives a change keeps its warm connections; pools no longer referenced are clo
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Final, TYPE_CHECKING
 
 from fastgw.config.model import split_target
@@ -17,7 +18,7 @@ from fastgw.core.canary import CanaryConfig
 from fastgw.core.http.fields import host_header_value
 from fastgw.core.http.request import RequestHead
 from fastgw.core.http.upstream_head import prefix_line
-from fastgw.core.router import Router
+from fastgw.core.router import PAUSE_MASK, Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
 from fastgw.dataplane.plugins.phases import PluginChain
 from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains, counts_consumers
@@ -209,13 +210,22 @@ class Snapshot:
 
 
 def build_snapshot(config: Config, registry: PoolRegistry, version: int,
+                   keep_pools: set[tuple[str, int]] | None = None,
+                   pause: Callable[[], None] | None = None,
                    plugins: PluginRuntime | None = None) -> Snapshot:
-    used: set[tuple[str, int]] = set()
+    """``keep_pools``: collect the pools the snapshot uses there instead of closing the
+    others (a build off the loop; the caller closes them on the loop). ``pause``: called
+    every few hundred entities, so a build in a thread hands the GIL to the proxy loop
+    (compiled code never gives it up on its own). ``plugins``: the worker's plugin state
+    (its rate-limit counters, log writers); None: a new one (tests)."""
+    used: set[tuple[str, int]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
     for target in config.targets:
         targets_by_upstream.setdefault(target.upstream, []).append(target)
-    for upstream in config.upstreams:
+    for count, upstream in enumerate(config.upstreams):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
         runtimes: list[TargetRuntime] = []
         weights: list[int] = []
         for index, target in enumerate(targets_by_upstream.get(upstream.id, [])):
@@ -236,7 +246,9 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
 
     services = {s.id: s for s in config.services}
     balancers: dict[str, UpstreamRuntime | DirectRuntime] = {}
-    for service in config.services:
+    for count, service in enumerate(config.services):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
         upstream_rt = upstreams.get(service.host)
         if upstream_rt is not None:
             balancers[service.id] = upstream_rt
@@ -251,7 +263,9 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
             balancers[service.id] = DirectRuntime(direct)
 
     live_routes = []
-    for route in config.routes:
+    for count, route in enumerate(config.routes):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
         found = services.get(route.service) if route.service else None
         if found is not None and not found.enabled:
             continue  # Kong: a disabled service's routes do not match
@@ -273,8 +287,9 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
                                             balancer, upstreams, registry, used)
             plan = plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
             plan.count_consumers = per_consumer
-    router = Router.compile(live_routes)
-    registry.retain_only(used)
+    router = Router.compile(live_routes, pause)
+    if keep_pools is None:
+        registry.retain_only(used)
     return Snapshot(config, router, plans, upstreams, version)
 
 

@@ -220,7 +220,10 @@ class WorkerStats:
                 reading += 1  # a request head or body is being read
             else:
                 waiting += 1  # idle keep-alive
-        routes = [s.snapshot() for s in self.routes.values()]
+        # Only routes that served a request: a route's series appear with its first request
+        # (as Kong's), and with 10,000 idle routes the snapshot sent every second stays
+        # small (it was 3 MB, ~30 ms of the proxy loop, ~70 ms to decode in the supervisor).
+        routes = [s.snapshot() for s in self.routes.values() if s.service_codes or s.kong_codes]
         requests = sum(self.unmatched.values())
         for r in routes:
             requests += sum(r["service_codes"].values()) + sum(r["kong_codes"].values())

@@ -1,15 +1,20 @@
-"""A proxy worker process: ``python -m fastgw worker --ipc-fd N``.
+"""A proxy worker process: ``python -m fastgw worker --ipc-fd N --heartbeat S``.
 
 Started by the supervisor as a fresh interpreter (never forked from a process with a
 running event loop), with one end of a socketpair as fd N. It waits for the first config
-snapshot, binds its own SO_REUSEPORT socket on ``proxy_listen``, acks, and then applies
-every newer snapshot it receives with ``ProxyServer.apply`` (an atomic reference swap:
-in-flight exchanges finish on the plan they started with, pools of unchanged targets
-survive). It never reads config.json and never talks to clients about configuration.
+snapshot, decodes it off the loop, binds its own SO_REUSEPORT socket on ``proxy_listen``,
+acks, and then hands every later config message to a ``Reconfigurer``
+(``fastgw.dataplane.reconfigure``), which applies changes without stalling the proxy loop.
+It never reads config.json and never talks to clients about configuration.
 
-SIGTERM/SIGINT drain and exit 0; SIGHUP is ignored (the supervisor reloads and pushes);
-EOF on the IPC socket means the supervisor is gone, so the worker drains and exits
-rather than serve a config nobody can change.
+From its first instruction until it exits, the worker sends a ``heartbeat`` every ``S``
+seconds from its event loop: a loop that stops turning (a hang, SIGSTOP, a runaway
+callback) stops the heartbeats, and the supervisor's watchdog replaces the worker.
+
+SIGTERM/SIGINT drain and exit 0; SIGHUP is ignored from the first instruction on
+(``fastgw.__main__``; the supervisor reloads and pushes); EOF on the IPC socket means the
+supervisor is gone, so the worker drains and exits rather than serve a config nobody can
+change.
 """
 
 from __future__ import annotations
@@ -20,88 +25,112 @@ import logging
 import os
 import signal
 import socket
-import time
-from typing import Any
+from typing import Any, Callable
 
-from fastgw.config import ConfigError, load_declarative
-from fastgw.config.model import Config
-from fastgw.config.workspaces import merge_configs
 from fastgw.build import describe
+from fastgw.config import ConfigError
 from fastgw.dataplane.ipc import Channel
+from fastgw.dataplane.reconfigure import Reconfigurer, config_from_snapshot
 from fastgw.dataplane.server import ProxyServer, install_uvloop
 
-__all__ = ["config_from_snapshot", "Worker", "main"]
+__all__ = ["Heartbeat", "Worker", "main", "stats_reply"]
 
 log = logging.getLogger("fastgw.worker")
-
 
 STATS_PUSH_INTERVAL = 1.0  # seconds between unasked stats messages
 
 
-def config_from_snapshot(message: dict[str, Any]) -> Config:
-    """The merged data-plane Config of a ``config`` message. Raises ConfigError.
+class Heartbeat:
+    """``{"type": "heartbeat"}`` every ``interval`` seconds, sent by the event loop itself
+    (so it stops when the loop stops turning); ``interval <= 0`` sends none."""
 
-    The supervisor already validated it; loading again here is what turns the JSON back
-    into entities (and keeps the worker from trusting a malformed frame blindly). No env
-    and no overrides: the ``gateway`` dicts carry the effective settings already.
-    """
-    workspaces = message.get("workspaces")
-    if not isinstance(workspaces, dict) or not workspaces:
-        raise ConfigError([("", "snapshot without workspaces")])
-    return merge_configs(load_declarative(doc, env=None) for doc in workspaces.values())
+    MESSAGE = {"type": "heartbeat"}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, send: Callable[[dict[str, Any]], None],
+                 interval: float) -> None:
+        self.loop = loop
+        self.send = send
+        self.interval = interval
+        self._handle: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self.interval > 0:
+            self._beat()
+
+    def _beat(self) -> None:
+        self.send(self.MESSAGE)
+        self._handle = self.loop.call_later(self.interval, self._beat)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
 
 
 class Worker:
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, heartbeat: float) -> None:
         self.sock = sock
+        self.heartbeat = heartbeat
         self.server: ProxyServer | None = None
-        self.version = 0
         self.stop = asyncio.Event()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         channel = await Channel.open(self.sock)
+        heartbeat = Heartbeat(loop, channel.send, self.heartbeat)
+        heartbeat.start()
+        try:
+            return await self._serve(loop, channel)
+        finally:
+            heartbeat.stop()
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop, channel: Channel) -> int:
         first = await channel.recv()
         if first is None or first.get("type") != "config":
             log.error("worker %d: no initial config from the supervisor", os.getpid())
             return 1
+        version = int(first.get("version", 0))
         try:
-            config = config_from_snapshot(first)
+            # Off the loop: a large config takes a second to decode, and the heartbeats
+            # must keep going meanwhile.
+            config = await loop.run_in_executor(None, config_from_snapshot, first)
         except ConfigError as exc:
             log.error("worker %d: initial config refused: %s", os.getpid(), exc)
-            channel.send({"type": "ack", "version": first.get("version"), "ok": False,
+            channel.send({"type": "ack", "version": version, "ok": False,
                           "pid": os.getpid(), "error": str(exc)})
             await channel.drain()
             return 1
-        self.server = ProxyServer(config, loop)
-        await self.server.start()  # binds our own SO_REUSEPORT socket
-        self.server.health.attach(channel.send)  # passive health batches go upstream
-        self._set_health(first)
-        self.version = int(first.get("version", 0))
-        for host, port in self.server.addresses:
+        self.server = server = ProxyServer(config, loop)
+        await server.start()  # binds our own SO_REUSEPORT socket
+        server.health.attach(channel.send)  # passive health batches go upstream
+        health = first.get("health")
+        if isinstance(health, dict):
+            server.health.update(health)
+        for host, port in server.addresses:
             log.info("worker %d proxy listening on %s:%d", os.getpid(), host, port)
         log.info("worker %d fastgw build: %s", os.getpid(), describe())
-        channel.send({"type": "ack", "version": self.version, "ok": True, "pid": os.getpid(),
+        reconfigurer = Reconfigurer(server, config, version, channel.send)
+        channel.send({"type": "ack", "version": version, "ok": True, "pid": os.getpid(),
                       "apply_ms": 0.0})
         # Everything allocated so far (modules, the config, the router) lives as long as
         # the worker: keep it out of the collector's full scans.
         gc.freeze()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: None)
 
-        receiver = asyncio.ensure_future(self._receive(channel))
+        receiver = asyncio.ensure_future(self._receive(channel, reconfigurer))
         stopper = asyncio.ensure_future(self.stop.wait())
         pusher = asyncio.ensure_future(self._push_stats(channel))
         await asyncio.wait({receiver, stopper}, return_when=asyncio.FIRST_COMPLETED)
         receiver.cancel()
         stopper.cancel()
         pusher.cancel()
-        timeout = float(self.server.settings.drain_timeout)
+        await reconfigurer.close()
+        timeout = float(server.settings.drain_timeout)
         log.info("worker %d draining (up to %ss)", os.getpid(), timeout)
-        await self.server.drain(timeout)
+        await server.drain(timeout)
         # Last counters, so the node's totals keep what this worker served.
-        channel.send(stats_reply(self.server, {}, final=True))
+        channel.send(stats_reply(server, {}, final=True))
         await channel.drain()
         channel.close()
         return 0
@@ -114,56 +143,36 @@ class Worker:
             await asyncio.sleep(STATS_PUSH_INTERVAL)
             channel.send(stats_reply(self.server, {}))
 
-    async def _receive(self, channel: Channel) -> None:
-        assert self.server is not None
+    async def _receive(self, channel: Channel, reconfigurer: Reconfigurer) -> None:
+        """Dispatch the supervisor's messages; never waits on a config change."""
+        server = self.server
+        assert server is not None
         while True:
             message = await channel.recv()
             if message is None:
                 log.warning("worker %d: supervisor gone, stopping", os.getpid())
                 return
-            if message.get("type") == "stats":
-                channel.send(stats_reply(self.server, message))
-                continue
-            if message.get("type") == "health":
-                self.server.health.update(message)  # node health (fastgw.controlplane.prober)
-                continue
-            if message.get("type") != "config":
-                continue
-            version = int(message.get("version", 0))
-            if version <= self.version:
-                continue  # stale or duplicate: snapshots are whole, the newest wins
-            started = time.perf_counter()
-            try:
-                config = config_from_snapshot(message)
-            except ConfigError as exc:
-                log.error("worker %d: snapshot %d refused: %s", os.getpid(), version, exc)
-                channel.send({"type": "ack", "version": version, "ok": False,
-                              "pid": os.getpid(), "error": str(exc)})
-                continue
-            self.server.apply(config)
-            self._set_health(message)
-            self.version = version
-            channel.send({"type": "ack", "version": version, "ok": True, "pid": os.getpid(),
-                          "apply_ms": round((time.perf_counter() - started) * 1000, 3)})
-
-    def _set_health(self, message: dict[str, Any]) -> None:
-        """The node health a config message carries (a full ``health`` table)."""
-        health = message.get("health")
-        if isinstance(health, dict) and self.server is not None:
-            self.server.health.update(health)
+            kind = message.get("type")
+            if kind == "stats":
+                channel.send(stats_reply(server, message))
+            elif kind == "health":
+                server.health.update(message)  # node health (fastgw.controlplane.prober)
+            elif kind == "config":
+                reconfigurer.submit(message)
 
 
-def stats_reply(server: ProxyServer, request: dict[str, Any], *, final: bool = False) -> dict[str, Any]:
+def stats_reply(server: ProxyServer, request: dict[str, Any], *,
+                final: bool = False) -> dict[str, Any]:
     """The worker's answer to a ``stats`` message (also sent unasked when it drains)."""
     return {"type": "stats", "seq": request.get("seq"), "pid": os.getpid(), "final": final,
             **server.stats_snapshot()}
 
 
-def main(ipc_fd: int) -> int:
+def main(ipc_fd: int, heartbeat: float = 1.0) -> int:
     install_uvloop()
     sock = socket.socket(fileno=ipc_fd)
     try:
-        return asyncio.run(Worker(sock).run())
+        return asyncio.run(Worker(sock, heartbeat).run())
     except OSError as exc:
         log.error("worker %d cannot start: %s", os.getpid(), exc)
         return 1

@@ -62,7 +62,9 @@ def test_access_log_file_and_request_ids(iris_pair: tuple[IrisProcess, IrisProce
     assert len(lines) == 5, lines
     first, last = lines[0], lines[-1]
     assert set(first) == {"time", "client", "method", "path", "route", "service", "target",
-                          "status", "bytes_in", "bytes_out", "latency_ms", "request_id"}
+                          "status", "bytes_in", "bytes_out", "latency_ms", "request_id",
+                          "trace_id"}
+    assert re.fullmatch(r"[0-9a-f]{32}", first["trace_id"])  # the W3C trace sent upstream
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", first["time"])
     assert first["request_id"] == "client-id-42" and first["status"] == 200
     assert first["route"] == "atelier" and first["service"] == "atelier"

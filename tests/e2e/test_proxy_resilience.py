@@ -22,7 +22,7 @@ import pytest
 import requests
 
 from tests.support.gateway import GatewayProcess, config_for_targets, free_port
-from tests.support.procs import IrisProcess
+from tests.support.procs import IrisProcess, process_gone
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -570,8 +570,10 @@ def test_write_timeout_backend_not_reading(gateway_factory) -> None:
     acceptor.start()
     try:
         gw = gateway_factory(
+            # A streamed upload (request_buffering off): with buffering, the body would go
+            # to a temp file first and the backend's stall could not reach the client.
             cfg([lsock.getsockname()[1]], service={"write_timeout": 500, "retries": 0},
-                gateway={"drain_timeout": 5}),
+                route={"request_buffering": False}, gateway={"drain_timeout": 5}),
             workers=1,
         )
         n = 256 << 20
@@ -775,15 +777,6 @@ def listening(gw: GatewayProcess) -> int:
     return gw.log().count("proxy listening on")
 
 
-def dead(pid: int) -> bool:
-    """Gone or a zombie: either way its sockets are closed."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
 def test_supervisor_replaces_killed_worker(iris_pair, gateway_factory) -> None:
     a, b = iris_pair
     gw = gateway_factory(cfg([a, b]), workers=2)
@@ -796,7 +789,7 @@ def test_supervisor_replaces_killed_worker(iris_pair, gateway_factory) -> None:
     # already queued on the dying worker's socket are reset with it, unless the sysctl
     # net.ipv4.tcp_migrate_req=1 hands them to a sibling; so wait until it is dead.)
     os.kill(workers[0], signal.SIGKILL)
-    assert wait_until(lambda: dead(workers[0]), 5.0)
+    assert wait_until(lambda: process_gone(workers[0]), 5.0)
     errors = []
     deadline = time.monotonic() + 20
     n = 0

@@ -17,10 +17,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Sequence
 
-__all__ = ["IrisProcess", "REPO_ROOT", "status_kb", "stop_process"]
+__all__ = ["IrisProcess", "REPO_ROOT", "process_gone", "status_kb", "stop_process"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(rb"^iris (\S+) listening on (\S+):(\d+)\s*$")
+
+
+def process_gone(pid: int) -> bool:
+    """Gone, or a zombie all of whose threads have exited: only then are its sockets
+    closed (a process's files go with its last thread, which can outlive the main one)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return False
+        except OSError:
+            continue
+    return True
 
 
 def status_kb(pid: int, field_name: bytes) -> int:

@@ -93,6 +93,9 @@ def test_stats_survive_a_reload_and_rename_starts_a_series() -> None:
         server.apply(load_declarative(doc))
         (renamed,) = server.snapshot.route_plans.values()
         assert renamed.stats is not plan.stats and renamed.stats.route == "renamed"
+        # A route's series appear with its first request (as Kong's): none for idle ones.
+        assert [r["route"] for r in server.stats_snapshot()["routes"]] == ["r"]
+        renamed.stats.record(404, 1.0, -1.0, False, 1, 1, 1)
         names = sorted(r["route"] for r in server.stats_snapshot()["routes"])
         assert names == ["r", "renamed"]
     finally:
@@ -152,8 +155,11 @@ def test_hub_keeps_dead_workers_counters_once() -> None:
         return {"type": "stats", "seq": None, **orjson.loads(orjson.dumps(ws.snapshot([])))}
 
     store = SimpleNamespace(subscribe=lambda listener: None)
-    a, b = SimpleNamespace(pid=101, ready=True), SimpleNamespace(pid=102, ready=True)
-    supervisor = SimpleNamespace(store=store, workers={0: a, 1: b})
+    from fastgw.config.settings import GatewaySettings
+
+    a, b = (SimpleNamespace(pid=pid, ready=True, unresponsive=False, last_seen=time.monotonic())
+            for pid in (101, 102))
+    supervisor = SimpleNamespace(store=store, workers={0: a, 1: b}, settings=GatewaySettings())
     hub = MetricsHub(supervisor)  # type: ignore[arg-type]
 
     def total() -> int:

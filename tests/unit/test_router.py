@@ -397,6 +397,7 @@ def _interleaved_medians(routers: list[tuple[Router, str]], batches: int = 31,
     return [statistics.median(s) for s in samples]
 
 
+@pytest.mark.timing
 def test_performance_10k_routes() -> None:
     routes = generate_routes(10_000)
     compile_times = []

@@ -4,7 +4,9 @@ Entity endpoints are generated per kind (``crud.py``), nested ones per parent/ch
 and every entity path also exists under ``/{workspace}/...`` (Kong EE). The node-level
 endpoints live here: ``GET /`` (node info), ``GET /status``, ``GET|POST /config``
 (export / replace everything, Kong's code 14 errors, ``If-Match`` against lost updates),
-``/workspaces`` and ``/openapi.json``.
+``POST /config/reload`` (re-read the file, as SIGHUP), ``/workspaces`` and ``/openapi.json``.
+A write refused because the file was edited by hand since it was loaded is a 409 saying
+to reload (``fastgw.controlplane.store.FileChangedOnDisk``), whatever the endpoint.
 
 ``RuntimeInfo`` is what the supervisor tells the API about the processes (pids, worker
 versions); the API never touches a worker itself: writes go to the store, and the store's
@@ -38,7 +40,13 @@ from fastgw.config.kong_export import to_kong
 from fastgw.config.plugins import PLUGINS, schema_document
 from fastgw.config.loader import parse_yaml
 from fastgw.config.settings import settings_to_dict
-from fastgw.controlplane.store import FileConfigStore, PreconditionFailed, StoreWriteError
+from fastgw.controlplane.store import (
+    FileChangedOnDisk,
+    FileConfigStore,
+    PreconditionFailed,
+    StoreState,
+    StoreWriteError,
+)
 
 __all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
 
@@ -62,6 +70,11 @@ class RuntimeInfo(Protocol):
 
     def status(self) -> dict[str, Any]:
         """Process and propagation state for ``GET /status``."""
+        ...
+
+    async def reload(self) -> StoreState:
+        """Re-read the config file, as SIGHUP does (logged and counted there). Raises
+        ConfigError (or OSError) when the file is refused; the running config stays."""
         ...
 
 
@@ -157,6 +170,7 @@ class AdminAPI:
             ((), {"GET": self._root}),
             (("status",), {"GET": self._status}),
             (("config",), {"GET": self._get_config, "POST": self._post_config}),
+            (("config", "reload"), {"POST": self._reload_config}),
             (("openapi.json",), {"GET": self._openapi}),
             (("schemas", "plugins", "{name}"), {"GET": _plugin_schema}),
             *WORKSPACE_ROUTES,
@@ -187,6 +201,9 @@ class AdminAPI:
             return json_response(405, {"message": "Method not allowed"}, [("Allow", allow)])
         try:
             return await handler(crud.Call(self, req, ws, params))
+        except FileChangedOnDisk as exc:
+            return json_response(409, {"name": "config file changed on disk",
+                                       "message": str(exc)})
         except StoreWriteError as exc:
             # Say why (full disk, read-only file system): the operator can act on it.
             return json_response(503, {"message": str(exc)})
@@ -272,6 +289,16 @@ class AdminAPI:
         except ConfigError as err:
             raise _declarative_error(err) from None
         return json_response(201, state.document(with_gateway=False),
+                             [("ETag", f'"{state.etag}"')])
+
+
+    async def _reload_config(self, call: crud.Call) -> Response:
+        try:
+            state = await self.runtime.reload()
+        except ConfigError as err:
+            raise _declarative_error(err) from None
+        return json_response(200, {"message": f"reloaded {self.store.path}",
+                                   "version": state.version, "etag": state.etag},
                              [("ETag", f'"{state.etag}"')])
 
 

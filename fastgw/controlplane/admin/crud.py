@@ -1,21 +1,21 @@
 """Entity endpoints: lists with pagination and tag filters, and the writes, committed
 through the store (one writer at a time, whole config validated, file saved).
 
-A ``Call`` is one routed request: the workspace it addresses, the path parameters and the
-API object (store, health, ...). Handlers return a ``Response`` or raise ``HTTPError``.
+A ``Call`` (``call.py``) is one routed request: the workspace it addresses, the path
+parameters and the API's store, health and node id. Handlers return a ``Response`` or raise ``HTTPError``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 from urllib.parse import quote, urlencode
 
 import orjson
 
 from fastgw.controlplane.admin import entities as E
+from fastgw.controlplane.admin.call import Call
 from fastgw.controlplane.admin.forms import parse_body
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response
 from fastgw.config import ConfigError
@@ -23,26 +23,11 @@ from fastgw.config.model import Config, Entity, tag_error
 from fastgw.config.validate import SCHEMAS
 from fastgw.config.workspaces import route_collision
 
-if TYPE_CHECKING:
-    from fastgw.controlplane.admin.api import AdminAPI
-
 __all__ = ["Call", "paginate", "list_entities", "get_entity", "post_entity", "put_entity",
            "patch_entity", "delete_entity", "get_parent", "patch_parent", "commit"]
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
-
-
-@dataclass(slots=True)
-class Call:
-    api: "AdminAPI"
-    req: Request
-    ws: str
-    params: dict[str, str]
-
-    @property
-    def config(self) -> Config:
-        return self.api.store.state.configs[self.ws]
 
 
 # --------------------------------------------------------------------------- reads

@@ -12,28 +12,16 @@ saved in config.json and take effect on every worker without a new config versio
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from fastgw.controlplane.admin import entities as E
+from fastgw.controlplane.admin.call import Call, HealthSource
 from fastgw.controlplane.admin.http import Response, json_response
 from fastgw.config.model import Target, Upstream, split_target
 from fastgw.core.health import HEALTHCHECKS_OFF as OFF
 from fastgw.core.health import HEALTHY, UNHEALTHY
 
-if TYPE_CHECKING:
-    from fastgw.controlplane.admin.crud import Call
-
 __all__ = ["HealthSource", "ManualHealth", "get_health", "set_health"]
-
-
-class HealthSource(Protocol):
-    def target_health(self, upstream: Upstream, target: Target) -> str:
-        """HEALTHY, UNHEALTHY, HEALTHCHECKS_OFF or DNS_ERROR."""
-        ...
-
-    def set_manual(self, upstream: Upstream, address: str, healthy: bool) -> None:
-        """An operator's override for one target address."""
-        ...
 
 
 class ManualHealth:
@@ -69,7 +57,7 @@ def _target_report(upstream: Upstream, target: Target, health: str) -> dict[str,
     }
 
 
-async def get_health(call: "Call") -> Response:
+async def get_health(call: Call) -> Response:
     """``GET /upstreams/{u}/health[?balancer_health=1]`` (Kong's shapes, reference §1)."""
     cfg = call.config
     upstream = E.find(cfg, "upstreams", call.params["u"])
@@ -102,7 +90,7 @@ async def get_health(call: "Call") -> Response:
     return json_response(200, {"data": reports, "next": None, "node_id": node_id})
 
 
-async def set_health(call: "Call", healthy: bool) -> Response:
+async def set_health(call: Call, healthy: bool) -> Response:
     """``PUT|POST /upstreams/{u}/targets/{t}[/{address}]/healthy|unhealthy`` -> 204."""
     cfg = call.config
     upstream = E.find(cfg, "upstreams", call.params["u"])

@@ -146,7 +146,9 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _errors(*codes: int) -> dict[str, Any]:
     reasons = {400: "invalid request", 401: "missing or wrong admin token", 404: "not found",
-               405: "method not allowed", 409: "unique constraint violation",
+               405: "method not allowed",
+               409: "unique constraint violation, or the config file was edited by hand since "
+                    "it was loaded (reload it first)",
                412: "If-Match does not match", 413: "body too large",
                415: "unsupported content type"}
     out = {str(c): {"description": reasons[c], "content": _json(_ref("Error"))}
@@ -288,7 +290,14 @@ def build_openapi() -> dict[str, Any]:
                                     "plugins": {"type": "array", "items": {"type": "object"}}}}}}},
                  "responses": {"201": {"description": "applied", "content": _json(_ANY_OBJECT)},
                                "304": {"description": "unchanged (check_hash)"},
-                               **_errors(400, 412, 413, 415)}}}
+                               **_errors(400, 409, 412, 413, 415)}}}
+    paths["/config/reload"] = {"post": {
+        "tags": ["node"], "summary": "Re-read the config file (as SIGHUP), e.g. after a hand edit",
+        "responses": {"200": {"description": "reloaded", "content": _json({
+            "type": "object", "required": ["version", "etag"],
+            "properties": {"message": {"type": "string"}, "version": {"type": "integer"},
+                           "etag": {"type": "string"}}})},
+                      **_errors(400)}}}
 
     schemas: dict[str, Any] = {"Error": _ERROR}
     for kind, title in _TITLES.items():

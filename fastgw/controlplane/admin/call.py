@@ -1,0 +1,45 @@
+"""One routed Admin API request (``Call``) and what its handlers may use of the API.
+
+Handlers live in several modules (crud, health, workspaces, the API itself); they get the
+API as ``AdminContext``, the few attributes they need, so no handler module imports the
+API that routes to it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from fastgw.config.model import Config, Target, Upstream
+from fastgw.controlplane.admin.http import Request
+from fastgw.controlplane.store import FileConfigStore
+
+__all__ = ["AdminContext", "Call", "HealthSource"]
+
+
+class HealthSource(Protocol):
+    def target_health(self, upstream: Upstream, target: Target) -> str:
+        """HEALTHY, UNHEALTHY, HEALTHCHECKS_OFF or DNS_ERROR."""
+        ...
+
+    def set_manual(self, upstream: Upstream, address: str, healthy: bool) -> None:
+        """An operator's override for one target address."""
+        ...
+
+
+class AdminContext(Protocol):
+    store: FileConfigStore
+    health: HealthSource
+    node_id: str
+
+
+@dataclass(slots=True)
+class Call:
+    api: AdminContext
+    req: Request
+    ws: str
+    params: dict[str, str]
+
+    @property
+    def config(self) -> Config:
+        return self.api.store.state.configs[self.ws]
