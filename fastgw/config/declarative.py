@@ -35,7 +35,8 @@ from fastgw.config.settings import GatewaySettings, load_settings, settings_to_d
 from fastgw.config.validate import NOT_ENFORCED, ConfigError, Errors, join, validate_entity
 
 __all__ = ["load_declarative", "dump_declarative", "build_entity", "grouped_by_parent",
-           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "enabled_plugins", "is_entity_key"]
+           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "enabled_plugins", "entity_document",
+           "is_entity_key"]
 
 FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
 # Plugins fastgw executes; any other plugin is refused (fastgw.config.plugins).
@@ -469,12 +470,16 @@ def _strip(d: dict[str, Any], *drop: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in drop}
 
 
-def _consumer_document(consumer: Consumer) -> dict[str, Any]:
-    out = entity_to_dict(consumer)
-    for collection in CREDENTIAL_FIELDS:
-        creds = getattr(consumer, collection)
-        if creds:
-            out[collection] = [credential_to_dict(c, None) for c in creds]
+def entity_document(entity: Any) -> dict[str, Any]:
+    """An entity as the declarative format holds it: ``entity_to_dict``, and a
+    consumer's credentials nested under it (they are not Admin API fields of the
+    consumer, but are part of it in a file, a dump or a delta)."""
+    out = entity_to_dict(entity)
+    if isinstance(entity, Consumer):
+        for collection in CREDENTIAL_FIELDS:
+            creds = getattr(entity, collection)
+            if creds:
+                out[collection] = [credential_to_dict(c, None) for c in creds]
     return out
 
 
@@ -498,7 +503,7 @@ def dump_declarative(config: Config) -> dict[str, Any]:
         out["routes"] = loose_routes
     out["upstreams"] = [{**entity_to_dict(u), "targets": by_upstream.get(u.id, [])}
                         for u in config.upstreams]
-    out["consumers"] = [_consumer_document(c) for c in config.consumers]
+    out["consumers"] = [entity_document(c) for c in config.consumers]
     out["plugins"] = [entity_to_dict(p) for p in config.plugins]
     out.update(copy.deepcopy(config.extra))
     out["gateway"] = settings_to_dict(config.gateway)

@@ -121,3 +121,20 @@ def test_credentials_nested_top_level_hashed_and_round_tripped() -> None:
 ])
 def test_credentials_errors(document: dict[str, Any], error: tuple[str, str]) -> None:
     assert error in errors_of(document)
+
+
+def test_a_consumer_delta_carries_its_credentials() -> None:
+    """Workers get Admin API writes as deltas (config.delta): a consumer's credentials
+    travel with it, hashed passwords and ids unchanged."""
+    from dataclasses import replace
+
+    from fastgw.config.delta import apply_delta, config_delta
+
+    before = load_declarative(doc(consumers=[{
+        "username": "a", "keyauth_credentials": [{"key": "k"}],
+        "basicauth_credentials": [{"username": "u", "password": "p"}],
+        "acls": [{"group": "g"}]}]), env={})
+    after = replace(before, consumers=(replace(before.consumers[0], custom_id="x"),))
+    delta = config_delta(before, after)
+    assert delta is not None
+    assert apply_delta(before, delta).consumers == after.consumers

@@ -38,8 +38,8 @@ import os
 from hashlib import blake2b
 from typing import Any, Final
 
-__all__ = ["SharedCounters", "SLOTS", "LEASE_SHARE", "counter_id", "node_counter_names", "create_node_lock",
-           "remove_node_counters", "unstick"]
+__all__ = ["SharedCounters", "SLOTS", "LEASE_SHARE", "counter_id", "node_counter_names",
+           "create_node_lock", "remove_node_counters", "unstick"]
 
 log = logging.getLogger("fastgw.plugins")
 

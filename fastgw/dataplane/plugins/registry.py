@@ -87,8 +87,9 @@ class PluginRuntime:
             self.queues.pop(key).close()
 
     def flush(self, now: float | None = None) -> None:
-        """Once a second (the worker's slow sweeper): hand file-log lines to their writers."""
-        for sink in self.files.values():
+        """Once a second (the worker's slow sweeper): hand file-log lines to their writers.
+        A copy of the list: a snapshot built in a thread may add or close writers."""
+        for sink in list(self.files.values()):
             sink.flush()
 
     def close(self) -> None:
