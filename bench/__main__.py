@@ -9,6 +9,7 @@
     python -m bench run --backend http://iris1:52773 --backend http://iris2:52773 \
         --user _SYSTEM --password SYS
     python -m bench idle --connections 10000
+    python -m bench tls                      # TLS: fastgw vs nginx, same certificate
 
 Only argument handling lives here: running is bench/load.py and bench/idle.py, output is
 bench/report.py. Nothing is installed by this command; missing tools are named with the
@@ -74,6 +75,8 @@ def _parser() -> argparse.ArgumentParser:
                           "its --workers 1 runs as target 'baseline', interleaved with fastgw1, "
                           "and the ratios give fastgw1/baseline (before/after in one run)")
 
+    sub.add_parser("tls", help="TLS at the edge: fastgw vs nginx with the same certificate "
+                               "(python -m bench tls --help)")
     idle = sub.add_parser("idle", help="RSS of fastgw per idle keep-alive client connection")
     idle.add_argument("--connections", type=int, default=10000)
     idle.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -145,6 +148,11 @@ def cmd_idle(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["tls"]:  # its own options (bench/tls.py)
+        from bench.tls import main as tls_main
+
+        return tls_main(argv[1:])
     args = _parser().parse_args(argv)
     if args.command == "run":
         return cmd_run(args)

@@ -12,6 +12,7 @@ upstreams; plugins top level with id references so their order is preserved), fo
 from __future__ import annotations
 
 import copy
+import hashlib
 import re
 import time
 import uuid
@@ -21,6 +22,9 @@ from typing import Any, Iterable, Mapping
 from fastgw.config.credentials import CREDENTIAL_KINDS, credential_to_dict, make_credential
 from fastgw.config.model import (
     CREDENTIAL_FIELDS,
+    SNI,
+    CACertificate,
+    Certificate,
     Config,
     Consumer,
     Plugin,
@@ -54,14 +58,15 @@ def enabled_plugins(gateway: GatewaySettings) -> frozenset[str]:
             names.add(item)
     return frozenset(names)
 
-_COLLECTIONS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
+_COLLECTIONS = ("services", "routes", "upstreams", "targets", "consumers", "plugins",
+                "certificates", "snis", "ca_certificates")
 _TOP_META = {"_format_version", "gateway"}
 # Kong entity collections a declarative file may hold (Kong 3.x and Kong Enterprise's
 # declarative schema, decK's dumps) that fastgw does not implement: kept verbatim in
 # ``Config.extra`` and reported. Keys starting with "_" (decK's `_info`, `_konnect`,
 # `_comment`, `_ignore`, `_transform`, `_workspace`, `_plugin_configs`) are kept silently.
 _TOP_UNSUPPORTED = frozenset({
-    "certificates", "ca_certificates", "snis", "vaults", "consumer_groups",
+    "vaults", "consumer_groups",
     "consumer_group_consumers", "consumer_group_plugins", "keys", "key_sets", "partials",
     "filter_chains", "parameters", "licenses", "custom_plugins", "event_hooks", "jwt_secrets",
     "hmacauth_credentials", "oauth2_credentials", "oauth2_authorization_codes",
@@ -74,11 +79,16 @@ _TOP_UNSUPPORTED = frozenset({
 _CLASSES: dict[str, type] = {
     "services": Service, "routes": Route, "upstreams": Upstream,
     "targets": Target, "consumers": Consumer, "plugins": Plugin,
+    "certificates": Certificate, "snis": SNI, "ca_certificates": CACertificate,
 }
 _FK_TARGET = {"service": "services", "route": "routes", "consumer": "consumers",
-              "upstream": "upstreams"}
+              "upstream": "upstreams", "certificate": "certificates",
+              "client_certificate": "certificates"}
+# Kinds whose foreign keys are resolved (by name or id) once everything is read.
+_REFERRING = ("routes", "targets", "plugins", "snis", "services", "upstreams")
 _NAME_KEY = {"services": "name", "routes": "name", "upstreams": "name",
-             "consumers": "username", "plugins": "instance_name"}
+             "consumers": "username", "plugins": "instance_name", "snis": "name",
+             "ca_certificates": "cert_digest"}
 # 2.x guessed regexes from metacharacters; 3.0 requires "~". Kong's own migration rule.
 _LEGACY_REGEX_RE = re.compile(r"[^a-zA-Z0-9._~/%-]")
 
@@ -134,7 +144,7 @@ class _Loader:
         # Children are validated even when the parent is invalid: report everything.
         if isinstance(raw, dict):
             for child_kind, fk in (("routes", "service"), ("targets", "upstream"),
-                                   ("plugins", kind[:-1])):
+                                   ("plugins", kind[:-1]), ("snis", "certificate")):
                 if child_kind in nested:
                     for i, c in enumerate(self.array(raw.get(child_kind), join(path, child_kind))):
                         cpath = join(join(path, child_kind), i)
@@ -232,8 +242,10 @@ class _Loader:
             nk = _NAME_KEY.get(kind)
             by_name = {it.data[nk]: it for it in self.items[kind] if nk and it.data.get(nk)}
             index[kind] = (by_id, by_name)
-        for kind in ("routes", "targets", "plugins"):
+        for kind in _REFERRING:
             for it in self.items[kind]:
+                if kind == "services":
+                    self._resolve_ca_certificates(it, index["ca_certificates"][0])
                 for fk, target_kind in _FK_TARGET.items():
                     if fk not in it.data and it.parent_fk != fk:
                         continue
@@ -255,7 +267,8 @@ class _Loader:
                         it.data[fk] = None
                     else:
                         it.data[fk] = hit.data["id"]
-        # (upstream, target) pairs and plugin cache keys are unique.
+        # SNI names are unique (checked with the other unique keys); (upstream, target)
+        # pairs and plugin cache keys are unique.
         seen_t: set[tuple[Any, Any]] = set()
         for it in self.items["targets"]:
             key = (it.data.get("upstream"), it.data.get("target"))
@@ -272,6 +285,14 @@ class _Loader:
                                     f"name set to '{d['name']}' already declared on this scope"))
             seen_p.add(pkey)
 
+    def _resolve_ca_certificates(self, it: _Item, by_id: dict[str, _Item]) -> None:
+        """A service's ``ca_certificates`` are ids of ``ca_certificates`` entities."""
+        for i, ref in enumerate(it.data.get("ca_certificates") or ()):
+            if ref not in by_id:
+                self.errors.append((join(join(it.path, "ca_certificates"), i),
+                                    f"invalid reference 'ca_certificates: {ref}' "
+                                    "(no such entry in 'ca_certificates')"))
+
     # -- building ------------------------------------------------------------------------
     def build(self) -> dict[str, tuple[Any, ...]]:
         out: dict[str, tuple[Any, ...]] = {}
@@ -280,6 +301,7 @@ class _Loader:
         # Canonical order (so dump/load round-trips): see grouped_by_parent.
         out["routes"] = grouped_by_parent(out["routes"], out["services"], "service")
         out["targets"] = grouped_by_parent(out["targets"], out["upstreams"], "upstream")
+        out["snis"] = grouped_by_parent(out["snis"], out["certificates"], "certificate")
         return out
 
 
@@ -301,6 +323,8 @@ _NS = uuid.UUID("5d1d0b3e-6a0c-4f53-9a43-2f1e0c6a7b11")  # fastgw declarative na
 
 
 def _natural_key(kind: str, d: Mapping[str, Any]) -> str | None:
+    if kind in ("certificates", "ca_certificates"):  # no name: the PEM itself
+        return hashlib.sha256(str(d.get("cert")).encode()).hexdigest()
     if kind == "targets":
         return f"{d.get('upstream')}:{d.get('target')}" if d.get("upstream") else None
     if kind == "plugins":
@@ -326,8 +350,8 @@ def _make(kind: str, d: Mapping[str, Any]) -> Any:
         elif k == "headers" and v is not None:
             kw[k] = {name: tuple(vals) for name, vals in v.items()}
         elif isinstance(v, dict) and set(v) <= {"id", "key", "name"} and len(v) == 1 \
-                and k in ("client_certificate", "consumer_group"):
-            kw[k] = next(iter(v.values()))  # unresolved foreign to unsupported entity: keep id
+                and k in ("client_certificate", "consumer_group", "certificate"):
+            kw[k] = next(iter(v.values()))  # a foreign key not resolved here: keep its id
         elif k not in ("healthchecks", "config"):
             kw[k] = _tuples(v)
     return cls(**kw)
@@ -416,13 +440,15 @@ def load_declarative(
                  time.time() if now is None else now, enabled)
     ld.errors, ld.warnings = errors, warnings
     nested = {"services": ("routes", "plugins"), "routes": ("plugins",),
-              "upstreams": ("targets",), "consumers": ("plugins",)}
+              "upstreams": ("targets",), "consumers": ("plugins",),
+              "certificates": ("snis",)}
     for kind in _COLLECTIONS:
         for i, raw in enumerate(ld.array(data.get(kind), kind)):
             ld.entity(kind, raw, f"{kind}[{i}]", nested=nested.get(kind, ()))
 
     ld.check_credentials()
-    ld.assign_ids(("services", "routes", "upstreams", "consumers"))
+    ld.assign_ids(("services", "routes", "upstreams", "consumers", "certificates", "snis",
+                   "ca_certificates"))
     ld.check_unique()
     ld.resolve()  # targets/plugins reference others; their derived ids need resolved keys
     ld.assign_ids(("targets", "plugins"))
@@ -505,6 +531,24 @@ def dump_declarative(config: Config) -> dict[str, Any]:
                         for u in config.upstreams]
     out["consumers"] = [entity_document(c) for c in config.consumers]
     out["plugins"] = [entity_to_dict(p) for p in config.plugins]
+    # Certificates with their SNIs nested (as decK writes them); written only when there
+    # are some, so configurations without TLS entities dump as before.
+    by_cert: dict[str, list[dict[str, Any]]] = {}
+    loose_snis = []
+    cert_ids = {c.id for c in config.certificates}
+    for sni in config.snis:
+        if sni.certificate in cert_ids:
+            by_cert.setdefault(sni.certificate, []).append(_strip(entity_to_dict(sni),
+                                                                   "certificate"))
+        else:
+            loose_snis.append(entity_to_dict(sni))
+    if config.certificates:
+        out["certificates"] = [{**entity_to_dict(c), "snis": by_cert.get(c.id, [])}
+                               for c in config.certificates]
+    if loose_snis:
+        out["snis"] = loose_snis
+    if config.ca_certificates:
+        out["ca_certificates"] = [entity_to_dict(c) for c in config.ca_certificates]
     out.update(copy.deepcopy(config.extra))
     out["gateway"] = settings_to_dict(config.gateway)
     return out

@@ -32,7 +32,8 @@ from fastgw.config.validate import ConfigError
 
 __all__ = ["ENTITY_KINDS", "apply_delta", "config_delta", "delta_size"]
 
-ENTITY_KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
+ENTITY_KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins",
+                "certificates", "snis", "ca_certificates")
 
 Delta = dict[str, dict[str, list[Any]]]
 

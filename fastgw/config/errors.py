@@ -14,7 +14,8 @@ from typing import Any, Iterable
 __all__ = ["ConfigError", "entity_prefix", "errors_to_fields", "render_errors"]
 
 
-_COLLECTIONS = "services|routes|upstreams|targets|consumers|plugins"
+_COLLECTIONS = ("services|routes|upstreams|targets|consumers|plugins|certificates|snis|"
+                "ca_certificates")
 _ENTITY_RE = re.compile(rf"^((?:(?:{_COLLECTIONS})\[\d+\]\.)*(?:{_COLLECTIONS})\[\d+\]|gateway)(?:\.(.*))?$")
 _SEG_RE = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 

@@ -61,11 +61,14 @@ def to_kong(document: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
                            f"={value}: fastgw-only (Kong behaves as {kong_value})")
     for kind in ("services", "routes", "upstreams", "consumers", "plugins"):
         out[kind] = [_without_nulls(e) for e in out.get(kind) or []]
+    for kind in ("certificates", "snis", "ca_certificates"):
+        if kind in out:
+            out[kind] = [_without_nulls(e) for e in out[kind] or []]
     out["_format_version"] = "3.0"
     return out, dropped
 
 
-_CHILDREN = ("routes", "targets", "plugins")
+_CHILDREN = ("routes", "targets", "plugins", "snis")
 
 
 def _without_nulls(entity: Any) -> Any:

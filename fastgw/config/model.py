@@ -29,6 +29,9 @@ __all__ = [
     "Target",
     "Consumer",
     "Plugin",
+    "Certificate",
+    "SNI",
+    "CACertificate",
     "Config",
     "Entity",
     "DEFAULT_HEALTHCHECKS",
@@ -287,7 +290,52 @@ class Plugin:
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
 
-Entity = Service | Route | Upstream | Target | Consumer | Plugin
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Certificate:
+    """A certificate and its private key, PEM (Kong's ``certificates``); served to clients
+    whose SNI matches one of its ``SNI`` entities, and as a client certificate to backends
+    (``Service.client_certificate``). ``cert_alt``/``key_alt``: a second pair of another
+    key type (RSA and ECDSA)."""
+
+    id: str = field(default_factory=new_id)
+    cert: str
+    key: str
+    cert_alt: str | None = None
+    key_alt: str | None = None
+    tags: tuple[str, ...] | None = None
+    created_at: int = field(default_factory=now_s)
+    updated_at: int = field(default_factory=now_s)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SNI:
+    """A server name (``example.com``, ``*.example.com``, ``example.*``) and the certificate
+    served for it (Kong's ``snis``). Names are unique across workspaces."""
+
+    id: str = field(default_factory=new_id)
+    name: str
+    certificate: str  # certificate id
+    tags: tuple[str, ...] | None = None
+    created_at: int = field(default_factory=now_s)
+    updated_at: int = field(default_factory=now_s)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CACertificate:
+    """A CA certificate, PEM, trusted to verify backends (``Service.ca_certificates``)."""
+
+    id: str = field(default_factory=new_id)
+    cert: str
+    cert_digest: str | None = None  # sha256 of the DER certificate, hex (computed)
+    tags: tuple[str, ...] | None = None
+    created_at: int = field(default_factory=now_s)
+    updated_at: int = field(default_factory=now_s)
+    extra: dict[str, Any] = field(default_factory=dict, hash=False)
+
+
+Entity = Service | Route | Upstream | Target | Consumer | Plugin | Certificate | SNI | CACertificate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -301,11 +349,14 @@ class Config:
     targets: tuple[Target, ...] = ()
     consumers: tuple[Consumer, ...] = ()
     plugins: tuple[Plugin, ...] = ()
+    certificates: tuple[Certificate, ...] = ()
+    snis: tuple[SNI, ...] = ()
+    ca_certificates: tuple[CACertificate, ...] = ()
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     # Diagnostics, not configuration: excluded from equality so a dump/load round
     # trip (which may renumber paths) still compares equal.
     warnings: tuple[str, ...] = field(default=(), compare=False)
-    # Top-level keys of the document fastgw does not implement (certificates, vaults,
+    # Top-level keys of the document fastgw does not implement (vaults,
     # consumer_groups, credentials, `_comment`, `_konnect`, ...), verbatim and in order.
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -341,7 +392,8 @@ def _find(items: tuple[Any, ...], key: str, alt: str) -> Any:
 # Consumer fields that are entities of their own in Kong's Admin API.
 CREDENTIAL_FIELDS = ("keyauth_credentials", "basicauth_credentials", "acls")
 # Fields that Kong renders as foreign-key objects {"id": ...}.
-_FOREIGN = frozenset({"service", "route", "consumer", "upstream", "client_certificate"})
+_FOREIGN = frozenset({"service", "route", "consumer", "upstream", "client_certificate",
+                      "certificate"})
 
 
 def _jsonable(v: Any) -> Any:
@@ -615,9 +667,17 @@ def target_error(v: str) -> str | None:
 
 
 def sni_error(v: str) -> str | None:
+    """Kong's wildcard_host: one ``*``, leftmost or rightmost; a name, no IP, no port."""
+    if "*" in v:
+        if v.count("*") > 1:
+            return "only one wildcard must be specified"
+        if not (v.startswith("*") or v.endswith("*")):
+            return "wildcard must be leftmost or rightmost character"
     p = normalize_host(v.replace("*", "wildcard"))
-    if p is None or p[0] != "name":
+    if p is None:
         return f"invalid value: {v}"
+    if p[0] != "name":
+        return "must not be an IP"
     return None if p[2] is None else "must not have a port"
 
 

@@ -18,10 +18,11 @@ from fastgw.core.http.gateway_fields import (
     DEFAULT_HEADERS_UPSTREAM,
     parse_tokens,
 )
+from fastgw.config.listeners import ListenAddress, parse_listen, parse_listeners
 
 
 __all__ = ["GatewaySettings", "load_settings", "parse_listen", "ENV_PREFIX", "settings_to_dict",
-           "SETTING_NAMES"]
+           "SETTING_NAMES", "CIPHER_SUITES", "TLS_VERSIONS"]
 
 ENV_PREFIX = "FASTGW_"
 
@@ -30,9 +31,11 @@ _Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GatewaySettings:
-    proxy_listen: str = "0.0.0.0:8000"
-    admin_listen: str = "127.0.0.1:8001"  # "off" disables the listener
-    status_listen: str = "127.0.0.1:8100"  # "off" disables the listener
+    # Kong's listen syntax (fastgw.config.listeners): entries separated by commas, "ssl"
+    # makes one terminate TLS. "off" disables the admin and status listeners.
+    proxy_listen: str = "0.0.0.0:8000, 0.0.0.0:8443 ssl"
+    admin_listen: str = "127.0.0.1:8001"
+    status_listen: str = "127.0.0.1:8100"
     workers: int | Literal["auto"] = "auto"
     trusted_ips: tuple[str, ...] = ()
     upstream_keepalive_pool_size: int = 512
@@ -65,6 +68,24 @@ class GatewaySettings:
     headers_upstream: tuple[str, ...] = DEFAULT_HEADERS_UPSTREAM
     tracing: Literal["w3c", "off"] = "w3c"  # traceparent continued or started upstream
     metrics_prefix: str = "fastgw"  # Prometheus metric name prefix ("kong" for Kong dashboards)
+    # TLS at the edge (Kong's names). Without ssl_cert/ssl_cert_key, a self-signed default
+    # certificate is made at first start and kept beside the config file.
+    ssl_cert: str | None = None
+    ssl_cert_key: str | None = None
+    admin_ssl_cert: str | None = None  # None: the default certificate
+    admin_ssl_cert_key: str | None = None
+    status_ssl_cert: str | None = None
+    status_ssl_cert_key: str | None = None
+    ssl_protocols: str = "TLSv1.2 TLSv1.3"
+    ssl_cipher_suite: str = "intermediate"  # Mozilla's "intermediate" list (or modern, custom)
+    ssl_ciphers: str | None = None  # OpenSSL cipher list for ssl_cipher_suite "custom"
+    ssl_session_tickets: bool = True
+    ssl_session_timeout: float = 86400  # seconds (Kong: 1d)
+    # TLS to backends: a service's tls_verify / tls_verify_depth when they are null, and
+    # the CAs trusted when it names no ca_certificates ("system" or a PEM file).
+    upstream_tls_verify: bool = False  # Kong's default (nginx proxy_ssl_verify off)
+    upstream_tls_verify_depth: int = 1  # nginx proxy_ssl_verify_depth
+    upstream_tls_trusted_certificate: str = "system"
     # Per-request counting for /metrics. Off only to measure what counting costs (the
     # benchmark's metrics-on/off comparison) or where nothing scrapes the node.
     metrics: bool = True
@@ -91,6 +112,17 @@ class GatewaySettings:
         object.__setattr__(self, "_networks", tuple(nets))
         object.__setattr__(self, "_trust_all", v4_all and v6_all)
         object.__setattr__(self, "_trust_unix", unix)
+
+    def listeners(self, name: str) -> tuple[ListenAddress, ...]:
+        """The entries of a listen setting (``proxy``, ``admin`` or ``status``)."""
+        return parse_listeners(getattr(self, f"{name}_listen"))
+
+    @property
+    def tls_versions(self) -> tuple[str, ...]:
+        """``ssl_protocols`` as a tuple, ``modern`` meaning TLS 1.3 only (as Kong)."""
+        if self.ssl_cipher_suite == "modern":
+            return ("TLSv1.3",)
+        return tuple(self.ssl_protocols.split())
 
     @property
     def worker_heartbeat_interval(self) -> float:
@@ -133,7 +165,7 @@ SETTING_NAMES = _FIELD_NAMES  # every node setting (the CLI derives its flags fr
 _LISTENS = ("proxy_listen", "admin_listen", "status_listen")
 _INTS_POS = ("upstream_keepalive_pool_size", "max_request_line_size", "max_header_size",
              "max_header_count", "client_body_buffer_size", "keepalive_requests")
-_INTS_NONNEG = ("upstream_keepalive_max_requests", "max_body_size")
+_INTS_NONNEG = ("upstream_keepalive_max_requests", "max_body_size", "upstream_tls_verify_depth")
 _FLOATS = (
     "upstream_keepalive_idle_timeout",
     "client_header_timeout",
@@ -142,36 +174,32 @@ _FLOATS = (
     "drain_timeout",
     "lingering_time",
     "lingering_timeout",
+    "ssl_session_timeout",
     "worker_heartbeat_timeout",
 )
-_OPT_STRS = ("admin_token", "access_log", "client_body_temp_path")
-_BOOLS = ("metrics", "underscores_in_headers", "allow_trace", "access_log_redact")
+_OPT_STRS = ("admin_token", "access_log", "client_body_temp_path", "ssl_cert", "ssl_cert_key",
+             "admin_ssl_cert", "admin_ssl_cert_key", "status_ssl_cert", "status_ssl_cert_key",
+             "ssl_ciphers")
+_BOOLS = ("metrics", "underscores_in_headers", "allow_trace", "access_log_redact",
+          "ssl_session_tickets", "upstream_tls_verify")
 _CHOICES: dict[str, tuple[str, ...]] = {"access_log_format": ("fastgw", "kong"),
-                                        "tracing": ("w3c", "off")}
+                                        "tracing": ("w3c", "off"),
+                                        "ssl_cipher_suite": ("modern", "intermediate", "custom")}
+# TLS versions fastgw speaks; older ones are deprecated (RFC 8996) and refused.
+TLS_VERSIONS = ("TLSv1.2", "TLSv1.3")
+# Mozilla's server-side TLS recommendations (https://wiki.mozilla.org/Security/Server_Side_TLS,
+# configuration generator version 5.7), as Kong's ssl_cipher_suite; "custom" uses ssl_ciphers.
+# The TLS 1.3 suites are OpenSSL's defaults, which are the same as Mozilla's.
+CIPHER_SUITES = {
+    "modern": "",  # TLS 1.3 only: no TLS 1.2 cipher list
+    "intermediate": "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"
+                    "DHE-RSA-CHACHA20-POLY1305",
+}
 _BOOL_WORDS = {"true": True, "on": True, "1": True, "false": False, "off": False, "0": False}
 _METRIC_PREFIX_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-
-_LISTEN_RE = re.compile(r"^(?:\[([0-9A-Fa-f:.]+)\]|([^\s:\[\]]+)):(\d{1,5})$")
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """``"0.0.0.0:8000" -> ("0.0.0.0", 8000)``; ``"[::]:8000" -> ("::", 8000)``.
-
-    Raises ValueError for anything that is not ``host:port`` (including ``"off"``).
-    """
-    m = _LISTEN_RE.match(value.strip()) if isinstance(value, str) else None
-    if not m:
-        raise ValueError(f"invalid listen address '{value}', expected host:port")
-    host = m.group(1) or m.group(2)
-    port = int(m.group(3))
-    if port > 65535:
-        raise ValueError(f"invalid port in listen address '{value}'")
-    if m.group(1) is not None:
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise ValueError(f"invalid IPv6 address in listen address '{value}'") from None
-    return host, port
 
 
 def _parse_bool_free_int(v: Any) -> int | None:
@@ -220,9 +248,22 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         if raw.strip() == "off" and key != "proxy_listen":
             return "off", None
         try:
-            parse_listen(raw)
+            parse_listeners(raw)
         except ValueError as e:
             return None, str(e)
+        return raw.strip(), None
+    if key == "ssl_protocols":
+        words = raw.split() if isinstance(raw, str) else []
+        if not words:
+            return None, "expected TLS versions separated by spaces (TLSv1.2 TLSv1.3)"
+        for word in words:
+            if word not in TLS_VERSIONS:
+                return None, (f"'{word}' is not supported: fastgw speaks " + " and ".join(
+                    TLS_VERSIONS) + " (older versions are deprecated, RFC 8996)")
+        return " ".join(v for v in TLS_VERSIONS if v in words), None
+    if key == "upstream_tls_trusted_certificate":
+        if not isinstance(raw, str) or not raw.strip():
+            return None, "expected 'system' or the path of a PEM file"
         return raw.strip(), None
     if key == "workers":
         if isinstance(raw, str) and raw.strip() == "auto":
@@ -339,9 +380,29 @@ def load_settings(
                 errors.append((f"{path}.{k}", err + where))
             else:
                 values[k] = val
+    errors += _tls_errors(values, path)
     if errors:
         raise ConfigError(errors)
     return GatewaySettings(**values)
+
+
+def _tls_errors(values: Mapping[str, Any], path: str) -> list[tuple[str, str]]:
+    """Settings that only make sense together."""
+    errors = []
+    for prefix in ("", "admin_", "status_"):
+        cert, key = values.get(f"{prefix}ssl_cert"), values.get(f"{prefix}ssl_cert_key")
+        if cert is not None and key is None:
+            errors.append((f"{path}.{prefix}ssl_cert_key",
+                           f"required when {prefix}ssl_cert is set"))
+        elif key is not None and cert is None:
+            errors.append((f"{path}.{prefix}ssl_cert",
+                           f"required when {prefix}ssl_cert_key is set"))
+    if values.get("ssl_cipher_suite") == "custom" and not values.get("ssl_ciphers"):
+        errors.append((f"{path}.ssl_ciphers", "required when ssl_cipher_suite is 'custom'"))
+    depth = values.get("upstream_tls_verify_depth")
+    if isinstance(depth, int) and depth > 64:
+        errors.append((f"{path}.upstream_tls_verify_depth", "value should be between 0 and 64"))
+    return errors
 
 
 def settings_to_dict(s: GatewaySettings) -> dict[str, Any]:

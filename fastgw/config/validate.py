@@ -7,8 +7,10 @@ collected; nothing stops at the first.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable, Collection, Iterable, Mapping
 
+from fastgw.config import certificates as _pem
 from fastgw.config import model as _m
 from fastgw.config.errors import ConfigError
 from fastgw.config.credentials import CREDENTIAL_KINDS
@@ -161,19 +163,40 @@ PLUGIN: dict[str, Field] = {
     "consumer_group": FOREIGN, "ordering": Field("record"),
 }
 
+_PEM = Field("string", required=True)
+CERTIFICATE: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "cert": _PEM, "key": _PEM, "cert_alt": _S, "key_alt": _S, "tags": TAGS,
+}
+
+SNI: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "name": Field("string", required=True, validator=_m.sni_error),
+    "certificate": Field("foreign", required=True), "tags": TAGS,
+}
+
+CA_CERTIFICATE: dict[str, Field] = {
+    "id": UUID, "created_at": TS, "updated_at": TS,
+    "cert": _PEM, "cert_digest": _S, "tags": TAGS,
+}
+
 SCHEMAS: dict[str, dict[str, Field]] = {
     "services": SERVICE, "routes": ROUTE, "upstreams": UPSTREAM,
     "targets": TARGET, "consumers": CONSUMER, "plugins": PLUGIN,
+    "certificates": CERTIFICATE, "snis": SNI, "ca_certificates": CA_CERTIFICATE,
 }
 
 # Fields Kong knows but fastgw does not implement: accepted, kept, and reported.
 UNSUPPORTED: dict[str, tuple[str, ...]] = {
-    "services": ("client_certificate", "tls_verify", "tls_verify_depth", "ca_certificates"),
+    "services": (),
     "routes": ("snis", "sources", "destinations"),
-    "upstreams": ("client_certificate", "use_srv_name"),
+    "upstreams": ("use_srv_name",),
     "targets": (),
     "consumers": (),
     "plugins": ("consumer_group", "ordering"),
+    "certificates": (),
+    "snis": (),
+    "ca_certificates": (),
 }
 
 
@@ -195,6 +218,9 @@ KONG_ONLY: dict[str, dict[str, Field]] = {
         "groups",
         "consumer_groups")},
     "plugins": {"partials": Field("array", elements=Field("record"))},
+    "certificates": {},
+    "snis": {},
+    "ca_certificates": {},
 }
 NOT_ENFORCED = "not supported yet, kept but not enforced"
 
@@ -305,9 +331,52 @@ def _check_consumer(e: dict[str, Any], path: str, errs: Errors) -> None:
                      "'custom_id', 'username'"))
 
 
+def _check_certificate(e: dict[str, Any], path: str, errs: Errors) -> None:
+    """Kong's certificate checks (fastgw.config.certificates); vault references skipped."""
+    n = len(errs)
+    if (e.get("cert_alt") is None) != (e.get("key_alt") is None):
+        errs.append((join(path, "@entity"), "all or none of these fields must be set: "
+                     "'cert_alt', 'key_alt'"))
+    for cert_field, key_field in (("cert", "key"), ("cert_alt", "key_alt")):
+        cert, key = e.get(cert_field), e.get(key_field)
+        if cert is not None and not _pem.is_reference(cert):
+            why = _pem.certificate_error(cert)
+            if why:
+                errs.append((join(path, cert_field), why))
+        if key is not None and not _pem.is_reference(key):
+            why = _pem.key_error(key)
+            if why:
+                errs.append((join(path, key_field), why))
+    if len(errs) > n or any(_pem.is_reference(e.get(f)) for f in
+                            ("cert", "key", "cert_alt", "key_alt")):
+        return
+    if _pem.pair_error(e["cert"], e["key"]):
+        errs.append((join(path, "@entity"), "certificate does not match key"))
+    if e.get("cert_alt") is not None:
+        if _pem.pair_error(e["cert_alt"], e["key_alt"]):
+            errs.append((join(path, "@entity"), "alternative certificate does not match key"))
+        elif _pem.key_type(e["cert"]) == _pem.key_type(e["cert_alt"]):
+            errs.append((join(path, "@entity"), "certificate and alternative certificate need "
+                         "to have different type (e.g. RSA and ECDSA), the provided "
+                         "certificates were both of the same type"))
+
+
+def _check_ca_certificate(e: dict[str, Any], path: str, errs: Errors) -> None:
+    cert = e["cert"]
+    if _pem.is_reference(cert):
+        return
+    why = _pem.ca_certificate_error(cert)
+    if why:
+        errs.append((join(path, "cert") if why.startswith("invalid") else
+                     join(path, "@entity"), why))
+        return
+    e["cert_digest"] = _pem.cert_digest(cert)  # Kong's on_write transformation
+
+
 _CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
     "services": _check_service, "routes": _check_route,
     "upstreams": _check_upstream, "consumers": _check_consumer,
+    "certificates": _check_certificate, "ca_certificates": _check_ca_certificate,
 }
 
 
@@ -389,6 +458,15 @@ def validate_entity(
     for f in kept:
         if f in kong_only and data[f] not in (None, []):
             warnings.append(f"{join(path, f)}: {NOT_ENFORCED}")
+    if kind == "ca_certificates" and out.get("cert_digest") and _pem.ca_expired(out["cert"],
+                                                                               time.time()):
+        # A warning, not an error: a CA that expires must not stop the next restart.
+        warnings.append(f"{join(path, 'cert')}: {_pem.EXPIRED}")
+    for f in ("cert", "key", "cert_alt", "key_alt"):
+        if kind in ("certificates", "ca_certificates") and _pem.is_reference(out.get(f)):
+            warnings.append(f"{join(path, f)}: vault references are not supported yet, kept "
+                            "but the certificate is not used")
+            break
     if kind == "upstreams" and out.get("algorithm") == "sticky-sessions":
         warnings.append(f"{join(path, 'algorithm')}: sticky-sessions not supported yet, "
                         "treated as round-robin")

@@ -30,6 +30,7 @@ from fastgw.config.validate import ConfigError, Errors, Field, check_record
 __all__ = [
     "DEFAULT_WORKSPACE", "RESERVED_NAMES", "Workspace", "build_workspace", "workspace_to_dict",
     "default_workspace", "seed_ids", "route_collision", "cross_workspace_errors", "merge_configs",
+    "KINDS",
 ]
 
 DEFAULT_WORKSPACE = "default"
@@ -107,9 +108,13 @@ def workspace_to_dict(ws: Workspace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- ids in files
 
 _NESTED = {"services": ("routes", "plugins"), "routes": ("plugins",),
-           "upstreams": ("targets",), "consumers": ("plugins",)}
+           "upstreams": ("targets",), "consumers": ("plugins",), "certificates": ("snis",)}
 _KEY = {"services": "name", "routes": "name", "upstreams": "name", "consumers": "username",
-        "plugins": "name", "targets": "target"}
+        "plugins": "name", "targets": "target", "certificates": "cert", "snis": "name",
+        "ca_certificates": "cert"}
+# Every entity collection of a workspace's Config.
+KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins", "certificates",
+         "snis", "ca_certificates")
 
 
 def seed_ids(doc: Mapping[str, Any], workspace: str) -> dict[str, Any]:
@@ -134,6 +139,8 @@ def seed_ids(doc: Mapping[str, Any], workspace: str) -> dict[str, Any]:
             if kind == "plugins":
                 refs = [str(item.get(k)) for k in ("service", "route", "consumer")]
                 key = f"{key}:{':'.join(refs)}"
+            if isinstance(key, str) and len(key) > 200:
+                key = uuid.uuid5(_NS, key).hex  # a PEM: its digest will do
             if item.get("id") is None:
                 seed = f"{workspace}/{parent}/{kind}/{key if key else i}"
                 item["id"] = str(uuid.uuid5(_NS, seed))
@@ -144,7 +151,8 @@ def seed_ids(doc: Mapping[str, Any], workspace: str) -> dict[str, Any]:
         return out
 
     new = dict(doc)
-    for kind in ("services", "routes", "upstreams", "consumers", "plugins"):
+    for kind in ("services", "routes", "upstreams", "consumers", "plugins", "certificates",
+                 "snis", "ca_certificates"):
         if kind in new:
             new[kind] = walk(kind, new[kind], "")
     return new
@@ -208,6 +216,7 @@ def cross_workspace_errors(configs: Mapping[str, Config]) -> Errors:
     errors: Errors = []
     seen_up: dict[str, str] = {}
     seen_id: dict[str, str] = {}
+    seen_sni: dict[str, str] = {}
     buckets: dict[str, list[tuple[str, Route]]] = {}
     for ws, cfg in configs.items():
         prefix = "" if ws == DEFAULT_WORKSPACE else f"workspaces.{ws}."
@@ -218,7 +227,14 @@ def cross_workspace_errors(configs: Mapping[str, Config]) -> Errors:
                                f"already used in workspace '{other}'; service hosts resolve "
                                "upstream names across all workspaces"))
             seen_up.setdefault(up.name, ws)
-        for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins"):
+        for i, sni in enumerate(cfg.snis):
+            other = seen_sni.get(sni.name)
+            if other is not None and other != ws:
+                # Kong: SNI names are unique across workspaces (one TLS handshake, one answer)
+                errors.append((f"{prefix}snis[{i}].name", f"sni '{sni.name}' is already used "
+                               f"in workspace '{other}'"))
+            seen_sni.setdefault(sni.name, ws)
+        for kind in KINDS:
             for i, ent in enumerate(getattr(cfg, kind)):
                 other = seen_id.get(ent.id)
                 if other is not None:
@@ -251,7 +267,7 @@ def merge_configs(configs: Iterable[Config]) -> Config:
         return items[0]
     base = items[0]
     merged: dict[str, tuple[Any, ...]] = {}
-    for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins"):
+    for kind in KINDS:
         merged[kind] = tuple(e for c in items for e in getattr(c, kind))
     return replace(base, warnings=tuple(w for c in items for w in c.warnings),
                    **merged)  # type: ignore[arg-type]  # entity tuples by collection name

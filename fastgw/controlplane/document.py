@@ -82,6 +82,9 @@ _ALONE: dict[str, Callable[[tuple[Any, ...]], Config]] = {
     "routes": lambda parts: Config(routes=parts),
     "consumers": lambda parts: Config(consumers=parts),
     "plugins": lambda parts: Config(plugins=parts),
+    "certificates": lambda parts: Config(certificates=parts[:1], snis=parts[1:]),
+    "snis": lambda parts: Config(snis=parts),
+    "ca_certificates": lambda parts: Config(ca_certificates=parts),
 }
 
 
@@ -151,6 +154,32 @@ class DocumentEncoder:
         self._items = self._fresh
         return _object(members, 0)
 
+    @staticmethod
+    def _tls_collections(cfg: Config, array: Callable[..., list[bytes]]
+                         ) -> list[tuple[str, list[bytes]]]:
+        """Certificates with their SNIs nested, loose SNIs, CA certificates: only when there
+        are some (as dump_declarative writes them)."""
+        cert_ids = {c.id for c in cfg.certificates}
+        nested: dict[str, list[Any]] = {}
+        loose = []
+        for sni in cfg.snis:
+            if sni.certificate in cert_ids:
+                nested.setdefault(sni.certificate, []).append(sni)
+            else:
+                loose.append((sni,))
+        members = []
+        if cfg.certificates:
+            members.append(("certificates", array(
+                "certificates", (cfg.certificates, cfg.snis),
+                lambda: [(c, *nested.get(c.id, ())) for c in cfg.certificates])))
+        if loose:
+            members.append(("snis", array("snis", (cfg.snis,), lambda: loose)))
+        if cfg.ca_certificates:
+            members.append(("ca_certificates", array(
+                "ca_certificates", (cfg.ca_certificates,),
+                lambda: [(c,) for c in cfg.ca_certificates])))
+        return members
+
     # -- one config's collections, as dump_declarative nests them ---------------------------
     def _collections(self, cfg: Config, workspace: str, depth: int,
                      arrays: dict[_Key, _CachedArray]) -> list[tuple[str, list[bytes]]]:
@@ -214,6 +243,7 @@ class DocumentEncoder:
                                            lambda: [(c,) for c in cfg.consumers])))
         members.append(("plugins", array("plugins", (cfg.plugins,),
                                          lambda: [(p,) for p in cfg.plugins])))
+        members += self._tls_collections(cfg, array)
         # Kong collections and metadata fastgw keeps verbatim without implementing them.
         members += [(key, [_value(v, depth + 1)]) for key, v in cfg.extra.items()]
         return members

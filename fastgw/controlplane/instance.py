@@ -25,7 +25,7 @@ import socket
 import struct
 from typing import Any
 
-from fastgw.config.settings import parse_listen
+from fastgw.config.listeners import ListenAddress, parse_listen
 
 __all__ = ["StartupError", "claim_proxy_address", "listener_pids"]
 
@@ -34,10 +34,13 @@ class StartupError(Exception):
     """A reason to refuse to start, meant for the operator as is."""
 
 
-def claim_proxy_address(listen: str) -> socket.socket:
-    """Make this process the one fastgw on ``listen``; returns the lock socket, to keep
-    open as long as the process serves. Raises StartupError."""
-    host, port = parse_listen(listen)
+def claim_proxy_address(listen: str | ListenAddress) -> socket.socket:
+    """Make this process the one fastgw on ``listen`` (one proxy_listen entry); returns
+    the lock socket, to keep open as long as the process serves. Raises StartupError."""
+    if isinstance(listen, str):
+        host, port = parse_listen(listen)
+    else:
+        host, port = listen.host, listen.port
     name = f"\0fastgw-proxy {host}:{port}"
     lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     if not _bind(lock, name):

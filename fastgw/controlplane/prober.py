@@ -15,7 +15,11 @@ Probe (Kong's active check): connect with ``timeout``; for http/https send
 and the configured ``headers``, read the status line. A connect error or reset is a tcp
 failure, running out of ``timeout`` a timeout, and the status goes through the active
 status lists. ``tcp`` probes only connect; ``grpc`` probes as tcp and ``grpcs`` as a TLS
-handshake (fastgw has no gRPC health protocol client).
+handshake (fastgw has no gRPC health protocol client). ``https`` probes speak TLS with
+``https_sni`` as server name (else the target's host), verify the certificate when
+``https_verify_certificate`` (against the node's upstream_tls_trusted_certificate) and
+present the upstream's ``client_certificate``; a failed handshake is a tcp failure, as in
+Kong.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import ssl
 import time
 from typing import Any, Callable
 
+from fastgw.config.certificates import is_reference
 from fastgw.config.model import Config, Upstream, split_target
 from fastgw.core.health import (
     ACTIVE,
@@ -39,8 +44,9 @@ from fastgw.core.health import (
     HealthPolicy,
     Transition,
 )
+from fastgw.dataplane.tls import CertPair, ClientProfile, client_context
 
-__all__ = ["HealthService", "ActiveProber", "probe"]
+__all__ = ["HealthService", "ActiveProber", "probe", "probe_context"]
 
 log = logging.getLogger("fastgw.health")
 
@@ -52,15 +58,28 @@ PROBE_RESULTS = {SUCCESS: "success", HTTP_FAILURE: "http_failure", TCP_FAILURE: 
                  TIMEOUT: "timeout", None: "unclassified"}
 
 
-async def probe(policy: HealthPolicy, host: str, port: int, host_header: str) -> str | None:
+def probe_context(policy: HealthPolicy, config: Config | None = None,
+                  upstream: Upstream | None = None) -> ssl.SSLContext | None:
+    """The TLS context of an upstream's https/grpcs probes (None for the others), made once
+    per prober: https_verify_certificate against the node's upstream_tls_trusted_certificate,
+    and the upstream's client_certificate presented (mutual TLS), as Kong's checker does."""
+    if policy.active_type not in ("https", "grpcs"):
+        return None
+    trusted = config.gateway.upstream_tls_trusted_certificate if config is not None else "system"
+    client = None
+    if config is not None and upstream is not None and upstream.client_certificate:
+        cert = next((c for c in config.certificates if c.id == upstream.client_certificate), None)
+        if cert is not None and not is_reference(cert.cert):
+            client = CertPair(cert.cert, cert.key)
+    return client_context(ClientProfile(policy.https_verify_certificate, 0, (), trusted, client))
+
+
+async def probe(policy: HealthPolicy, host: str, port: int, host_header: str,
+                tls: ssl.SSLContext | None = None) -> str | None:
     """One active probe: an event kind (``fastgw.core.health``), or None for an orphan status."""
     kind = policy.active_type
-    tls: ssl.SSLContext | None = None
-    if kind in ("https", "grpcs"):
-        tls = ssl.create_default_context()
-        if not policy.https_verify_certificate:
-            tls.check_hostname = False
-            tls.verify_mode = ssl.CERT_NONE
+    if kind in ("https", "grpcs") and tls is None:
+        tls = probe_context(policy)
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(policy.timeout):
@@ -91,11 +110,12 @@ class ActiveProber:
     while not (0 = not probed in that state), at most ``concurrency`` at a time."""
 
     def __init__(self, service: HealthService, upstream: Upstream, policy: HealthPolicy,
-                 targets: list[str]) -> None:
+                 targets: list[str], tls: ssl.SSLContext | None = None) -> None:
         self.service = service
         self.uid = upstream.id
         self.host_header = upstream.host_header
         self.policy = policy
+        self.tls = tls
         self.targets = targets
         self.due: dict[str, float | None] = {}
         self.busy: set[str] = set()
@@ -144,7 +164,8 @@ class ActiveProber:
         host, port = split_target(addr)
         try:
             async with self.limit:
-                outcome = await probe(self.policy, host, port, self.host_header or addr)
+                outcome = await probe(self.policy, host, port, self.host_header or addr,
+                                      self.tls)
             self.service.count_probe(self.uid, addr, outcome)
             if outcome is not None:
                 self.service.record((self.uid, addr), ACTIVE, outcome)
@@ -223,7 +244,10 @@ class HealthService:
         for u in config.upstreams:
             policy = HealthPolicy.from_healthchecks(u.healthchecks)
             if policy.active_enabled and targets.get(u.id):
-                wanted[u.id] = (policy, u.host_header, tuple(targets[u.id]))
+                client = next((c for c in config.certificates
+                               if c.id == u.client_certificate), None)
+                wanted[u.id] = (policy, u.host_header, tuple(targets[u.id]),
+                                config.gateway.upstream_tls_trusted_certificate, client)
         for uid in list(self.probers):
             if self._probe_keys.get(uid) != wanted.get(uid):
                 self.probers.pop(uid).stop()
@@ -231,7 +255,8 @@ class HealthService:
         by_id = {u.id: u for u in config.upstreams}
         for uid, key in wanted.items():
             if uid not in self.probers:
-                self.probers[uid] = ActiveProber(self, by_id[uid], key[0], list(key[2]))
+                self.probers[uid] = ActiveProber(self, by_id[uid], key[0], list(key[2]),
+                                                 probe_context(key[0], config, by_id[uid]))
                 self._probe_keys[uid] = key
 
     # -- events --------------------------------------------------------------------------

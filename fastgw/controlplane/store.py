@@ -222,14 +222,17 @@ def content_etag(digest: str) -> str:
     return digest[:32]
 
 
-def atomic_write(path: str, data: bytes) -> os.stat_result:
+def atomic_write(path: str, data: bytes, *, private: bool = False) -> os.stat_result:
     """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
-    Returns the stat of the new file (taken before the rename: it is ours for sure)."""
+    Returns the stat of the new file (taken before the rename: it is ours for sure).
+    ``private``: readable by its owner only, whatever the file's mode was (private keys)."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     try:
         mode = os.stat(path).st_mode & 0o777
     except FileNotFoundError:
         mode = 0o600  # the file may hold admin_token: private by default
+    if private:
+        mode &= 0o600
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -261,16 +264,25 @@ def _dangling_references(configs: Mapping[str, Config]) -> Errors:
     for ws, cfg in configs.items():
         prefix = "" if ws == DEFAULT_WORKSPACE else f"workspaces.{ws}."
         ids = {k: {e.id for e in getattr(cfg, k)} for k in ("services", "routes", "upstreams",
-                                                            "consumers")}
+                                                            "consumers", "certificates")}
         refs = [("routes", "service", "services"), ("targets", "upstream", "upstreams"),
                 ("plugins", "service", "services"), ("plugins", "route", "routes"),
-                ("plugins", "consumer", "consumers")]
+                ("plugins", "consumer", "consumers"), ("snis", "certificate", "certificates"),
+                ("services", "client_certificate", "certificates"),
+                ("upstreams", "client_certificate", "certificates")]
         for kind, fk, target in refs:
             for i, e in enumerate(getattr(cfg, kind)):
                 ref = getattr(e, fk)
                 if ref is not None and ref not in ids[target]:
                     errors.append((f"{prefix}{kind}[{i}].{fk}", f"invalid reference '{fk}: {ref}' "
                                    f"(no such entry in '{target}')"))
+        cas = {c.id for c in cfg.ca_certificates}
+        for i, service in enumerate(cfg.services):
+            for ref in service.ca_certificates or ():
+                if ref not in cas:
+                    errors.append((f"{prefix}services[{i}].ca_certificates",
+                                   f"invalid reference 'ca_certificates: {ref}' "
+                                   "(no such entry in 'ca_certificates')"))
     return errors
 
 
@@ -402,7 +414,8 @@ class FileConfigStore:
         loop = asyncio.get_running_loop()
         # Hashing and fsync take milliseconds: off the admin/status loop.
         try:
-            etag, self.on_disk = await loop.run_in_executor(None, self._write, pieces)
+            private = any(cfg.certificates for cfg in new.configs.values())
+            etag, self.on_disk = await loop.run_in_executor(None, self._write, pieces, private)
         except OSError as err:
             log.error("config store: cannot write %s: %s", self.path, err)
             raise StoreWriteError(self.path, err) from None
@@ -410,14 +423,15 @@ class FileConfigStore:
         self._publish(new)
         return new
 
-    def _write(self, pieces: list[bytes]) -> tuple[str, FileFingerprint]:
+    def _write(self, pieces: list[bytes], private: bool = False) -> tuple[str, FileFingerprint]:
         """Save (in a thread): refuse if the file is not what we last read or wrote."""
         self._check_unchanged()
         data = b"".join(pieces)
         # Hash while the file is written and fsync'ed: both let go of the GIL, so the two
         # overlap (~10 ms of sha256 for a 13 MB file, as long as the write).
         digest = _HASHER.submit(_digest, data)
-        stat = atomic_write(self.path, data)
+        # A config holding private keys (certificates) is for its owner's eyes only.
+        stat = atomic_write(self.path, data, private=private)
         return content_etag(digest.result()), FileFingerprint.of(stat, digest.result())
 
     def _check_unchanged(self) -> None:
@@ -462,6 +476,7 @@ class FileConfigStore:
 def _canonical(cfg: Config) -> Config:
     routes = grouped_by_parent(cfg.routes, cfg.services, "service")
     targets = grouped_by_parent(cfg.targets, cfg.upstreams, "upstream")
-    if routes is cfg.routes and targets is cfg.targets:
+    snis = grouped_by_parent(cfg.snis, cfg.certificates, "certificate")
+    if routes is cfg.routes and targets is cfg.targets and snis is cfg.snis:
         return cfg
-    return replace(cfg, routes=routes, targets=targets)
+    return replace(cfg, routes=routes, targets=targets, snis=snis)

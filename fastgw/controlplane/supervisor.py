@@ -47,17 +47,23 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
 from typing import Any
 
 from fastgw.config import ConfigError
-from fastgw.config.settings import GatewaySettings, parse_listen
+from fastgw.config.settings import GatewaySettings
 from fastgw.controlplane.admin.api import AdminAPI
 from fastgw.controlplane.admin.http import HTTPServer
 from fastgw.controlplane.admin.status import StatusAPI
 from fastgw.controlplane.exporter import MetricsHub
+from fastgw.controlplane.default_cert import (
+    CertificateFileError,
+    default_certificate,
+    listener_certificate,
+)
 from fastgw.controlplane.instance import StartupError, claim_proxy_address
 from fastgw.controlplane.prober import HealthService
 from fastgw.controlplane.publisher import ConfigPublisher
@@ -73,6 +79,8 @@ from fastgw.dataplane.plugins.counters import (
 )
 from fastgw.dataplane.plugins.registry import COUNTERS_ENV
 from fastgw.dataplane.server import bind_socket
+from fastgw.dataplane.tls import CertPair, server_context
+from fastgw.dataplane.tls_native import TICKET_KEYS_SIZE
 
 __all__ = ["Supervisor", "WorkerHandle", "admin_listen_problem", "StartupError", "SUPERVISOR_SIGNALS"]
 
@@ -86,17 +94,19 @@ def admin_listen_problem(settings: GatewaySettings) -> str | None:
     """Why the admin listener must not start as configured, or None."""
     if settings.admin_listen == "off" or settings.admin_token:
         return None
-    host, _ = parse_listen(settings.admin_listen)
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if loopback:
+    if all(_loopback(a.host) for a in settings.listeners("admin")):
         return None
     return (f"refusing to start: admin_listen {settings.admin_listen} is reachable from other "
             "hosts and no admin_token is set. Set gateway.admin_token (or FASTGW_ADMIN_TOKEN) "
             "so the Admin API requires a Fastgw-Admin-Token header, or bind admin_listen to "
             "127.0.0.1.")
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Supervisor:
@@ -117,7 +127,13 @@ class Supervisor:
         self.respawn = CrashLoopPolicy()
         self.respawn_at: dict[int, float] = {}  # slot -> when its backed-off respawn is due
         self.restarts: dict[str, int] = {"exited": 0, "quick_exit": 0, "unresponsive": 0}
-        self._instance_lock: socket.socket | None = None
+        self._instance_locks: list[socket.socket] = []  # one per proxy_listen entry
+        # The ssl listeners' default certificate (read or made in run()), and the node's
+        # session ticket keys: every worker seals tickets with them, so a client resumes
+        # its TLS session on whichever worker takes its next connection. In memory only;
+        # new ones at each start.
+        self.default_cert: CertPair | None = None
+        self.ticket_keys = os.urandom(TICKET_KEYS_SIZE)
         self._reload_queued = False
         # One health state per node: active probes here, passive batches from workers.
         self.health = HealthService(self._send_health)
@@ -275,7 +291,11 @@ class Supervisor:
         self.workers[slot] = w
         if self.stopping:  # the stop came while it started: it never got _stop's SIGTERM
             proc.send_signal(signal.SIGTERM)
-        channel.send(self.publisher.whole())
+        first = self.publisher.whole()
+        if self.default_cert is not None:  # the worker's TLS material rides on its first config
+            first = {**first, "tls": {"cert": self.default_cert.cert, "key": self.default_cert.key,
+                                      "ticket_keys": self.ticket_keys.hex()}}
+        channel.send(first)
         channel.send(self.health.full_message())  # the cached snapshot's may be stale
         self._track(self._read(w))
         self._track(self._watch(w))
@@ -358,14 +378,40 @@ class Supervisor:
                         pass
 
     # -- lifecycle ------------------------------------------------------------------------
-    async def _listen(self, listen: str, handler: Any, name: str) -> None:
-        if listen == "off":
-            return
-        sock = bind_socket(listen, reuse_port=False, backlog=128)
-        server = HTTPServer(handler, name=name)
-        await server.start(sock)
-        self.servers.append(server)
-        log.info("%s API listening on %s", name, listen)
+    async def _listen(self, handler: Any, name: str) -> None:
+        """Every entry of ``<name>_listen`` (admin or status), over TLS where it says ssl."""
+        for address in self.settings.listeners(name):
+            tls = None
+            if address.ssl:
+                assert self.default_cert is not None
+                pair = listener_certificate(self.settings, name, self.default_cert)
+                tls = server_context(self.settings, pair)
+            sock = bind_socket(address, reuse_port=False, backlog=128)
+            server = HTTPServer(handler, name=name)
+            await server.start(sock, tls)
+            self.servers.append(server)
+            log.info("%s API listening on %s", name, address)
+
+    def _prepare_tls(self) -> None:
+        """Check the backends' trusted CAs, and read (or make) the default certificate
+        when any listener says ssl. Raises StartupError."""
+        settings = self.settings
+        trusted = settings.upstream_tls_trusted_certificate
+        if trusted != "system":
+            try:  # workers load it for every service verifying its backends: check it once
+                ssl.create_default_context(cafile=trusted)
+            except (OSError, ssl.SSLError) as exc:
+                raise StartupError(f"refusing to start: upstream_tls_trusted_certificate "
+                                   f"{trusted}: {exc}") from None
+        if any(a.ssl for name in ("proxy", "admin", "status") for a in settings.listeners(name)):
+            try:
+                self.default_cert = default_certificate(settings, self.store.path)
+            except CertificateFileError as exc:
+                raise StartupError(f"refusing to start: {exc}") from None
+        for address in settings.listeners("proxy"):
+            if address.http2:
+                log.warning("proxy_listen %s: http2 is not supported; clients negotiate "
+                            "HTTP/1.1 (ALPN)", address)
 
     def _stop(self) -> None:
         if self.stopping:
@@ -394,9 +440,11 @@ class Supervisor:
             problem = admin_listen_problem(self.settings)
             if problem:
                 raise StartupError(problem)
-            self._instance_lock = claim_proxy_address(self.settings.proxy_listen)
-            await self._listen(self.settings.admin_listen, self.api.handle, "admin")
-            await self._listen(self.settings.status_listen, self.status_api.handle, "status")
+            self._prepare_tls()
+            self._instance_locks = [claim_proxy_address(address)
+                                    for address in self.settings.listeners("proxy")]
+            await self._listen(self.api.handle, "admin")
+            await self._listen(self.status_api.handle, "status")
             self.store.subscribe(self._on_change)
             self.publisher.start(self.store.state)
             self.health.configure(self.store.state.merged)
@@ -410,8 +458,8 @@ class Supervisor:
             await self.stop_event.wait()
             await self._drain()
         finally:
-            if self._instance_lock is not None:
-                self._instance_lock.close()
+            for lock in self._instance_locks:
+                lock.close()
         return self.status_code
 
     async def _drain(self) -> None:

@@ -86,9 +86,10 @@ class ClientConnection(ClientSide):
 
     transport: asyncio.Transport  # set by connection_made
 
-    def __init__(self, server: WorkerContext, port: int) -> None:
-        """`port`: the listening port this connection was accepted on."""
-        super().__init__(server, port)
+    def __init__(self, server: WorkerContext, port: int, https: bool = False) -> None:
+        """`port`: the listening port this connection was accepted on; `https`: on an
+        ssl listener (the connection is made once the TLS handshake is done)."""
+        super().__init__(server, port, https)
         self.loop = server.loop
         self.reader = RequestReader(server.limits, self, self.on_body, self.on_message_complete)
         self.parser: httptools.HttpRequestParser | None = None
@@ -123,7 +124,7 @@ class ClientConnection(ClientSide):
         server = self.server
         peer = transport.get_extra_info("peername")
         self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
-        self.fwd = server.forwarded_fields(ip, self.port, b"http")
+        self.fwd = server.forwarded_fields(ip, self.port, b"https" if self.https else b"http")
         parser = self.parser = httptools.HttpRequestParser(self.reader)
         self.reader.parser = parser
         server.connections.add(self)
@@ -189,10 +190,10 @@ class ClientConnection(ClientSide):
             active.client_gone()
         while self.queue:
             self.queue.pop(0).client_gone()
-        # The parser holds the reader, which holds our bound callbacks: drop both so
-        # reference counting frees this connection now (no cycle for the collector).
+        # The parser holds the reader, which holds us and our bound callbacks: drop both
+        # so reference counting frees this connection now (no cycle for the collector).
         self.parser = None
-        self.reader.parser = None
+        self.reader.detach()
         self.last = self.parsing = None
 
     def pause_writing(self) -> None:

@@ -70,6 +70,12 @@ from fastgw.core.http.response import (
 )
 from fastgw.core.http.response import LENGTH as RESPONSE_LENGTH
 from fastgw.core.http.response import NO_BODY as RESPONSE_NO_BODY
+from fastgw.core.https_redirect import (
+    HTTPS_MESSAGE,
+    UPGRADE_FIELDS,
+    forwarded_https,
+    location_field,
+)
 from fastgw.core.http.upstream_head import ForwardedFields, build_upstream_head, client_request_id
 from fastgw.core.plugins.iprestriction import client_address
 from fastgw.dataplane.balancing import BalanceContext, TargetRuntime
@@ -79,6 +85,7 @@ from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.logrecord import LogRecord
+from fastgw.dataplane.pool import UpstreamPool
 from fastgw.dataplane.upstream import ResponseSink, UpstreamConnection
 
 
@@ -158,14 +165,15 @@ class ClientSide(HeadSink):
     """What an exchange needs of its client connection (dataplane.downstream), as a base
     class: compiled, the calls are direct."""
 
-    __slots__ = ("server", "client_ip", "port", "fwd", "write_paused", "started")
+    __slots__ = ("server", "client_ip", "port", "https", "fwd", "write_paused", "started")
 
     fwd: ForwardedFields  # set when the connection is made
 
-    def __init__(self, server: WorkerContext, port: int) -> None:
+    def __init__(self, server: WorkerContext, port: int, https: bool = False) -> None:
         self.server = server
         self.client_ip = ""
         self.port = port
+        self.https = https  # accepted on an ssl listener
         self.write_paused = False
         self.started = 0.0  # loop time at the current request's first byte
 
@@ -282,6 +290,10 @@ class Exchange(ResponseSink):
             return
         self.hit = hit
         self.plan = plan
+        if plan.https_only and not client.https and \
+                not forwarded_https(head, client.fwd.trusted):
+            self._https_required(plan.https_redirect)
+            return
         chain = plan.plugins
         if chain is not None and (self.request_complete or not chain.needs_body):
             if self._access(chain):
@@ -298,6 +310,15 @@ class Exchange(ResponseSink):
                 self._go(BUFFER)
                 return
         self._pick()
+
+    def _https_required(self, status: int) -> None:
+        """A route for https only, asked over plain http: 426 or a redirect (Kong's)."""
+        if status != 426:
+            location = location_field(self.head, self.client.fwd.trusted)
+            if location is not None:
+                self.reply(status, extra=location, empty=True)
+                return
+        self.reply(426, HTTPS_MESSAGE, extra=UPGRADE_FIELDS)
 
     def feed_body(self, data: bytes) -> None:
         """A piece of the request body (decoded), from the client's parser."""
@@ -414,20 +435,22 @@ class Exchange(ResponseSink):
         self.counted = owner is not None and owner.counts  # least-connections only
         self.tried.append(target)
         self.attempts += 1
-        conn = target.pool.acquire()
+        tls = plan.tls  # TLS to the backend: its pool for this profile and server name
+        pool = target.pool if tls is None else tls.pool_for(target, self.head)
+        conn = pool.acquire()
         if conn is not None:
             self.reused = True
             self._attach(conn)
         else:
             self._go(CONNECT)
             self.reused = False
-            self.server.loop.create_task(self._connect(target))
+            self.server.loop.create_task(self._connect(target, pool))
 
-    async def _connect(self, target: TargetRuntime) -> None:
+    async def _connect(self, target: TargetRuntime, pool: UpstreamPool) -> None:
         plan = self.plan
         assert plan is not None
         try:
-            conn = await target.pool.connect(self.server.resolver, plan.connect_timeout)
+            conn = await pool.connect(self.server.resolver, plan.connect_timeout)
         except asyncio.TimeoutError:
             if self.state == CONNECTING and self.target is target:
                 self._attempt_failed("connect timeout", 504)
@@ -438,7 +461,7 @@ class Exchange(ResponseSink):
                 self._attempt_failed("connect error", 502)
             return
         if self.state != CONNECTING or self.target is not target:
-            target.pool.release(conn, self.server.loop.time())  # the client went away: keep it
+            pool.release(conn, self.server.loop.time())  # the client went away: keep it
             return
         self._attach(conn)
 
@@ -735,7 +758,7 @@ class Exchange(ResponseSink):
         target = self.target
         self.t_end = self.server.loop.time()
         if reusable and self.request_sent and target is not None:
-            target.pool.release(conn, self.t_end)
+            conn.pool.release(conn, self.t_end)  # its own pool (TLS pools are per profile)
         else:
             conn.close()
         if self.rechunk:
@@ -847,18 +870,21 @@ class Exchange(ResponseSink):
 
     # -- endings ----------------------------------------------------------------------
 
-    def reply(self, status: int, message: str | None = None, close: bool = False) -> None:
-        """The gateway answers this request itself (an error, before any response byte)."""
+    def reply(self, status: int, message: str | None = None, close: bool = False,
+              extra: bytes = b"", empty: bool = False) -> None:
+        """The gateway answers this request itself (an error, before any response byte);
+        `extra` field lines, `empty`: without a body (core.http.errors.error_response)."""
         if self.state == RELAYING:
             self.abort()
             return
         call = self.call
         if status == 413 and message is None and call is not None and call.body_limit_hit:
             message = SIZE_EXCEEDED
-        self._reply(status, message, close, None)
+        self._reply(status, message, close, None, extra, empty)
 
     def _reply(self, status: int, message: str | None, close: bool,
-               plugin_reply: PluginReply | None) -> None:
+               plugin_reply: PluginReply | None, extra: bytes = b"",
+               empty: bool = False) -> None:
         self._go(REPLY)
         self._release_conn()
         client = self.client
@@ -881,7 +907,7 @@ class Exchange(ResponseSink):
             response = error_response(
                 status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
                 request_id=self._request_id().decode("latin-1"), fields=server.fields,
-                latency_ms=latency_ms,
+                latency_ms=latency_ms, extra=extra, empty=empty,
             )
         self.bytes_out += len(response)
         client.write(response)

@@ -19,15 +19,19 @@ back costs no set operations.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
+import ssl
 import time
 from collections import deque
-from typing import cast
+from typing import Any, Final, cast
 
 from fastgw.dataplane.sweeper import IDLE, DeadlineSweeper
 from fastgw.dataplane.upstream import ConnectionOwner, UpstreamConnection
 
-__all__ = ["PoolStats", "Resolver", "UpstreamPool"]
+__all__ = ["PoolStats", "Resolver", "UpstreamPool", "tls_failure"]
+
+log = logging.getLogger("fastgw.proxy")
 
 
 class PoolStats:
@@ -78,11 +82,22 @@ def _is_ip(host: str) -> bool:
         return False
 
 
+# Per-request server names (TLS to a backend with preserve_host): pools kept per pool.
+MAX_NAMED_POOLS: Final = 64
+
+
 class UpstreamPool(ConnectionOwner):
-    """Keep-alive connections to one backend address (host, port), for one worker."""
+    """Keep-alive connections to one backend address (host, port), for one worker.
+
+    Over TLS (`tls` set) the pool is also one server name and one TLS profile: the
+    registry keys pools by all of them, so TLS and plain connections, or connections
+    verified differently, never mix (Pingora's pool key). `verify_depth` >= 0 bounds the
+    verified chain (nginx's proxy_ssl_verify_depth: that many intermediates at most).
+    """
 
     __slots__ = ("host", "port", "idle", "max_idle", "max_requests", "idle_timeout",
-                 "sweeper", "closed", "stats", "loop")
+                 "sweeper", "closed", "stats", "loop", "tls", "server_name", "verify_depth",
+                 "named")
 
     def __init__(
         self,
@@ -94,6 +109,9 @@ class UpstreamPool(ConnectionOwner):
         max_requests: int,
         idle_timeout: float,
         sweeper: DeadlineSweeper,
+        tls: ssl.SSLContext | None = None,
+        server_name: str | None = None,
+        verify_depth: int = -1,
     ) -> None:
         self.loop = loop
         self.host = host
@@ -105,6 +123,29 @@ class UpstreamPool(ConnectionOwner):
         self.sweeper = sweeper
         self.closed = False
         self.stats = PoolStats()
+        self.tls = tls
+        self.server_name = server_name
+        self.verify_depth = verify_depth
+        self.named: dict[str, UpstreamPool] | None = None
+
+    def for_server_name(self, name: str) -> UpstreamPool:
+        """The pool of this address and TLS profile for another server name (SNI)."""
+        if name == self.server_name:
+            return self
+        named = self.named
+        if named is None:
+            named = self.named = {}
+        pool = named.get(name)
+        if pool is None:
+            if len(named) >= MAX_NAMED_POOLS:
+                named.pop(next(iter(named))).close()  # the oldest goes: bounded memory
+            pool = named[name] = UpstreamPool(
+                self.loop, self.host, self.port, max_idle=self.max_idle,
+                max_requests=self.max_requests, idle_timeout=self.idle_timeout,
+                sweeper=self.sweeper, tls=self.tls, server_name=name,
+                verify_depth=self.verify_depth)
+            pool.stats = self.stats
+        return pool
 
     def acquire(self) -> UpstreamConnection | None:
         idle = self.idle
@@ -122,12 +163,26 @@ class UpstreamPool(ConnectionOwner):
         loop = self.loop
         try:
             address = await resolver.resolve(loop, self.host, self.port)
-            _, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _as_protocol(UpstreamConnection(self)),
-                                       address, self.port),
-                timeout,
-            )
+            if self.tls is None:
+                connecting = loop.create_connection(
+                    lambda: _as_protocol(UpstreamConnection(self)), address, self.port)
+            else:
+                connecting = loop.create_connection(
+                    lambda: _as_protocol(UpstreamConnection(self)), address, self.port,
+                    ssl=self.tls, server_hostname=self.server_name or "",
+                    ssl_handshake_timeout=timeout)
+            transport, protocol = await asyncio.wait_for(connecting, timeout)
             conn = cast(UpstreamConnection, protocol)
+            if self.verify_depth >= 0:
+                self._check_depth(transport)
+        except ssl.SSLError as exc:
+            self.stats.connect_errors += 1
+            log.error("%s while SSL handshaking to upstream %s:%d (server name %s)",
+                      tls_failure(exc), self.host, self.port, self.server_name or "none")
+            raise
+        except ValueError as exc:  # a server name ssl refuses: a failed connect, not a crash
+            self.stats.connect_errors += 1
+            raise OSError(f"{self.host}:{self.port}: {exc}") from exc
         except BaseException:
             self.stats.connect_errors += 1
             raise
@@ -137,6 +192,20 @@ class UpstreamPool(ConnectionOwner):
             raise ConnectionResetError(f"{self.host}:{self.port} closed the new connection")
         self.sweeper.add(conn)
         return conn
+
+    def _check_depth(self, transport: Any) -> None:
+        """Refuse a verified chain longer than verify_depth intermediates allow."""
+        sslobj = transport.get_extra_info("ssl_object")
+        chain = sslobj._sslobj.get_verified_chain() if sslobj is not None else []
+        # leaf + intermediates + trust anchor (OpenSSL's depth counts the intermediates)
+        if len(chain) > self.verify_depth + 2:
+            transport.close()
+            error = ssl.SSLCertVerificationError(f"certificate chain too long ({len(chain) - 2} "
+                                                 f"intermediates, tls_verify_depth "
+                                                 f"{self.verify_depth})")
+            error.verify_code = 22  # X509_V_ERR_CERT_CHAIN_TOO_LONG
+            error.verify_message = "certificate chain too long"
+            raise error
 
     def release(self, conn: UpstreamConnection, now: float) -> None:
         if (
@@ -166,3 +235,17 @@ class UpstreamPool(ConnectionOwner):
         self.closed = True
         while self.idle:
             self.idle.pop().close()
+        if self.named is not None:
+            for pool in self.named.values():
+                pool.close()
+            self.named = None
+
+
+def tls_failure(exc: ssl.SSLError) -> str:
+    """nginx's words for a failed handshake with a backend, with OpenSSL's reason."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", None)
+        message = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return f"upstream SSL certificate verify error: ({code}:{message})" if code \
+            else f"upstream SSL certificate verify error: ({message})"
+    return f"upstream SSL handshake failed: {exc.reason or exc}"

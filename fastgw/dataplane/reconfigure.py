@@ -143,13 +143,15 @@ class StagedPools:
                                      idle_timeout=live.idle_timeout)
         self.registry.pools = dict(live.pools)
         self.registry.pool_stats = dict(live.pool_stats)
-        self.used: set[tuple[str, int]] = set()  # filled by build_snapshot(keep_pools=)
+        self.registry.tls_contexts = dict(live.tls_contexts)  # made once per TLS profile
+        self.used: set[tuple[Any, ...]] = set()  # filled by build_snapshot(keep_pools=)
 
     def commit(self, live: PoolRegistry) -> None:
         for key, pool in self.registry.pools.items():
             live.pools.setdefault(key, pool)
         for address, stats in self.registry.pool_stats.items():
             live.pool_stats.setdefault(address, stats)
+        live.tls_contexts = self.registry.tls_contexts
         live.retain_only(self.used)
 
 

@@ -16,19 +16,25 @@ import time
 from typing import Any, cast
 
 from fastgw.config import Config
-from fastgw.config.settings import parse_listen
+from fastgw.config.listeners import ListenAddress, parse_listen
 from fastgw.core.http.errors import DATE
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.downstream import ClientConnection
 from fastgw.dataplane.health import WorkerHealth
 from fastgw.dataplane.plugins.registry import PluginRuntime
 from fastgw.dataplane.snapshot import PoolRegistry, Snapshot, build_snapshot
+from fastgw.dataplane.tls import CertPair, ServerTLS
 
 log = logging.getLogger("fastgw")
 
 
-def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) -> socket.socket:
-    host, port = parse_listen(listen)
+def bind_socket(listen: str | ListenAddress, *, reuse_port: bool = True,
+                backlog: int | None = None) -> socket.socket:
+    if isinstance(listen, str):
+        host, port = parse_listen(listen)
+    else:
+        host, port = listen.host, listen.port
+        backlog = backlog or listen.backlog
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -37,7 +43,7 @@ def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) ->
         # (reference/craft.md, item 12).
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(backlog)
+    sock.listen(backlog or 2048)
     sock.setblocking(False)
     return sock
 
@@ -45,8 +51,15 @@ def bind_socket(listen: str, *, reuse_port: bool = True, backlog: int = 2048) ->
 class ProxyServer(WorkerContext):
     """A worker's proxy: the shared state (WorkerContext) and its lifecycle."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
+                 default_cert: CertPair | None = None, ticket_keys: bytes | None = None) -> None:
+        """`default_cert`: the certificate of ssl listeners when no SNI matches (the
+        supervisor's ssl_cert, or the one it made at first start); `ticket_keys`: the
+        node's session ticket keys."""
         super().__init__(loop, config.gateway)
+        # TLS of the ssl listeners (dataplane.tls); the certificates follow the config.
+        self.tls = ServerTLS(config.gateway, default_cert, ticket_keys) \
+            if default_cert is not None else None
         self.slow_sweeper.on_tick.append(DATE.refresh)
         settings = config.gateway
         self.registry = PoolRegistry(
@@ -64,6 +77,7 @@ class ProxyServer(WorkerContext):
         self.health = WorkerHealth(loop)
         self.io_sweeper.on_tick.append(self.health.flush)
         self._servers: list[asyncio.Server] = []
+        self.listening: list[tuple[str, int, bool]] = []  # (host, port, ssl) per listener
         self.stats.pools = self.registry.pool_stats
         self.slow_sweeper.on_tick.append(self._flush_access_log)
         self.snapshot = self._build(config)
@@ -82,6 +96,8 @@ class ProxyServer(WorkerContext):
 
     def _bind(self, snapshot: Snapshot) -> Snapshot:
         self.version = snapshot.version
+        if self.tls is not None:  # certificates: contexts kept while their PEM is unchanged
+            self.tls.update(snapshot.config)
         self.stats.bind(snapshot.route_plans.values())
         self.health.bind(snapshot)  # before it goes live: no request sees stale health
         return snapshot
@@ -89,16 +105,28 @@ class ProxyServer(WorkerContext):
     # -- lifecycle --------------------------------------------------------------------
 
     async def start(self, sock: socket.socket | None = None) -> None:
-        if sock is None:
-            sock = bind_socket(self.settings.proxy_listen)
-        # An accepted socket's local port is the listener's: no getsockname per connection.
-        port = sock.getsockname()[1]
-        server = await self.loop.create_server(
-            lambda: cast(asyncio.Protocol, ClientConnection(self, port)), sock=sock,
-            backlog=2048)
-        self._servers.append(server)
+        """Listen on every proxy_listen entry (or on `sock`, plain HTTP: tests)."""
+        if sock is not None:
+            await self._listen(sock, False)
+        else:
+            for address in self.settings.listeners("proxy"):
+                if address.ssl and self.tls is None:
+                    raise OSError(f"{address}: an ssl listener needs a certificate")
+                await self._listen(bind_socket(address), address.ssl)
         self.io_sweeper.start()
         self.slow_sweeper.start()
+
+    async def _listen(self, sock: socket.socket, https: bool) -> None:
+        # An accepted socket's local port is the listener's: no getsockname per connection.
+        port = sock.getsockname()[1]
+        tls = self.tls.context if https and self.tls is not None else None
+        server = await self.loop.create_server(
+            lambda: cast(asyncio.Protocol, ClientConnection(self, port, https)), sock=sock,
+            backlog=2048, ssl=tls,
+            ssl_handshake_timeout=self.client_header_timeout if tls is not None else None)
+        self._servers.append(server)
+        address: Any = sock.getsockname()
+        self.listening.append((str(address[0]), int(address[1]), https))
 
     @property
     def addresses(self) -> list[tuple[str, int]]:

@@ -18,6 +18,7 @@ from fastgw.core.canary import CanaryConfig
 from fastgw.core.http.fields import host_header_value
 from fastgw.core.http.request import RequestHead
 from fastgw.core.http.upstream_head import prefix_line
+from fastgw.core.https_redirect import https_only
 from fastgw.core.router import PAUSE_MASK, Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
 from fastgw.dataplane.plugins.phases import PluginChain
@@ -25,6 +26,7 @@ from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains, count
 from fastgw.dataplane.pool import PoolStats, UpstreamPool
 from fastgw.dataplane.stats import RouteStats, route_label, service_label
 from fastgw.dataplane.sweeper import DeadlineSweeper
+from fastgw.dataplane.upstream_tls import UpstreamTLS, plan_tls
 
 if TYPE_CHECKING:
     from fastgw.config.model import Config, Route, Service
@@ -35,7 +37,8 @@ DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443, "grpc": 
 class PoolRegistry:
     """Per-worker upstream pools, shared by successive snapshots."""
 
-    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout", "pool_stats")
+    __slots__ = ("loop", "sweeper", "pools", "max_idle", "max_requests", "idle_timeout",
+                 "pool_stats", "tls_contexts")
 
     def __init__(
         self,
@@ -48,7 +51,10 @@ class PoolRegistry:
     ) -> None:
         self.loop = loop
         self.sweeper = sweeper
-        self.pools: dict[tuple[str, int], UpstreamPool] = {}
+        # (host, port) for plain HTTP; (host, port, TLS profile key, server name) over TLS.
+        self.pools: dict[tuple[Any, ...], UpstreamPool] = {}
+        # TLS client contexts by profile key (dataplane.upstream_tls), kept while used.
+        self.tls_contexts: dict[str, Any] = {}
         # Counters by "host:port", outliving the pools: a pool closed by a config change
         # and opened again later keeps counting where it left off (metrics never reset).
         self.pool_stats: dict[str, PoolStats] = {}
@@ -72,7 +78,21 @@ class PoolRegistry:
             self.pools[(host, port)] = pool
         return pool
 
-    def retain_only(self, keys: set[tuple[str, int]]) -> None:
+    def get_tls(self, key: tuple[str, int, str, str | None], tls: Any,
+                verify_depth: int) -> UpstreamPool:
+        """The pool of `key` = (host, port, TLS profile key, server name)."""
+        pool = self.pools.get(key)
+        if pool is None:
+            host, port, _, server_name = key
+            pool = UpstreamPool(self.loop, host, port, max_idle=self.max_idle,
+                                max_requests=self.max_requests, idle_timeout=self.idle_timeout,
+                                sweeper=self.sweeper, tls=tls, server_name=server_name,
+                                verify_depth=verify_depth)
+            pool.stats = self.pool_stats.setdefault(f"{host}:{port}", pool.stats)
+            self.pools[key] = pool
+        return pool
+
+    def retain_only(self, keys: set[tuple[Any, ...]]) -> None:
         for key in [k for k in self.pools if k not in keys]:
             self.pools.pop(key).close()
 
@@ -100,6 +120,9 @@ class RoutePlan:
         "stats",
         "plugins",
         "count_consumers",
+        "https_only",
+        "https_redirect",
+        "tls",
     )
 
     def __init__(
@@ -132,6 +155,11 @@ class RoutePlan:
             else (balancer,)
         self.needs_context = isinstance(balancer, CanaryBalancer) or any(
             side.needs_key for side in sides)
+        # A route for https only answers plain http itself (core.https_redirect).
+        self.https_only = https_only(route.protocols)
+        self.https_redirect = route.https_redirect_status_code
+        # TLS to the backends (services with protocol https), set by build_snapshot.
+        self.tls: UpstreamTLS | None = None
         # Replaced by the worker's long-lived object (WorkerStats.bind); never None.
         self.stats = RouteStats(route.id, service_label(service), route_label(route))
 
@@ -210,7 +238,7 @@ class Snapshot:
 
 
 def build_snapshot(config: Config, registry: PoolRegistry, version: int,
-                   keep_pools: set[tuple[str, int]] | None = None,
+                   keep_pools: set[tuple[Any, ...]] | None = None,
                    pause: Callable[[], None] | None = None,
                    plugins: PluginRuntime | None = None) -> Snapshot:
     """``keep_pools``: collect the pools the snapshot uses there instead of closing the
@@ -218,7 +246,7 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
     every few hundred entities, so a build in a thread hands the GIL to the proxy loop
     (compiled code never gives it up on its own). ``plugins``: the worker's plugin state
     (its rate-limit counters, log writers); None: a new one (tests)."""
-    used: set[tuple[str, int]] = set() if keep_pools is None else keep_pools
+    used: set[tuple[Any, ...]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
     for target in config.targets:
@@ -287,15 +315,20 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
                                             balancer, upstreams, registry, used)
             plan = plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
             plan.count_consumers = per_consumer
+            plan.tls = plan_tls(config, service, route, balancer, registry.get_tls,
+                                registry.tls_contexts, used)
     router = Router.compile(live_routes, pause)
     if keep_pools is None:
         registry.retain_only(used)
+    # TLS client contexts of profiles no plan uses any more go (pools key them at [2]).
+    profiles = {key[2] for key in used if len(key) == 4}
+    registry.tls_contexts = {k: v for k, v in registry.tls_contexts.items() if k in profiles}
     return Snapshot(config, router, plans, upstreams, version)
 
 
 def _canary_balancer(
     cfg: CanaryConfig, service: Service, stable: UpstreamRuntime | DirectRuntime,
-    upstreams: dict[str, UpstreamRuntime], registry: PoolRegistry, used: set[tuple[str, int]],
+    upstreams: dict[str, UpstreamRuntime], registry: PoolRegistry, used: set[tuple[Any, ...]],
 ) -> CanaryBalancer:
     """The canary side: an Upstream by name, a plain host, or the stable side (uri only)."""
     canary: UpstreamRuntime | DirectRuntime = stable

@@ -32,6 +32,7 @@ from fastgw.config import ConfigError
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.reconfigure import Reconfigurer, config_from_snapshot
 from fastgw.dataplane.server import ProxyServer, install_uvloop
+from fastgw.dataplane.tls import CertPair
 
 __all__ = ["Heartbeat", "Worker", "main", "stats_reply"]
 
@@ -100,14 +101,18 @@ class Worker:
                           "pid": os.getpid(), "error": str(exc)})
             await channel.drain()
             return 1
-        self.server = server = ProxyServer(config, loop)
+        tls = first.get("tls")  # the ssl listeners' default certificate, the ticket keys
+        default = CertPair(tls["cert"], tls["key"]) if isinstance(tls, dict) else None
+        keys = bytes.fromhex(tls["ticket_keys"]) if isinstance(tls, dict) else None
+        self.server = server = ProxyServer(config, loop, default, keys)
         await server.start()  # binds our own SO_REUSEPORT socket
         server.health.attach(channel.send)  # passive health batches go upstream
         health = first.get("health")
         if isinstance(health, dict):
             server.health.update(health)
-        for host, port in server.addresses:
-            log.info("worker %d proxy listening on %s:%d", os.getpid(), host, port)
+        for host, port, https in server.listening:
+            log.info("worker %d proxy listening on %s:%d%s", os.getpid(), host, port,
+                     " ssl" if https else "")
         log.info("worker %d fastgw build: %s", os.getpid(), describe())
         reconfigurer = Reconfigurer(server, config, version, channel.send)
         channel.send({"type": "ack", "version": version, "ok": True, "pid": os.getpid(),

@@ -198,3 +198,32 @@ def test_nginx_backends_answer_small_json_each_its_own() -> None:
             assert 100 <= len(body) <= 160, body
             ids.append(json.loads(body)["result"]["content"]["id"])
         assert ids == ["A", "B"]
+
+
+def test_tls_run_writes_sane_json(tmp_path: Path) -> None:
+    """`python -m bench tls`: both targets, every workload, resumed handshakes resumed."""
+    require_tool("nginx", "apt-get install nginx-light")
+    require_tool("wrk", "apt-get install wrk")
+    require_tool("openssl", "apt-get install openssl")
+    out = tmp_path / "tls"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "tls", "--duration", "1", "--repeats", "1",
+         "--out", str(out)],
+        cwd=REPO_ROOT, check=False, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    doc = json.loads((out / "latest.json").read_text())
+    assert "listen 127.0.0.1:" in doc["targets"]["nginx"]["config"] and \
+        "ssl_protocols TLSv1.2 TLSv1.3;" in doc["targets"]["nginx"]["config"]
+    runs = doc["runs"]
+    assert {(r["target"], r["workload"]) for r in runs} == {
+        (t, w) for t in ("fastgw1", "nginx")
+        for w in ("plain_c64", "tls_c64", "plain_close", "tls_full", "tls_resumed")}
+    for run in runs:
+        assert run["requests"] > 0 and run["errors"] == 0 and run["cpu_us_per_request"] > 0, run
+        if run["workload"] == "tls_full":
+            assert run["resumed"] == 0, run
+        if run["workload"] == "tls_resumed":
+            assert run["resumed"] >= run["requests"] - 4, run  # one full handshake per client
+    assert [v["pass"] is not None for v in doc["verdicts"]] == [True, True]
+    assert "full handshakes/s" in proc.stdout

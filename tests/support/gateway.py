@@ -139,16 +139,22 @@ class GatewayProcess:
         taskset: str | None = None,
         root: Path | None = None,
         config_name: str = "config.json",
+        tls: bool = False,
     ) -> None:
         """`root`: the checkout whose fastgw runs (default this one; e.g. a git worktree
         of an older commit for a before/after comparison). `config_name`: the file's name
-        (`kong.yml` makes it YAML)."""
+        (`kong.yml` makes it YAML). `tls`: a second proxy listener, with ssl, on another free
+        port (`tls_port`, `tls_url`)."""
         self.root = root or REPO_ROOT
         self.config = copy.deepcopy(config)
         self._reserved = reserve_port() if port is None else None
         self.port = port or self._reserved.getsockname()[1]  # type: ignore[union-attr]
         gateway = self.config.setdefault("gateway", {})
         gateway["proxy_listen"] = f"127.0.0.1:{self.port}"
+        self._tls_reserved = reserve_port() if tls else None
+        self.tls_port = self._tls_reserved.getsockname()[1] if self._tls_reserved else 0
+        if tls:
+            gateway["proxy_listen"] += f", 127.0.0.1:{self.tls_port} ssl"
         gateway.setdefault("admin_listen", "off")
         gateway.setdefault("status_listen", "off")
         gateway["workers"] = workers
@@ -168,9 +174,18 @@ class GatewayProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def tls_url(self) -> str:
+        return f"https://localhost:{self.tls_port}"
+
+    @property
+    def default_cert(self) -> Path:
+        """The self-signed certificate fastgw made beside the config (without ssl_cert)."""
+        return self.config_path.parent / "fastgw-default.crt"
+
+    @property
     def admin_url(self) -> str:
         """Base URL of the Admin API (the config's gateway.admin_listen must not be "off")."""
-        return "http://" + self.config["gateway"]["admin_listen"]
+        return "http://" + self.config["gateway"]["admin_listen"].split(",")[0].split()[0]
 
     @property
     def status_url(self) -> str:
@@ -202,17 +217,19 @@ class GatewayProcess:
             cwd=str(self.root),
         )
         deadline = time.monotonic() + self.startup_timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"fastgw exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise TimeoutError(f"fastgw did not listen within {self.startup_timeout}s:\n{self.log()}")
-                time.sleep(0.02)
+        for port in (self.port, self.tls_port) if self.tls_port else (self.port,):
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"fastgw exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        self.stop()
+                        raise TimeoutError(f"fastgw did not listen within "
+                                           f"{self.startup_timeout}s:\n{self.log()}")
+                    time.sleep(0.02)
         self._release_port()
         return self
 
@@ -220,6 +237,9 @@ class GatewayProcess:
         if self._reserved is not None:
             self._reserved.close()
             self._reserved = None
+        if self._tls_reserved is not None:
+            self._tls_reserved.close()
+            self._tls_reserved = None
 
     def log(self) -> str:
         try:

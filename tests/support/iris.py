@@ -28,6 +28,7 @@ import http
 import os
 import random
 import signal
+import ssl
 import sys
 import time
 from collections import deque
@@ -98,6 +99,11 @@ class IrisOptions:
     fail_status: int = 500
     keepalive_timeout: float = 75.0
     max_body: int = 32 * 1024 * 1024
+    # HTTPS: a certificate and key (PEM files); with tls_client_ca, a client certificate
+    # signed by that CA is required (mutual TLS).
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
 
     def __post_init__(self) -> None:
         # The id ends up in a response header: refuse anything that could split it.
@@ -109,6 +115,8 @@ class IrisOptions:
             raise ValueError("--fail-status must be an HTTP status")
         if (self.user is None) != (self.password is None):
             raise ValueError("--user and --password go together")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
 
 
 @dataclass(slots=True)
@@ -213,7 +221,7 @@ class IrisServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def _seed_docs(self) -> None:
         for doc in (
@@ -228,10 +236,31 @@ class IrisServer:
             ns = "%SYS" if doc.name.startswith("%") else "USER"
             self.docs[(ns, doc.name)] = doc
 
+    def _tls(self) -> ssl.SSLContext | None:
+        o = self.options
+        if o.tls_cert is None or o.tls_key is None:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(o.tls_cert, o.tls_key)
+        if o.tls_client_ca:
+            ctx.load_verify_locations(o.tls_client_ca)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+
+        def note_sni(conn: Any, name: str | None, _: ssl.SSLContext) -> None:
+            conn.requested_sni = name  # echoed by /_emulator/echo
+
+        ctx.sni_callback = note_sni
+        return ctx
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.options.tls_cert else "http"
+
     async def _start(self, host: str, port: int) -> None:
         loop = self._loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: IrisProtocol(self), host, port, backlog=4096, reuse_address=True
+            lambda: IrisProtocol(self), host, port, backlog=4096, reuse_address=True,
+            ssl=self._tls()
         )
         sock = self._server.sockets[0]
         self.host, self.port = sock.getsockname()[:2]
@@ -813,6 +842,13 @@ class IrisProtocol(asyncio.Protocol):
                 "body_length": self._body_len, "peer": list(peer[:2]) if peer else None}
             if self._body is not None:
                 out["body"] = self._body.decode("utf-8", "replace")
+            tls = self._transport.get_extra_info("ssl_object") if self._transport else None
+            if tls is not None:
+                peer_cert = tls.getpeercert()
+                subject = dict(x[0] for x in peer_cert["subject"]) if peer_cert else {}
+                out["tls"] = {"version": tls.version(),
+                              "sni": getattr(tls, "requested_sni", None),
+                              "client_cert": subject.get("commonName") if peer_cert else None}
             self._respond(200, orjson.dumps(out), method, keep)
         elif what.startswith("status/") and what[7:].isdigit() and 200 <= int(what[7:]) <= 599:
             code = int(what[7:])
@@ -878,6 +914,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--fail-status", type=int, default=500)
     p.add_argument("--keepalive-timeout", type=float, default=75.0, help="0 disables")
     p.add_argument("--ready-file", help="write the bound port here once listening")
+    p.add_argument("--tls-cert", help="serve HTTPS with this certificate (PEM file)")
+    p.add_argument("--tls-key", help="its private key (PEM file)")
+    p.add_argument("--tls-client-ca", help="require client certificates signed by this CA")
     return p.parse_args(argv)
 
 
@@ -886,7 +925,8 @@ async def _amain(args: argparse.Namespace) -> int:
         server = await start_iris(
             args.host, args.port, id=args.id, version=args.version, user=args.user,
             password=args.password, latency_ms=args.latency_ms, error_rate=args.error_rate,
-            fail_status=args.fail_status, keepalive_timeout=args.keepalive_timeout)
+            fail_status=args.fail_status, keepalive_timeout=args.keepalive_timeout,
+            tls_cert=args.tls_cert, tls_key=args.tls_key, tls_client_ca=args.tls_client_ca)
     except (ValueError, OSError) as exc:
         print(f"iris {args.id}: {exc}", file=sys.stderr, flush=True)
         return 2

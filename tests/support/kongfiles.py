@@ -16,7 +16,8 @@ __all__ = ["KONG_FILES", "LOADABLE_KONG_FILES", "entity_fields", "lost_fields",
 
 KONG_FILES = sorted(p for p in (Path(__file__).parent.parent / "fixtures" / "kong").iterdir()
                     if p.suffix in (".yml", ".yaml"))
-_KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
+_KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins", "certificates",
+          "snis", "ca_certificates")
 _TIMESTAMPS = ("created_at", "updated_at")
 
 

@@ -83,6 +83,8 @@ class IrisProcess:
         error_rate: float = 0.0,
         fail_status: int = 500,
         keepalive_timeout: float | None = None,
+        tls: tuple[str, str] | None = None,
+        tls_client_ca: str | None = None,
         extra_args: Sequence[str] = (),
         python: str = sys.executable,
         startup_timeout: float = 10.0,
@@ -109,6 +111,11 @@ class IrisProcess:
             args += ["--fail-status", str(fail_status)]
         if keepalive_timeout is not None:
             args += ["--keepalive-timeout", str(keepalive_timeout)]
+        if tls is not None:  # (certificate file, key file): HTTPS
+            args += ["--tls-cert", tls[0], "--tls-key", tls[1]]
+        if tls_client_ca is not None:
+            args += ["--tls-client-ca", tls_client_ca]
+        self.scheme = "https" if tls is not None else "http"
         args += list(extra_args)
         if taskset:  # benchmarks pin the backend to a CPU so it doesn't fight the gateway
             args = ["taskset", "-c", taskset, *args]
@@ -125,7 +132,7 @@ class IrisProcess:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def start(self) -> "IrisProcess":
         env = dict(os.environ)

@@ -103,7 +103,8 @@ class ProtocolHarness:
     which runs when the test calls `run()` (one turn of the loop).
     """
 
-    def __init__(self, document: dict[str, Any], pooled: int = 1) -> None:
+    def __init__(self, document: dict[str, Any], pooled: int = 1, https: bool = False) -> None:
+        """`https`: the client connection is one accepted on an ssl listener."""
         import uvloop
 
         from fastgw.config import load_declarative
@@ -122,7 +123,7 @@ class ProtocolHarness:
                 for _ in range(pooled):
                     pool.idle.append(self.new_backend(pool))
         self.client_transport = RecordingTransport()
-        self.client = ClientConnection(self.server, 8000)
+        self.client = ClientConnection(self.server, 8443 if https else 8000, https)
         self.client.connection_made(self.client_transport)
         self.client_transport.protocol = self.client
 

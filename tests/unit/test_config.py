@@ -361,13 +361,14 @@ def test_error_fields_mirror_kong() -> None:
 # --------------------------------------------------------------------------- warnings / coupling
 
 @pytest.mark.parametrize("document,warning", [
-    (doc(services=[svc(client_certificate={"id": str(uuid.UUID(int=2))}, protocol="https")]),
-     "services[0].client_certificate: not supported yet, kept but not enforced"),
-    (doc(services=[svc(protocol="https", tls_verify=True)]), "services[0].tls_verify: not supported yet, kept but not enforced"),
     (doc(services=[svc(routes=[{"snis": ["a.com"], "protocols": ["https"]}])]),
      "services[0].routes[0].snis: not supported yet, kept but not enforced"),
     (doc(_workspace="team"), "_workspace: not supported yet, kept but not enforced (fastgw workspaces are in 'workspaces')"),
-    (doc(certificates=[{"cert": "x"}]), "certificates: not supported yet, kept but not enforced"),
+    (doc(certificates=[{"cert": "{vault://env/cert}", "key": "{vault://env/key}"}]),
+     "certificates[0].cert: vault references are not supported yet, kept but the certificate "
+     "is not used"),
+    (doc(vaults=[{"name": "env", "prefix": "e"}]),
+     "vaults: not supported yet, kept but not enforced"),
     (doc(consumers=[{"username": "u", "jwt_secrets": [{"key": "k"}]}]),
      "consumers[0].jwt_secrets: not supported yet, kept but not enforced"),
     (doc(upstreams=[{"name": "u", "use_srv_name": True}]), "upstreams[0].use_srv_name: not supported yet, kept but not enforced"),
@@ -408,7 +409,10 @@ def test_upstream_hash_coupling(given: dict[str, Any], algorithm: str, hash_on: 
 def test_settings_defaults() -> None:
     s = GatewaySettings()
     assert (s.proxy_listen, s.admin_listen, s.status_listen, s.workers) == (
-        "0.0.0.0:8000", "127.0.0.1:8001", "127.0.0.1:8100", "auto")
+        "0.0.0.0:8000, 0.0.0.0:8443 ssl", "127.0.0.1:8001", "127.0.0.1:8100", "auto")
+    assert [str(a) for a in s.listeners("proxy")] == ["0.0.0.0:8000", "0.0.0.0:8443 ssl"]
+    assert (s.tls_versions, s.ssl_cipher_suite, s.ssl_session_tickets) == (
+        ("TLSv1.2", "TLSv1.3"), "intermediate", True)
     assert (s.upstream_keepalive_pool_size, s.upstream_keepalive_max_requests,
             s.upstream_keepalive_idle_timeout) == (512, 10000, 60)
     assert (s.max_request_line_size, s.max_header_size, s.max_body_size) == (8192, 32768, 0)
@@ -559,7 +563,7 @@ def test_shipped_config_json_loads() -> None:
     c = load_config_file(REPO / "config.json", env={})
     assert c.gateway.workers == 1
     assert (c.gateway.proxy_listen, c.gateway.admin_listen, c.gateway.status_listen) == (
-        "0.0.0.0:8000", "127.0.0.1:8001", "127.0.0.1:8100")
+        "0.0.0.0:8000, 0.0.0.0:8443 ssl", "127.0.0.1:8001", "127.0.0.1:8100")
     u = c.upstream("iris")
     assert u is not None and [t.target for t in c.targets_for(u.id)] == ["127.0.0.1:52773", "127.0.0.1:52774"]
     assert all(t.weight == 100 for t in c.targets)

@@ -7,11 +7,13 @@ from typing import Any, Callable
 
 import orjson
 import pytest
+import trustme
 
 from fastgw.config import ConfigError, Config, load_declarative
 from fastgw.config.declarative import grouped_by_parent
 from fastgw.config.delta import apply_delta, config_delta, delta_size
 from fastgw.controlplane.admin import entities as E
+from tests.support.certs import issue
 
 BASE = {
     "_format_version": "3.0",
@@ -83,6 +85,15 @@ def _first_service(cfg: Config) -> Config:  # in front of the others
     return replace(new, services=new.services[-1:] + new.services[:-1])
 
 
+CA = trustme.CA()
+EDGE, RENEWED = issue(CA, "a.example"), issue(CA, "a.example")
+
+
+def _add_certificate(cfg: Config) -> Config:  # a certificate and its SNIs (Admin API)
+    new, cert = E.create(cfg, "certificates", EDGE.entity())
+    return E.certificate_snis(new, cert.id, ["a.example", "*.a.example"])
+
+
 def _two_changes(cfg: Config) -> Config:
     return _add_target(_add_route_mid(_reweight(cfg)))
 
@@ -97,6 +108,7 @@ def _two_changes(cfg: Config) -> Config:
     (_reload, set(), set()),
     (_two_changes, {"routes", "targets"}, {"put", "insert"}),
     (_first_service, {"services"}, {"put", "insert"}),
+    (_add_certificate, {"certificates", "snis"}, {"put", "insert"}),
 ])
 def test_delta_rebuilds_the_same_config(change: Callable[[Config], Config], kinds: set[str],
                                         keys: set[str]) -> None:
@@ -108,10 +120,22 @@ def test_delta_rebuilds_the_same_config(change: Callable[[Config], Config], kind
     wire = orjson.loads(orjson.dumps(delta))  # what crosses the IPC socket
     rebuilt = apply_delta(old, wire)
     assert rebuilt == new
-    for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins"):
+    for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins",
+                 "certificates", "snis"):
         assert [e.id for e in getattr(rebuilt, kind)] == [e.id for e in getattr(new, kind)]
         if kind not in kinds:  # untouched collections keep their identity (cheap checks)
             assert getattr(rebuilt, kind) is getattr(old, kind)
+
+
+def test_renewed_certificate_is_one_put() -> None:
+    """The hot certificate change workers get: the entity, nothing else."""
+    old = _add_certificate(_base())
+    new = E.update(old, "certificates", old.certificates[0],
+                   {"cert": RENEWED.cert, "key": RENEWED.key})[0]
+    delta = config_delta(old, new)
+    assert delta is not None and set(delta) == {"certificates"}
+    assert set(delta["certificates"]) == {"put"}
+    assert apply_delta(old, orjson.loads(orjson.dumps(delta))) == new
 
 
 def test_first_entity_of_a_kind() -> None:

@@ -39,7 +39,7 @@ def test_kong_file_loads_and_round_trips(path: Path, tmp_path: Path) -> None:
     # Every top-level key fastgw has no model for is still there, verbatim.
     for key, value in original.items():
         if key not in ("services", "routes", "upstreams", "targets", "consumers", "plugins",
-                       "_format_version"):
+                       "certificates", "snis", "ca_certificates", "_format_version"):
             assert saved[key] == value, key
     # What the store writes is a file it loads again to the same state.
     copy.write_bytes(store.encode(saved))
@@ -123,12 +123,12 @@ def test_service_protocol_tls_passthrough_is_kong_valid() -> None:
 
 def test_top_level_collections_and_metadata_kept_in_order() -> None:
     document = doc(_comment="mine", _konnect={"control_plane_name": "cp"},
-                   certificates=[{"cert": "c", "key": "k", "snis": [{"name": "a.example"}]}],
+                   keys=[{"name": "k", "kid": "k1", "jwk": "{}"}],
                    vaults=[{"name": "env", "prefix": "e"}],
                    consumer_groups=[{"name": "gold", "plugins": [{"name": "rate-limiting"}]}],
                    _info={"select_tags": ["t"]})
     config = load_declarative(document, env={})
-    assert list(config.extra) == ["_comment", "_konnect", "certificates", "vaults",
+    assert list(config.extra) == ["_comment", "_konnect", "keys", "vaults",
                                   "consumer_groups", "_info"]
     dumped = dump_declarative(config)
     for key, value in document.items():

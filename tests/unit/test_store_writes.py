@@ -10,17 +10,22 @@ from typing import Any, Callable
 
 import orjson
 import pytest
+import trustme
 
 from fastgw.config import ConfigError
 from fastgw.config.model import Config
 from fastgw.controlplane.admin import entities as E
 from fastgw.controlplane.store import FileChangedOnDisk, FileConfigStore, dump_document
+from tests.support.certs import ca_pem, issue
 
+CA = trustme.CA()
+EDGE, OTHER = issue(CA, "a.example"), issue(CA, "b.example")
 DOC: dict[str, Any] = {
     "_format_version": "3.0",
     # Kong data fastgw keeps verbatim without enforcing it (Config.extra, entity extra)
     "_info": {"select_tags": ["a"]},
-    "certificates": [{"cert": "x", "key": "y"}],
+    "certificates": [{**EDGE.entity(), "snis": [{"name": "a.example"}]}],
+    "ca_certificates": [{"cert": ca_pem(CA)}],
     "upstreams": [{"name": "u", "targets": [{"target": "10.0.0.1:80", "failover": True},
                                             {"target": "10.0.0.2:80", "weight": 5}],
                    "sticky_sessions_cookie": "c",
@@ -78,7 +83,16 @@ CHANGES: list[tuple[str, Callable[[Config], Config]]] = [
     ("default", lambda c: E.create(c, "consumers", {"username": "bob"})[0]),
     ("team", lambda c: E.create(c, "routes", {"paths": ["/team2"]},
                                 ("service", _service(c, "s0").id))[0]),
+    ("default", lambda c: _with_snis(*E.create(c, "certificates", OTHER.entity()),
+                                     ["b.example", "*.b.example"])),
+    ("default", lambda c: E.create(c, "snis", {"name": "a2.example",
+                                               "certificate": {"id": c.certificates[0].id}})[0]),
+    ("default", lambda c: E.delete(c, "certificates", c.certificates[0])),
 ]
+
+
+def _with_snis(cfg: Config, cert: Any, names: list[str]) -> Config:
+    return E.certificate_snis(cfg, cert.id, names)
 
 
 def test_file_bytes_are_the_documents_whatever_path_wrote_them(tmp_path: Path) -> None:
@@ -107,7 +121,8 @@ def test_local_checks_accept_what_the_round_trip_accepts(tmp_path: Path) -> None
         full = store.validate(state.workspaces, configs)
         assert local.configs == full.configs
         for name in full.configs:
-            for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins"):
+            for kind in ("services", "routes", "upstreams", "targets", "consumers", "plugins",
+                         "certificates", "snis", "ca_certificates"):
                 assert [e.id for e in getattr(local.configs[name], kind)] == \
                     [e.id for e in getattr(full.configs[name], kind)]
         _write(store, ws, change)

@@ -55,7 +55,8 @@ __all__ = ["AdminAPI", "RuntimeInfo", "KONG_API_VERSION"]
 KONG_API_VERSION = "3.4.0"
 
 Route = tuple[tuple[str, ...], dict[str, Callable[[crud.Call], Awaitable[Response]]]]
-ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins")
+ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins", "certificates",
+                "snis", "ca_certificates")
 _NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "schemas"})
 # First segments of entity paths (what may follow a /{workspace} prefix).
 _ENTITY_FIRST = frozenset(ENTITY_ROOTS) | CREDENTIAL_ROOTS
@@ -101,7 +102,7 @@ def _entity_routes() -> list[Route]:
                        {"PUT": h, "POST": h}))
     pairs = [("upstreams", "targets", "upstream"), ("services", "routes", "service"),
              ("services", "plugins", "service"), ("routes", "plugins", "route"),
-             ("consumers", "plugins", "consumer")]
+             ("consumers", "plugins", "consumer"), ("certificates", "snis", "certificate")]
     for parent, child, fk in pairs:
         nested = (parent, "p", fk)
         routes.append(((parent, "{p}", child), {
@@ -113,7 +114,7 @@ def _entity_routes() -> list[Route]:
             "PATCH": partial(crud.patch_entity, kind=child, param="id", nested=nested),
             "DELETE": partial(crud.delete_entity, kind=child, param="id", nested=nested)}))
     for child, fk in (("routes", "service"), ("plugins", "service"), ("plugins", "route"),
-                      ("plugins", "consumer")):
+                      ("plugins", "consumer"), ("snis", "certificate")):
         routes.append(((child, "{id}", fk), {
             "GET": partial(crud.get_parent, kind=child, param="id", fk=fk),
             "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk)}))

@@ -131,8 +131,10 @@ def _scope(call: Call, nested: tuple[str, str, str] | None) -> tuple[str, str] |
 
 async def list_entities(call: Call, kind: str, nested: tuple[str, str, str] | None = None) -> Response:
     scope = _scope(call, nested)
-    items = list(E.select(call.config, kind, scope))
-    return json_response(200, paginate(call.req, items, E.to_dict, numeric=kind == "targets"))
+    cfg = call.config
+    items = list(E.select(cfg, kind, scope))
+    return json_response(200, paginate(call.req, items, lambda e: E.to_dict(e, cfg),
+                                       numeric=kind == "targets"))
 
 
 async def get_entity(call: Call, kind: str, param: str,
@@ -140,13 +142,30 @@ async def get_entity(call: Call, kind: str, param: str,
     entity = E.find(call.config, kind, call.params[param], scope=_scope(call, nested))
     if entity is None:
         raise E.not_found()
-    return json_response(200, E.to_dict(entity))
+    return json_response(200, E.to_dict(entity, call.config))
 
 
 # --------------------------------------------------------------------------- writes
 
 def _body(call: Call, kind: str) -> dict[str, Any]:
     return parse_body(call.req, SCHEMAS[kind])
+
+
+_NO_SNIS: Any = object()
+
+
+def _snis(kind: str, body: dict[str, Any]) -> Any:
+    """A certificate body's ``snis`` (names of SNIs to create with it), taken out of it."""
+    if kind != "certificates" or "snis" not in body:
+        return _NO_SNIS
+    names = body.pop("snis")
+    if names is None:
+        return []
+    return [names] if isinstance(names, str) else names  # a form's single "snis=a.com"
+
+
+def _with_snis(cfg: Config, entity: Entity, names: Any) -> Config:
+    return cfg if names is _NO_SNIS else E.certificate_snis(cfg, entity.id, names)
 
 
 def _cross_workspace(call: Call, kind: str, entity: Entity) -> None:
@@ -193,17 +212,18 @@ def _stored(call: Call, kind: str, entity_id: str) -> dict[str, Any]:
     # Render what the store accepted (after its canonical round trip).
     entity = E.find(call.config, kind, entity_id)
     assert entity is not None
-    return E.to_dict(entity)
+    return E.to_dict(entity, call.config)
 
 
 async def post_entity(call: Call, kind: str, nested: tuple[str, str, str] | None = None) -> Response:
     body = _body(call, kind)
+    names = _snis(kind, body)
 
     def change(cfg: Config) -> tuple[Config, Entity]:
         scope = _scope(call, nested)
         new, entity = E.create(cfg, kind, body, scope)
         _cross_workspace(call, kind, entity)
-        return new, entity
+        return _with_snis(new, entity, names), entity
 
     entity = await commit(call, change)
     return json_response(201, _stored(call, kind, entity.id))
@@ -212,11 +232,12 @@ async def post_entity(call: Call, kind: str, nested: tuple[str, str, str] | None
 async def put_entity(call: Call, kind: str, param: str,
                      nested: tuple[str, str, str] | None = None) -> Response:
     body = _body(call, kind)
+    names = _snis(kind, body)
 
     def change(cfg: Config) -> tuple[Config, tuple[Entity, bool]]:
         new, entity, created = E.upsert(cfg, kind, call.params[param], body, _scope(call, nested))
         _cross_workspace(call, kind, entity)
-        return new, (entity, created)
+        return _with_snis(new, entity, names), (entity, created)
 
     entity, _created = await commit(call, change)
     return json_response(200, _stored(call, kind, entity.id))  # Kong: 200, created or not
@@ -225,6 +246,7 @@ async def put_entity(call: Call, kind: str, param: str,
 async def patch_entity(call: Call, kind: str, param: str,
                        nested: tuple[str, str, str] | None = None) -> Response:
     body = _body(call, kind)
+    names = _snis(kind, body)
 
     def change(cfg: Config) -> tuple[Config, Entity]:
         existing = E.find(cfg, kind, call.params[param], scope=_scope(call, nested))
@@ -232,7 +254,7 @@ async def patch_entity(call: Call, kind: str, param: str,
             raise E.not_found()
         new, entity = E.update(cfg, kind, existing, body)
         _cross_workspace(call, kind, entity)
-        return new, entity
+        return _with_snis(new, entity, names), entity
 
     entity = await commit(call, change)
     return json_response(200, _stored(call, kind, entity.id))
@@ -269,7 +291,7 @@ async def get_parent(call: Call, kind: str, param: str, fk: str) -> Response:
     parent = E.find(call.config, E.KINDS[kind].foreign[fk], getattr(child, fk))
     if parent is None:
         raise E.not_found()
-    return json_response(200, E.to_dict(parent))
+    return json_response(200, E.to_dict(parent, call.config))
 
 
 async def patch_parent(call: Call, kind: str, param: str, fk: str) -> Response:

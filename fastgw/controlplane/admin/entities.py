@@ -23,12 +23,21 @@ from typing import Any, Iterable, Mapping
 
 from fastgw.controlplane.admin.http import HTTPError
 from fastgw.config import ConfigError, build_entity, entity_to_dict
+from fastgw.config.certificates import EXPIRED, ca_expired, is_reference
 from fastgw.config.declarative import enabled_plugins
-from fastgw.config.model import CREDENTIAL_FIELDS, Config, Entity
+from fastgw.config.model import (
+    CREDENTIAL_FIELDS,
+    SNI,
+    CACertificate,
+    Certificate,
+    Config,
+    Entity,
+    sni_error,
+)
 from fastgw.config.validate import SCHEMAS
 
 __all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete",
-           "schema_error", "not_found", "lua_table"]
+           "schema_error", "not_found", "lua_table", "to_dict", "certificate_snis"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,19 +49,27 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {k.name: k for k in (
-    Kind("services", "name", ("name",), {}),
+    Kind("services", "name", ("name",), {"client_certificate": "certificates"}),
     Kind("routes", "name", ("name",), {"service": "services"}),
-    Kind("upstreams", "name", ("name",), {}),
+    Kind("upstreams", "name", ("name",), {"client_certificate": "certificates"}),
     Kind("targets", "target", (), {"upstream": "upstreams"}),
     Kind("consumers", "username", ("username", "custom_id"), {}),
     Kind("plugins", "instance_name", ("instance_name",),
          {"service": "services", "route": "routes", "consumer": "consumers"}),
+    Kind("certificates", None, (), {}),
+    Kind("snis", "name", ("name",), {"certificate": "certificates"}),
+    Kind("ca_certificates", None, ("cert_digest",), {}),
 )}
 # Children that go with their parent (Kong's on_delete = "cascade").
 _CASCADE = {"upstreams": (("targets", "upstream"),),
             "services": (("plugins", "service"),),
             "routes": (("plugins", "route"),),
-            "consumers": (("plugins", "consumer"),)}
+            "consumers": (("plugins", "consumer"),),
+            "certificates": (("snis", "certificate"),)}
+# Entities that others still point at cannot go (Kong's default on_delete, "restrict").
+_RESTRICT = {"services": (("routes", "service"),),
+             "certificates": (("services", "client_certificate"),
+                              ("upstreams", "client_certificate"))}
 
 
 # --------------------------------------------------------------------------- errors
@@ -156,6 +173,10 @@ def _build(cfg: Config, kind: str, data: dict[str, Any]) -> Entity:
         entity, _warnings = build_entity(kind, data, enabled_plugins=enabled_plugins(cfg.gateway))
     except ConfigError as err:
         raise schema_error(err) from None
+    if isinstance(entity, CACertificate) and not is_reference(entity.cert) \
+            and ca_expired(entity.cert, time.time()):
+        # Refused when written (as Kong); a stored CA that expires later is only a warning.
+        raise schema_error(ConfigError([("@entity", EXPIRED)]))
     changes: dict[str, Any] = {}
     for fk, target_kind in spec.foreign.items():
         ref = getattr(entity, fk)
@@ -277,12 +298,18 @@ def _credentials_of(existing: Entity) -> Any:
 
 
 def delete(cfg: Config, kind: str, entity: Entity) -> Config:
-    if kind == "services":
-        if any(r.service == entity.id for r in cfg.routes):
+    for other, fk in _RESTRICT.get(kind, ()):
+        if any(getattr(e, fk) == entity.id for e in getattr(cfg, other)):
             raise HTTPError(400, {"code": 4, "name": "foreign key violation",
-                                  "message": "an existing 'routes' entity references this "
-                                             "'services' entity",
-                                  "fields": {"@referenced_by": "routes"}})
+                                  "message": f"an existing '{other}' entity references this "
+                                             f"'{kind}' entity",
+                                  "fields": {"@referenced_by": other}})
+    if kind == "ca_certificates":
+        user = next((s for s in cfg.services if entity.id in (s.ca_certificates or ())), None)
+        if user is not None:  # kong/db/dao/ca_certificates.lua
+            raise HTTPError(400, {"code": 19, "name": "referenced by others",
+                                  "message": f"ca certificate {entity.id} is still referenced "
+                                             f"by services (id = {user.id})"})
     changes: dict[str, tuple[Any, ...]] = {
         kind: tuple(e for e in getattr(cfg, kind) if e.id != entity.id)}
     for child, fk in _CASCADE.get(kind, ()):
@@ -291,5 +318,34 @@ def delete(cfg: Config, kind: str, entity: Entity) -> Config:
     return replace(cfg, **changes)
 
 
-def to_dict(entity: Entity) -> dict[str, Any]:
-    return entity_to_dict(entity)
+def to_dict(entity: Entity, cfg: Config | None = None) -> dict[str, Any]:
+    """The Admin API's rendering; a certificate lists its SNI names (Kong's ``snis``)."""
+    out = entity_to_dict(entity)
+    if isinstance(entity, Certificate) and cfg is not None:
+        out["snis"] = sorted(s.name for s in cfg.snis if s.certificate == entity.id)
+    return out
+
+
+def certificate_snis(cfg: Config, cert_id: str, names: Any) -> Config:
+    """Make ``names`` the SNIs of certificate ``cert_id`` (Kong's ``snis`` pseudo-field of
+    certificates: kong/db/dao/certificates.lua). Names kept keep their SNI entity."""
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise schema_error(ConfigError([("snis", "expected an array of strings")]))
+    seen: set[str] = set()
+    for name in names:
+        why = sni_error(name)
+        if why:
+            raise schema_error(ConfigError([("snis", why)]))
+        if name in seen:
+            raise schema_error(ConfigError([("snis", f"{name} is duplicated")]))
+        seen.add(name)
+        owner = next((s for s in cfg.snis if s.name == name), None)
+        if owner is not None and owner.certificate != cert_id:
+            raise schema_error(ConfigError([("snis", f"{name} already associated with "
+                                             f"existing certificate '{owner.certificate}'")]))
+    now = int(time.time())
+    keep = [s for s in cfg.snis if s.certificate != cert_id or s.name in seen]
+    have = {s.name for s in keep if s.certificate == cert_id}
+    added = [SNI(name=n, certificate=cert_id, created_at=now, updated_at=now)
+             for n in sorted(seen - have)]
+    return replace(cfg, snis=tuple(keep + added))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, Awaitable, Callable
@@ -140,8 +141,11 @@ class HTTPServer:
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.StreamWriter] = set()
 
-    async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_server(self._serve, sock=sock, limit=1 << 16)
+    async def start(self, sock: socket.socket, tls: ssl.SSLContext | None = None) -> None:
+        """Serve on `sock`; over TLS when `tls` is given (an ssl admin_listen entry)."""
+        self._server = await asyncio.start_server(self._serve, sock=sock, limit=1 << 16,
+                                                  ssl=tls,
+                                                  ssl_handshake_timeout=10.0 if tls else None)
 
     @property
     def address(self) -> tuple[str, int]:

@@ -106,10 +106,13 @@ def error_response(
     request_id: str | None = None,
     fields: GatewayFields = DEFAULT_FIELDS,
     latency_ms: float = -1.0,
+    extra: bytes = b"",
+    empty: bool = False,
 ) -> bytes:
     """A complete gateway-generated response: Kong 3.x JSON body `{message, request_id}`,
-    with the fields `fields` turns on (Server, the request id, X-Kong-Response-Latency)."""
-    body = orjson.dumps(
+    with the fields `fields` turns on (Server, the request id, X-Kong-Response-Latency).
+    `extra`: more field lines (a redirect's Location...); `empty`: no body at all."""
+    body = b"" if empty else orjson.dumps(
         {
             "message": message if message is not None
             else MESSAGES.get(code, reason_phrase(code).decode()),
@@ -119,8 +122,8 @@ def error_response(
     head = [
         status_line(code),
         DATE.value,
-        b"Content-Type: application/json; charset=utf-8\r\n",
-        b"Content-Length: %d\r\n" % len(body),
+        b"Content-Length: %d\r\n" % len(body) if empty else
+        b"Content-Type: application/json; charset=utf-8\r\nContent-Length: %d\r\n" % len(body),
     ]
     if fields.server:
         head.append(b"Server: " + SERVER_TOKEN + b"\r\n")
@@ -130,6 +133,8 @@ def error_response(
         head.append(b"X-Kong-Response-Latency: %d\r\n" % latency_ms)
     if code == 405:
         head.append(b"Allow: GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS\r\n")
+    if extra:
+        head.append(extra)
     if not keep_alive:
         head.append(b"Connection: close\r\n")
     head.append(b"\r\n")

@@ -241,6 +241,29 @@ class HeadSink:
         raise NotImplementedError
 
 
+class _DetachedSink(HeadSink):
+    """The sink of a reader whose connection is gone (nothing reaches it)."""
+
+    __slots__ = ()
+
+    def on_begin(self) -> None:
+        pass
+
+    def on_head(self, head: RequestHead) -> None:
+        pass
+
+
+_DETACHED: Final = _DetachedSink()
+
+
+def _drop_body(body: bytes) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 class HeadCollector(HeadSink):
     """A sink that keeps every head it is given (reading heads offline: tools, tests)."""
 
@@ -278,6 +301,15 @@ class RequestReader:
         self.on_message_complete = on_message_complete
         self.refused = 0  # the status of the head being refused (0: none)
         self._reset()
+
+    def detach(self) -> None:
+        """The connection is gone: drop every reference back to it (connection -> reader
+        -> connection is a cycle only the garbage collector would find, and a collection
+        per few hundred connections is what a connection-per-request load pays)."""
+        self.parser = None
+        self.sink = _DETACHED
+        self.on_body = _drop_body
+        self.on_message_complete = _nothing
 
     # -- llhttp callbacks -------------------------------------------------------------
 
