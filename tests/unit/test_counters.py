@@ -90,3 +90,24 @@ def test_full_probe_run_evicts_the_window_ending_first(tmp_path: Path) -> None:
     assert counters.evicted
     assert take(ids[0], 1000) == 1  # it was the one evicted (and now evicts ids[1])
     assert take(ids[2], 1002) == 2  # the others kept counting
+
+
+def test_a_lock_left_by_a_dead_worker_is_freed(tmp_path: Path) -> None:
+    path, name = str(tmp_path / "counters"), f"/fastgw-test-dead-{os.getpid()}"
+    lock = create_node_lock(name)
+    try:
+        ctx = multiprocessing.get_context("fork")
+        dead = ctx.Process(target=_hold_and_die, args=(path, name))
+        dead.start()
+        dead.join(10)
+        counters = SharedCounters(path, name)
+        assert not counters.lock.acquire(True, 0.05)  # stuck: its holder is gone
+        assert unstick(lock, 0.05)  # what the supervisor does when a worker dies
+        assert counters.reserve([counter_id(b"k")], [0], [2**40], [5], [True], 1)[0]
+    finally:
+        remove_node_counters(path, name)
+
+
+def _hold_and_die(path: str, lock_name: str) -> None:
+    SharedCounters(path, lock_name).lock.acquire()
+    os._exit(0)
