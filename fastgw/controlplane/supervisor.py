@@ -115,9 +115,10 @@ class Supervisor:
         self.count = workers
         self.log_level = log_level
         self.node_id = str(uuid.uuid4())
-        # The node's rate-limit counters and their lock, shared by its workers.
+        # The node's rate-limit counters and their lock, shared by its workers (made when
+        # the workers start, removed when the supervisor stops, however it stops).
         self.counters_file, self.counters_lock_name = node_counter_names(os.getpid())
-        self.counters_lock = create_node_lock(self.counters_lock_name)
+        self.counters_lock: Any = None
         self.workers: dict[int, WorkerHandle] = {}  # slot -> handle
         self.stopping = False
         self.started_all = False  # every slot has had a ready worker (start-up is over)
@@ -331,7 +332,8 @@ class Supervisor:
         if self.stopping:
             return
         # It may have died holding the counters' lock (dataplane.plugins.counters).
-        await asyncio.get_running_loop().run_in_executor(None, unstick, self.counters_lock)
+        if self.counters_lock is not None:
+            await asyncio.get_running_loop().run_in_executor(None, unstick, self.counters_lock)
         lifetime = time.monotonic() - w.started
         delay = self.respawn.on_death(w.slot, lifetime)
         streak = self.respawn.streak(w.slot)
@@ -449,6 +451,7 @@ class Supervisor:
             self.publisher.start(self.store.state)
             self.health.configure(self.store.state.merged)
             self.health.start()
+            self.counters_lock = create_node_lock(self.counters_lock_name)
             for slot in range(self.count):
                 if self.stopping:
                     break
@@ -460,6 +463,7 @@ class Supervisor:
         finally:
             for lock in self._instance_locks:
                 lock.close()
+            remove_node_counters(self.counters_file, self.counters_lock_name)
         return self.status_code
 
     async def _drain(self) -> None:
@@ -479,7 +483,6 @@ class Supervisor:
             await server.close()
         for task in list(self._tasks):
             task.cancel()
-        remove_node_counters(self.counters_file, self.counters_lock_name)  # not past the node
         log.info("stopped")
 
 
