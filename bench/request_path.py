@@ -1,6 +1,7 @@
 """Pure-Python cost of one proxied request, with fake transports (no syscalls).
 
     python -m bench.request_path [-n 200000] [--metrics-off | --compare-metrics]
+                                 [--plugins none|key-auth|rate-limit|auth+rl|five]
 
 Feeds a keep-alive `GET /api/atelier/` into a `DownstreamProtocol`, answers it through a
 pooled `UpstreamConnection`, and reports nanoseconds per request. This isolates the
@@ -10,6 +11,9 @@ grow (compare before/after in one run; see DESIGN.md).
 `--compare-metrics` alternates runs with the per-route counters on and off (off:
 `RouteStats.record` replaced by a no-op) in one process and reports both minima: the
 cost of counting a request for Prometheus.
+
+`--plugins` puts one of bench/plugins.py's plugin sets on the route (the request carries
+the consumer's `apikey`): what the plugins' Python costs per request.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class NullTransport(RecordingTransport):
         self.writelines = sink.extend  # type: ignore[method-assign]
 
 REQUEST = b"GET /api/atelier/ HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n"
+REQUEST_WITH_KEY = REQUEST[:-2] + b"apikey: bench-key\r\n\r\n"
 BODY = b'{"status":{"errors":[],"summary":""},"console":[],"result":{"content":{"id":"A"}}}'
 RESPONSE = (
     b"HTTP/1.1 200 OK\r\nContent-Type: application/json; charset=utf-8\r\n"
@@ -46,13 +51,18 @@ RESPONSE = (
 )
 
 
-def config():
+def config(plugins: str = "none"):
+    from bench.plugins import VARIANTS
+
     return load_declarative(
         {
             "_format_version": "3.0",
             "gateway": {"keepalive_requests": 1 << 30},
             "upstreams": [{"name": "iris", "targets": [{"target": "127.0.0.1:52773"}, {"target": "127.0.0.1:52774"}]}],
-            "services": [{"name": "atelier", "host": "iris", "routes": [{"paths": ["/api/atelier"], "strip_path": False}]}],
+            "services": [{"name": "atelier", "host": "iris", "routes": [
+                {"paths": ["/api/atelier"], "strip_path": False, "plugins": VARIANTS[plugins]}]}],
+            "consumers": [{"username": "bench", "keyauth_credentials": [{"key": "bench-key"}],
+                           "acls": [{"group": "bench"}]}],
         }
     )
 
@@ -68,12 +78,13 @@ def set_metrics(enabled: bool) -> None:
     )
 
 
-def measure(n: int) -> float:
+def measure(n: int, plugins: str = "none") -> float:
     import uvloop
 
     loop = uvloop.new_event_loop()  # the loop fastgw runs on (its time() is C, unlike asyncio's)
     asyncio.set_event_loop(loop)
-    server = ProxyServer(config(), loop)
+    server = ProxyServer(config(plugins), loop)
+    request = REQUEST if plugins == "none" else REQUEST_WITH_KEY
     down = ClientConnection(server, 8000)
     down.connection_made(NullTransport(("127.0.0.1", 40000), ("127.0.0.1", 8000)))
     # Warm one pooled connection per target so every request takes the keep-alive path.
@@ -85,7 +96,7 @@ def measure(n: int) -> float:
             target.pool.max_requests = 1 << 62  # never retire the fake connections
 
     def one() -> None:
-        down.data_received(REQUEST)
+        down.data_received(request)
         conn = down.active.conn  # type: ignore[union-attr]
         conn.data_received(RESPONSE)
 
@@ -104,6 +115,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=200_000)
     parser.add_argument("--once", action="store_true", help="one run (for instruction counting)")
     parser.add_argument("--metrics-off", action="store_true", help="RouteStats.record as a no-op")
+    parser.add_argument("--plugins", default="none",
+                        help="a plugin set of bench/plugins.py on the route")
     parser.add_argument("--compare-metrics", action="store_true",
                         help="alternate metrics on/off runs, report both")
     args = parser.parse_args()
@@ -119,9 +132,9 @@ def main() -> None:
         return
     set_metrics(not args.metrics_off)
     if args.once:
-        print(f"request path: {measure(args.n):.0f} ns/request")
+        print(f"request path: {measure(args.n, args.plugins):.0f} ns/request")
         return
-    results = sorted(measure(args.n) for _ in range(5))
+    results = sorted(measure(args.n, args.plugins) for _ in range(5))
     print(f"request path: median {results[2]:.0f} ns/request (min {results[0]:.0f})")
 
 

@@ -19,7 +19,9 @@ import uuid
 from dataclasses import fields
 from typing import Any, Iterable, Mapping
 
+from fastgw.config.credentials import CREDENTIAL_KINDS, credential_to_dict, make_credential
 from fastgw.config.model import (
+    CREDENTIAL_FIELDS,
     SNI,
     CACertificate,
     Certificate,
@@ -32,15 +34,29 @@ from fastgw.config.model import (
     Upstream,
     entity_to_dict,
 )
+from fastgw.config.plugins import BUNDLED, PLUGINS
 from fastgw.config.settings import GatewaySettings, load_settings, settings_to_dict
 from fastgw.config.validate import NOT_ENFORCED, ConfigError, Errors, join, validate_entity
 
 __all__ = ["load_declarative", "dump_declarative", "build_entity", "grouped_by_parent",
-           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "is_entity_key"]
+           "FORMAT_VERSIONS", "SUPPORTED_PLUGINS", "enabled_plugins", "entity_document",
+           "is_entity_key"]
 
 FORMAT_VERSIONS = ("1.1", "2.1", "3.0")
-# Plugins fastgw executes; every other plugin is kept as data and reported.
-SUPPORTED_PLUGINS: frozenset[str] = frozenset({"canary"})
+# Plugins fastgw executes; any other plugin is refused (fastgw.config.plugins).
+SUPPORTED_PLUGINS: frozenset[str] = frozenset(PLUGINS)
+
+
+def enabled_plugins(gateway: GatewaySettings) -> frozenset[str]:
+    """The plugins a node runs: ``gateway.plugins`` resolved (``bundled`` = all of
+    fastgw's), as Kong resolves its ``plugins`` property."""
+    names: set[str] = set()
+    for item in gateway.plugins:
+        if item == "bundled":
+            names.update(BUNDLED)
+        elif item != "off":
+            names.add(item)
+    return frozenset(names)
 
 _COLLECTIONS = ("services", "routes", "upstreams", "targets", "consumers", "plugins",
                 "certificates", "snis", "ca_certificates")
@@ -52,8 +68,7 @@ _TOP_META = {"_format_version", "gateway"}
 _TOP_UNSUPPORTED = frozenset({
     "vaults", "consumer_groups",
     "consumer_group_consumers", "consumer_group_plugins", "keys", "key_sets", "partials",
-    "filter_chains", "parameters", "licenses", "custom_plugins", "event_hooks",
-    "keyauth_credentials", "basicauth_credentials", "acls", "jwt_secrets",
+    "filter_chains", "parameters", "licenses", "custom_plugins", "event_hooks", "jwt_secrets",
     "hmacauth_credentials", "oauth2_credentials", "oauth2_authorization_codes",
     "oauth2_tokens", "mtls_auth_credentials", "keyauth_enc_credentials",
     "degraphql_routes", "graphql_ratelimiting_advanced_cost_decorations", "jwt_signer_jwks",
@@ -100,7 +115,7 @@ class _Loader:
     def __init__(self, fmt: str, now: float, supported_plugins: Iterable[str]) -> None:
         self.fmt = fmt
         self.now = now
-        self.supported = frozenset(supported_plugins)
+        self.enabled = frozenset(supported_plugins)
         self.errors: Errors = []
         self.warnings: list[str] = []
         self.items: dict[str, list[_Item]] = {k: [] for k in _COLLECTIONS}
@@ -120,14 +135,12 @@ class _Loader:
         if kind == "routes" and isinstance(raw, dict):
             raw = self._migrate_paths(raw, path)
         data = validate_entity(kind, raw, path, self.errors, self.warnings,
-                               nested_in=parent_fk, ignore=nested)
+                               nested_in=parent_fk, ignore=nested,
+                               enabled_plugins=self.enabled)
         item = None
         if data is not None:
             item = _Item(kind, path, data, parent_fk, parent)
             self.items[kind].append(item)
-            if kind == "plugins" and data["name"] not in self.supported:
-                self.warnings.append(f"{path}: plugin '{data['name']}' not supported yet, "
-                                     "kept but not executed")
         # Children are validated even when the parent is invalid: report everything.
         if isinstance(raw, dict):
             for child_kind, fk in (("routes", "service"), ("targets", "upstream"),
@@ -196,6 +209,31 @@ class _Loader:
                         self.errors.append((join(it.path, k), f"uniqueness violation: '{kind}' "
                                             f"entity with {k} set to '{v}' already declared"))
                     seen.add(v)
+
+    def check_credentials(self) -> None:
+        """Kong's unique keys: a key-auth key and a basic-auth username once per node
+        (workspace), an ACL group once per consumer."""
+        keys: set[Any] = set()
+        users: set[Any] = set()
+        for it in self.items["consumers"]:
+            for collection, seen, field in (("keyauth_credentials", keys, "key"),
+                                            ("basicauth_credentials", users, "username")):
+                for i, cred in enumerate(it.data.get(collection) or ()):
+                    v = cred.get(field)
+                    if v is None:
+                        continue
+                    if v in seen:
+                        self.errors.append((join(join(join(it.path, collection), i), field),
+                                            f"uniqueness violation: '{collection}' entity with "
+                                            f"{field} set to '{v}' already declared"))
+                    seen.add(v)
+            groups: set[Any] = set()
+            for i, acl in enumerate(it.data.get("acls") or ()):
+                if acl.get("group") in groups:
+                    self.errors.append((join(join(join(it.path, "acls"), i), "group"),
+                                        f"uniqueness violation: 'acls' entity with group set "
+                                        f"to '{acl['group']}' already declared"))
+                groups.add(acl.get("group"))
 
     def resolve(self) -> None:
         index: dict[str, tuple[dict[str, _Item], dict[str, _Item]]] = {}
@@ -306,7 +344,10 @@ def _make(kind: str, d: Mapping[str, Any]) -> Any:
     names = {f.name for f in fields(cls)}
     kw = {k: v for k, v in d.items() if k in names}
     for k, v in kw.items():
-        if k == "headers" and v is not None:
+        if k in CREDENTIAL_FIELDS:
+            kw[k] = tuple(c if not isinstance(c, dict) else
+                          make_credential(k, d["id"], c, d.get("created_at")) for c in v or ())
+        elif k == "headers" and v is not None:
             kw[k] = {name: tuple(vals) for name, vals in v.items()}
         elif isinstance(v, dict) and set(v) <= {"id", "key", "name"} and len(v) == 1 \
                 and k in ("client_certificate", "consumer_group", "certificate"):
@@ -317,7 +358,8 @@ def _make(kind: str, d: Mapping[str, Any]) -> Any:
 
 
 def build_entity(kind: str, data: Mapping[str, Any], *, now: float | None = None,
-                 path: str = "") -> tuple[Any, list[str]]:
+                 path: str = "", enabled_plugins: Iterable[str] | None = None,
+                 ) -> tuple[Any, list[str]]:
     """Validate one Admin-API style entity body and build it (foreign keys must be
     ``{"id": ...}`` or bare ids; existence is the caller's job). Raises ConfigError.
 
@@ -326,7 +368,9 @@ def build_entity(kind: str, data: Mapping[str, Any], *, now: float | None = None
     """
     errors: Errors = []
     warnings: list[str] = []
-    d = validate_entity(kind, dict(data), path, errors, warnings)
+    d = validate_entity(kind, dict(data), path, errors, warnings,
+                        enabled_plugins=None if enabled_plugins is None
+                        else frozenset(enabled_plugins))
     if d is None:
         raise ConfigError(errors)
     t = time.time() if now is None else now
@@ -371,6 +415,16 @@ def load_declarative(
         errors.append(("_comment", "expected a string"))
     if data.get("_workspace") is not None:
         warnings.append(f"_workspace: {NOT_ENFORCED} (fastgw workspaces are in 'workspaces')")
+    gateway = GatewaySettings()
+    try:
+        gateway = load_settings(data.get("gateway"), env, overrides)
+    except ConfigError as e:
+        errors += e.errors
+    enabled = enabled_plugins(gateway) & frozenset(supported_plugins)
+    for name in sorted(enabled_plugins(gateway) - frozenset(PLUGINS)):
+        errors.append(("gateway.plugins", f"plugin '{name}' is not a plugin fastgw runs "
+                       f"(available: {', '.join(BUNDLED)})"))
+    data = _fold_credentials(data, errors)
     extra: dict[str, Any] = {}
     for k in data:
         if k in _TOP_UNSUPPORTED:
@@ -383,7 +437,7 @@ def load_declarative(
             errors.append((k, "unknown field"))
 
     ld = _Loader(fmt if fmt in FORMAT_VERSIONS else "3.0",
-                 time.time() if now is None else now, supported_plugins)
+                 time.time() if now is None else now, enabled)
     ld.errors, ld.warnings = errors, warnings
     nested = {"services": ("routes", "plugins"), "routes": ("plugins",),
               "upstreams": ("targets",), "consumers": ("plugins",),
@@ -392,12 +446,7 @@ def load_declarative(
         for i, raw in enumerate(ld.array(data.get(kind), kind)):
             ld.entity(kind, raw, f"{kind}[{i}]", nested=nested.get(kind, ()))
 
-    gateway = GatewaySettings()
-    try:
-        gateway = load_settings(data.get("gateway"), env, overrides)
-    except ConfigError as e:
-        errors += e.errors
-
+    ld.check_credentials()
     ld.assign_ids(("services", "routes", "upstreams", "consumers", "certificates", "snis",
                    "ca_certificates"))
     ld.check_unique()
@@ -411,8 +460,53 @@ def load_declarative(
                   **built)
 
 
+def _fold_credentials(data: dict[str, Any], errors: Errors) -> dict[str, Any]:
+    """Top-level credential collections (each item names its ``consumer`` by id or
+    username) moved under their consumer, where fastgw keeps them."""
+    if not any(data.get(c) for c in CREDENTIAL_KINDS):
+        return data
+    data = dict(data)
+    consumers = [dict(c) if isinstance(c, dict) else c for c in data.get("consumers") or []]
+    data["consumers"] = consumers
+    for collection in CREDENTIAL_KINDS:
+        items = data.pop(collection, None)
+        if not items:
+            continue
+        if not isinstance(items, list):
+            errors.append((collection, "expected an array"))
+            continue
+        for i, item in enumerate(items):
+            path = f"{collection}[{i}]"
+            ref = item.get("consumer") if isinstance(item, dict) else None
+            if isinstance(ref, dict):
+                ref = ref.get("id") or ref.get("username") or ref.get("name")
+            owner = next((c for c in consumers if isinstance(c, dict) and ref is not None
+                          and ref in (c.get("id"), c.get("username"), c.get("custom_id"))),
+                         None)
+            if owner is None:
+                errors.append((join(path, "consumer"), f"invalid reference 'consumer: {ref}' "
+                               "(no such entry in 'consumers')"))
+                continue
+            nested = {k: v for k, v in item.items() if k != "consumer"}
+            owner[collection] = [*(owner.get(collection) or []), nested]
+    return data
+
+
 def _strip(d: dict[str, Any], *drop: str) -> dict[str, Any]:
     return {k: v for k, v in d.items() if k not in drop}
+
+
+def entity_document(entity: Any) -> dict[str, Any]:
+    """An entity as the declarative format holds it: ``entity_to_dict``, and a
+    consumer's credentials nested under it (they are not Admin API fields of the
+    consumer, but are part of it in a file, a dump or a delta)."""
+    out = entity_to_dict(entity)
+    if isinstance(entity, Consumer):
+        for collection in CREDENTIAL_FIELDS:
+            creds = getattr(entity, collection)
+            if creds:
+                out[collection] = [credential_to_dict(c, None) for c in creds]
+    return out
 
 
 def dump_declarative(config: Config) -> dict[str, Any]:
@@ -435,7 +529,7 @@ def dump_declarative(config: Config) -> dict[str, Any]:
         out["routes"] = loose_routes
     out["upstreams"] = [{**entity_to_dict(u), "targets": by_upstream.get(u.id, [])}
                         for u in config.upstreams]
-    out["consumers"] = [entity_to_dict(c) for c in config.consumers]
+    out["consumers"] = [entity_document(c) for c in config.consumers]
     out["plugins"] = [entity_to_dict(p) for p in config.plugins]
     # Certificates with their SNIs nested (as decK writes them); written only when there
     # are some, so configurations without TLS entities dump as before.

@@ -13,8 +13,8 @@ balanced in order, and the store keeps routes grouped by service, so a new route
 the middle), so new entities are placed by ``insert``: each right after the entity named
 (null: first), in the order listed. Only when existing entities moved relative to each
 other does a delta carry the whole new id sequence (``order``). Entity dicts are
-``entity_to_dict``'s, decoded by ``build_entity``, which validates each one again: a
-worker never trusts a frame blindly.
+``entity_document``'s (``entity_to_dict``, and a consumer's credentials), decoded by
+``build_entity``, which validates each one again: a worker never trusts a frame blindly.
 
 Node settings (the ``gateway`` section) are not part of a delta: ``config_delta`` returns
 None when they differ, and the caller sends the whole config.
@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from fastgw.config.declarative import build_entity
-from fastgw.config.model import Config, entity_to_dict
+from fastgw.config.declarative import build_entity, entity_document
+from fastgw.config.model import Config
 from fastgw.config.validate import ConfigError
 
 __all__ = ["ENTITY_KINDS", "apply_delta", "config_delta", "delta_size"]
@@ -61,7 +61,7 @@ def config_delta(old: Config, new: Config) -> Delta | None:
         deleted = [i for i in old_by_id if i not in present]
         change: dict[str, list[Any]] = {}
         if put:
-            change["put"] = [entity_to_dict(e) for e in put]
+            change["put"] = [entity_document(e) for e in put]
         if deleted:
             change["delete"] = deleted
         survivors = [i for i in old_by_id if i in present]

@@ -66,6 +66,7 @@ __all__ = [
     "target_error",
     "sni_error",
     "cidr_error",
+    "CREDENTIAL_FIELDS",
 ]
 
 DEFAULT_TARGET_PORT = 8000  # kong/db/dao/targets.lua DEFAULT_PORT
@@ -260,6 +261,11 @@ class Consumer:
     tags: tuple[str, ...] | None = None
     created_at: int = field(default_factory=now_s)
     updated_at: int = field(default_factory=now_s)
+    # Credentials (fastgw.config.credentials), kept with their consumer; the Admin API
+    # shows them as entities of their own, as Kong does.
+    keyauth_credentials: tuple[Any, ...] = ()
+    basicauth_credentials: tuple[Any, ...] = ()
+    acls: tuple[Any, ...] = ()
     # Fields Kong has and fastgw does not implement (and `_comment`-style keys),
     # kept verbatim so that every write and restart gives them back (DESIGN.md).
     extra: dict[str, Any] = field(default_factory=dict, hash=False)
@@ -383,6 +389,8 @@ def _find(items: tuple[Any, ...], key: str, alt: str) -> Any:
     return None
 
 
+# Consumer fields that are entities of their own in Kong's Admin API.
+CREDENTIAL_FIELDS = ("keyauth_credentials", "basicauth_credentials", "acls")
 # Fields that Kong renders as foreign-key objects {"id": ...}.
 _FOREIGN = frozenset({"service", "route", "consumer", "upstream", "client_certificate",
                       "certificate"})
@@ -403,7 +411,7 @@ def entity_to_dict(entity: Entity) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(entity):
         v = getattr(entity, f.name)
-        if f.name == "extra":
+        if f.name == "extra" or f.name in CREDENTIAL_FIELDS:
             continue
         if f.name in _FOREIGN:
             out[f.name] = None if v is None else {"id": v}

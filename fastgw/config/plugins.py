@@ -1,8 +1,16 @@
-"""Config schemas of the plugins fastgw executes (pure; used by ``validate.py``).
+"""The plugins fastgw executes: Kong's names, config schemas, defaults and priorities (pure).
 
-A plugin listed here has its ``config`` validated and defaulted like any Kong record, so
-a bad value is a ``schema violation`` at write time instead of a surprise at run time.
-Plugins not listed are kept as free-form data and reported as not executed.
+A plugin is accepted only when fastgw runs it (DESIGN.md: never accept configuration that
+is not enforced). ``PLUGINS`` is that list; ``gateway.plugins`` (Kong's ``plugins =
+bundled``) may narrow it per node. Any other name is refused with Kong's wording for a
+plugin not enabled on the node, by the Admin API, ``fastgw check`` and ``fastgw run``.
+
+Each schema is Kong 3.x's (``kong/plugins/<name>/schema.lua``): field names, types,
+defaults, ``entity_checks``; priorities are the handlers' ``PRIORITY``. Where Kong has a
+value fastgw does not run (a ``redis`` or ``cluster`` rate-limiting policy, templates in
+transformer values, JSON body edits of response-transformer), the value is refused by
+name instead of being stored and ignored; the fields themselves are kept and checked so
+that a later implementation needs no migration.
 
 ``canary`` is Kong Enterprise's Canary Release plugin (reference/kong.md §6), accepted
 as is, plus fastgw's ``hash: "cookie"`` with ``hash_cookie`` (the cookie's name).
@@ -11,19 +19,72 @@ as is, plus fastgw's ``hash: "cookie"`` with ``hash_cookie`` (the cookie's name)
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from fastgw.config import model as _m
 from fastgw.config.schema import Errors, Field, join
 
-__all__ = ["PLUGIN_SCHEMAS", "PLUGIN_CHECKS", "CANARY"]
+__all__ = ["PLUGINS", "PluginSpec", "PLUGIN_SCHEMAS", "PLUGIN_CHECKS", "CANARY",
+           "BUNDLED", "not_enabled", "RATE_LIMIT_PERIODS"]
 
 _COND = "failed conditional validation given value of field '{}'"
+Check = Callable[[dict[str, Any], str, Errors], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    name: str
+    priority: int  # Kong's handler PRIORITY: higher runs first
+    fields: Mapping[str, Field]  # the config record
+    check: Check | None = None  # entity checks over a valid config
+    no_consumer: bool = False  # typedefs.no_consumer: cannot be scoped to a consumer
+    version: str = "3.4.0"
+
+
+def not_enabled(name: str) -> str:
+    """Kong's message for a plugin the node does not run (kong/db/schema/plugin_loader)."""
+    return f"plugin '{name}' not enabled; add it to the 'plugins' configuration property"
+
+
+def _unsupported_value(value: Any) -> str:
+    return f"'{value}' is not supported by fastgw yet"
 
 
 def _uri_error(value: str) -> str | None:
     return None if value.startswith("/") else "should start with: /"
 
+
+def _ip_or_cidr_error(value: str) -> str | None:
+    return None if _m.cidr_error(value) is None else f"invalid ip or cidr range: '{value}'"
+
+
+def _at_least_one(config: Mapping[str, Any], names: tuple[str, ...], path: str,
+                  errors: Errors) -> bool:
+    if any(config.get(n) not in (None, [], {}) for n in names):
+        return True
+    errors.append((join(path, "@entity"), "at least one of these fields must be non-empty: "
+                   + ", ".join(f"'config.{n}'" for n in names)))
+    return False
+
+
+def _required_if(config: Mapping[str, Any], field: str, value: Any, needed: str, path: str,
+                 errors: Errors) -> None:
+    if config.get(field) == value and config.get(needed) is None:
+        errors += [(join(path, "@entity"), _COND.format(f"config.{field}")),
+                   (join(path, f"config.{needed}"), "required field missing")]
+
+
+def _no_templates(values: Any, path: str, errors: Errors) -> None:
+    """Kong evaluates ``$(...)`` templates in transformer values; fastgw does not yet."""
+    for i, v in enumerate(values or ()):
+        if isinstance(v, str) and "$(" in v:
+            errors.append((join(path, i), "templates ('$(...)') are not supported by fastgw "
+                                          "yet"))
+
+
+# --------------------------------------------------------------------------- canary
 
 CANARY: dict[str, Field] = {
     "percentage": Field("number", between=(0, 100)),
@@ -61,7 +122,307 @@ def _check_canary(config: dict[str, Any], path: str, errors: Errors) -> None:
         config["start"] = int(time.time())
 
 
-PLUGIN_SCHEMAS: dict[str, dict[str, Field]] = {"canary": CANARY}
-PLUGIN_CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
-    "canary": _check_canary,
+# --------------------------------------------------------------------------- authentication
+
+_HEADER_NAME = Field("string", validator=_m.header_name_error)
+_STRINGS = Field("array", default=[], elements=Field("string"))
+
+KEY_AUTH: dict[str, Field] = {
+    "key_names": Field("array", required=True, default=["apikey"], elements=_HEADER_NAME),
+    "hide_credentials": Field("boolean", default=False),
+    "anonymous": Field("string"),  # a consumer id or username
+    "key_in_header": Field("boolean", default=True),
+    "key_in_query": Field("boolean", default=True),
+    "key_in_body": Field("boolean", default=False),
+    "run_on_preflight": Field("boolean", default=True),
 }
+
+BASIC_AUTH: dict[str, Field] = {
+    "anonymous": Field("string"),
+    "hide_credentials": Field("boolean", default=False),
+}
+
+ACL: dict[str, Field] = {
+    "allow": Field("array", elements=Field("string")),
+    "deny": Field("array", elements=Field("string")),
+    "hide_groups_header": Field("boolean", default=False),
+    "always_use_authenticated_groups": Field("boolean", default=False),
+    "include_consumer_groups": Field("boolean", default=False),
+}
+
+
+def _check_acl(config: dict[str, Any], path: str, errors: Errors) -> None:
+    if config.get("allow") and config.get("deny"):
+        errors.append((join(path, "@entity"), "only one of these fields must be non-empty: "
+                       "'config.allow', 'config.deny'"))
+        return
+    _at_least_one(config, ("allow", "deny"), path, errors)
+    if config.get("include_consumer_groups"):
+        errors.append((join(path, "config.include_consumer_groups"),
+                       _unsupported_value(True) + " (fastgw has no consumer groups)"))
+
+
+# --------------------------------------------------------------------------- traffic control
+
+RATE_LIMIT_PERIODS = ("second", "minute", "hour", "day", "month", "year")
+_LIMIT = Field("number", gt=0)
+
+RATE_LIMITING: dict[str, Field] = {
+    **{p: _LIMIT for p in RATE_LIMIT_PERIODS},
+    "limit_by": Field("string", default="consumer",
+                      one_of=("consumer", "credential", "ip", "service", "header", "path",
+                              "consumer-group")),
+    "header_name": _HEADER_NAME,
+    "path": Field("string", validator=_m.path_error),
+    "policy": Field("string", default="local", len_min=0, one_of=("local", "cluster", "redis")),
+    "fault_tolerant": Field("boolean", default=True),
+    # The redis policy's fields, accepted and checked for the cluster work to come.
+    "redis_host": Field("string", validator=_m.host_error),
+    "redis_port": Field("integer", default=6379, between=(0, 65535)),
+    "redis_password": Field("string", len_min=0),
+    "redis_username": Field("string"),
+    "redis_ssl": Field("boolean", default=False),
+    "redis_ssl_verify": Field("boolean", default=False),
+    "redis_server_name": Field("string", validator=_m.sni_error),
+    "redis_timeout": Field("number", default=2000),
+    "redis_database": Field("integer", default=0),
+    "hide_client_headers": Field("boolean", default=False),
+    "error_code": Field("number", default=429),
+    "error_message": Field("string", default="API rate limit exceeded"),
+    "sync_rate": Field("number", default=-1),
+}
+
+
+def _fmt_limit(v: float) -> str:
+    return f"{float(v):.1f}"
+
+
+def _check_rate_limiting(config: dict[str, Any], path: str, errors: Errors) -> None:
+    if not _at_least_one(config, RATE_LIMIT_PERIODS, path, errors):
+        return
+    for i, lower in enumerate(RATE_LIMIT_PERIODS):
+        v1 = config.get(lower)
+        if v1 is None:
+            continue
+        for upper in RATE_LIMIT_PERIODS[i + 1:]:
+            v2 = config.get(upper)
+            if v2 is not None and v2 < v1:
+                errors.append((join(path, "config"), f"The limit for {upper}({_fmt_limit(v2)}) "
+                               f"cannot be lower than the limit for {lower}({_fmt_limit(v1)})"))
+                return
+    for needed in ("redis_host", "redis_port", "redis_timeout"):
+        _required_if(config, "policy", "redis", needed, path, errors)
+    _required_if(config, "limit_by", "header", "header_name", path, errors)
+    _required_if(config, "limit_by", "path", "path", path, errors)
+    if config.get("policy") in ("cluster", "redis"):
+        # Counters shared between nodes are the clustering issue's; until then a policy
+        # that is stored but not run would be a limit that does not hold.
+        errors.append((join(path, "config.policy"),
+                       _unsupported_value(config["policy"]) + " (use 'local': exact across "
+                                                              "the node's workers)"))
+    if config.get("limit_by") == "consumer-group":
+        errors.append((join(path, "config.limit_by"),
+                       _unsupported_value("consumer-group") + " (fastgw has no consumer groups)"))
+
+
+IP_RESTRICTION: dict[str, Field] = {
+    "allow": Field("array", elements=Field("string", validator=_ip_or_cidr_error)),
+    "deny": Field("array", elements=Field("string", validator=_ip_or_cidr_error)),
+    "status": Field("number"),
+    "message": Field("string"),
+}
+
+
+def _check_ip_restriction(config: dict[str, Any], path: str, errors: Errors) -> None:
+    _at_least_one(config, ("allow", "deny"), path, errors)
+
+
+REQUEST_SIZE_LIMITING: dict[str, Field] = {
+    "allowed_payload_size": Field("integer", default=128),
+    "size_unit": Field("string", required=True, default="megabytes",
+                       one_of=("megabytes", "kilobytes", "bytes")),
+    "require_content_length": Field("boolean", default=False),
+}
+
+_METHODS = ("GET", "HEAD", "PUT", "PATCH", "POST", "DELETE", "OPTIONS", "TRACE", "CONNECT")
+CORS: dict[str, Field] = {
+    "origins": Field("array", elements=Field("string")),
+    "headers": Field("array", elements=Field("string")),
+    "exposed_headers": Field("array", elements=Field("string")),
+    "methods": Field("array", default=list(_METHODS), elements=Field("string", one_of=_METHODS)),
+    "max_age": Field("number"),
+    "credentials": Field("boolean", default=False),
+    "private_network": Field("boolean", default=False),
+    "preflight_continue": Field("boolean", default=False),
+}
+
+CORRELATION_ID: dict[str, Field] = {
+    "header_name": Field("string", default="Kong-Request-ID"),
+    "generator": Field("string", default="uuid#counter", one_of=("uuid", "uuid#counter",
+                                                                 "tracker")),
+    "echo_downstream": Field("boolean", default=False),
+}
+
+
+# --------------------------------------------------------------------------- transformers
+
+def _colon_pairs(value: str) -> str | None:
+    """``name:value`` items (Kong's colon_string_array)."""
+    return None if ":" in value else f"invalid value: {value}"
+
+
+def _strings(validator: Callable[[str], str | None] | None = None) -> Field:
+    return Field("array", default=[], elements=Field("string", validator=validator))
+
+
+def _record(**fields: Field) -> Field:
+    return Field("record", fields=fields)
+
+
+REQUEST_TRANSFORMER: dict[str, Field] = {
+    "http_method": Field("string", validator=_m.method_error),
+    "remove": _record(body=_strings(), headers=_strings(), querystring=_strings()),
+    "rename": _record(body=_strings(_colon_pairs), headers=_strings(_colon_pairs),
+                      querystring=_strings(_colon_pairs)),
+    "replace": _record(body=_strings(_colon_pairs), headers=_strings(_colon_pairs),
+                       querystring=_strings(_colon_pairs), uri=Field("string")),
+    "add": _record(body=_strings(_colon_pairs), headers=_strings(_colon_pairs),
+                   querystring=_strings(_colon_pairs)),
+    "append": _record(body=_strings(_colon_pairs), headers=_strings(_colon_pairs),
+                      querystring=_strings(_colon_pairs)),
+}
+
+
+def _check_request_transformer(config: dict[str, Any], path: str, errors: Errors) -> None:
+    for action in ("rename", "replace", "add", "append"):
+        for part in ("body", "headers", "querystring"):
+            _no_templates(config[action][part], join(path, f"config.{action}.{part}"), errors)
+    uri = config["replace"].get("uri")
+    if isinstance(uri, str) and "$(" in uri:
+        errors.append((join(path, "config.replace.uri"),
+                       "templates ('$(...)') are not supported by fastgw yet"))
+
+
+_JSON_TYPES = Field("array", default=[], elements=Field("string",
+                                                         one_of=("boolean", "number", "string")))
+RESPONSE_TRANSFORMER: dict[str, Field] = {
+    "remove": _record(json=_strings(), headers=_strings()),
+    "rename": _record(json=_strings(_colon_pairs), headers=_strings(_colon_pairs)),
+    "replace": _record(json=_strings(_colon_pairs), json_types=_JSON_TYPES,
+                       headers=_strings(_colon_pairs)),
+    "add": _record(json=_strings(_colon_pairs), json_types=_JSON_TYPES,
+                   headers=_strings(_colon_pairs)),
+    "append": _record(json=_strings(_colon_pairs), json_types=_JSON_TYPES,
+                      headers=_strings(_colon_pairs)),
+}
+
+
+def _check_response_transformer(config: dict[str, Any], path: str, errors: Errors) -> None:
+    for action in ("remove", "rename", "replace", "add", "append"):
+        if config[action].get("json"):
+            # JSON body edits need the response body buffered and re-framed; refused
+            # until fastgw does that, rather than stored and silently not applied.
+            errors.append((join(path, f"config.{action}.json"),
+                           "JSON body edits are not supported by fastgw yet"))
+        if action != "remove":
+            _no_templates(config[action]["headers"], join(path, f"config.{action}.headers"),
+                          errors)
+
+
+# --------------------------------------------------------------------------- logging
+
+def _filename_error(value: str) -> str | None:
+    """Kong's file-log ``path`` match: no ``*&%\\`` characters."""
+    return "not a valid filename" if any(c in value for c in "*&%\\`") else None
+
+
+def _http_url_error(value: str) -> str | None:
+    """typedefs.url for an endpoint fastgw can reach: http://host[:port][/path]."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "missing host in url" if parts.scheme else "missing scheme in url"
+    if parts.scheme == "https":
+        return "'https' endpoints are not supported by fastgw yet"
+    try:
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "invalid port in url"
+    return None
+
+
+def _no_lua(config: dict[str, Any], path: str, errors: Errors) -> None:
+    if config.get("custom_fields_by_lua"):
+        errors.append((join(path, "config.custom_fields_by_lua"),
+                       "Lua code is not supported by fastgw"))
+
+
+FILE_LOG: dict[str, Field] = {
+    "path": Field("string", required=True, validator=_filename_error),
+    "reopen": Field("boolean", required=True, default=False),
+    "custom_fields_by_lua": Field("map", keys=Field("string"), values=Field("string")),
+}
+
+_QUEUE: dict[str, Field] = {
+    "max_batch_size": Field("integer", default=1, between=(1, 1000000)),
+    "max_coalescing_delay": Field("number", default=1, between=(0, 3600)),
+    "max_entries": Field("integer", default=10000, between=(1, 1000000)),
+    "max_bytes": Field("integer"),
+    "max_retry_time": Field("number", default=60),
+    "initial_retry_delay": Field("number", default=0.01, between=(0.001, 1000000)),
+    "max_retry_delay": Field("number", default=60, between=(0.001, 1000000)),
+    "concurrency_limit": Field("integer", default=1, one_of=(-1, 1)),
+}
+HTTP_LOG: dict[str, Field] = {
+    "http_endpoint": Field("string", required=True, validator=_http_url_error),
+    "method": Field("string", default="POST", one_of=("POST", "PUT", "PATCH")),
+    "content_type": Field("string", default="application/json",
+                          one_of=("application/json", "application/json; charset=utf-8")),
+    "timeout": Field("number", default=10000),
+    "keepalive": Field("number", default=60000),
+    "retry_count": Field("integer"),
+    "queue_size": Field("integer"),
+    "flush_timeout": Field("number"),
+    "headers": Field("map", keys=Field("string", validator=_m.header_name_error),
+                     values=Field("string")),
+    "queue": Field("record", fields=_QUEUE),
+    "custom_fields_by_lua": Field("map", keys=Field("string"), values=Field("string")),
+}
+
+
+# --------------------------------------------------------------------------- prometheus
+
+# Kong 3.x's toggles. fastgw's metrics are node-wide (one /metrics, every route): the node
+# exports the families any enabled instance asks for (Kong: those of the instances on a
+# request's route); without any instance, every family (fastgw's default).
+PROMETHEUS: dict[str, Field] = {
+    "per_consumer": Field("boolean", default=False),
+    "status_code_metrics": Field("boolean", default=False),
+    "latency_metrics": Field("boolean", default=False),
+    "bandwidth_metrics": Field("boolean", default=False),
+    "upstream_health_metrics": Field("boolean", default=False),
+}
+
+
+# --------------------------------------------------------------------------- the registry
+
+PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
+    PluginSpec("correlation-id", 100001, CORRELATION_ID),
+    PluginSpec("cors", 2000, CORS),
+    PluginSpec("ip-restriction", 990, IP_RESTRICTION, _check_ip_restriction),
+    PluginSpec("key-auth", 1250, KEY_AUTH, no_consumer=True),
+    PluginSpec("basic-auth", 1100, BASIC_AUTH, no_consumer=True),
+    PluginSpec("request-size-limiting", 951, REQUEST_SIZE_LIMITING),
+    PluginSpec("acl", 950, ACL, _check_acl, no_consumer=True),
+    PluginSpec("rate-limiting", 910, RATE_LIMITING, _check_rate_limiting),
+    PluginSpec("request-transformer", 801, REQUEST_TRANSFORMER, _check_request_transformer),
+    PluginSpec("response-transformer", 800, RESPONSE_TRANSFORMER, _check_response_transformer),
+    PluginSpec("canary", 20, CANARY, _check_canary),
+    PluginSpec("prometheus", 13, PROMETHEUS),
+    PluginSpec("http-log", 12, HTTP_LOG, _no_lua),
+    PluginSpec("file-log", 9, FILE_LOG, _no_lua),
+)}
+BUNDLED: tuple[str, ...] = tuple(sorted(PLUGINS))
+
+# The shapes validate.py and the Admin API's form coercion read.
+PLUGIN_SCHEMAS: dict[str, Mapping[str, Field]] = {n: s.fields for n, s in PLUGINS.items()}
+PLUGIN_CHECKS: dict[str, Check] = {n: s.check for n, s in PLUGINS.items() if s.check}

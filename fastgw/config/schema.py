@@ -40,6 +40,7 @@ class Field:
     fields: "Mapping[str, Field] | None" = None  # record
     len_min: int | None = None
     validator: Validator | None = None
+    gt: float | None = None  # Kong's `gt`: strictly greater than
 
 
 def _fmt_num(x: float) -> str:
@@ -163,6 +164,9 @@ def check_value(spec: Field, value: Any, path: str, errors: Errors) -> Any:
     if spec.between is not None and not (spec.between[0] <= value <= spec.between[1]):
         lo, hi = spec.between
         errors.append((path, f"value should be between {_fmt_num(lo)} and {_fmt_num(hi)}"))
+        return MISSING
+    if spec.gt is not None and not value > spec.gt:
+        errors.append((path, f"value must be greater than {_fmt_num(spec.gt)}"))
         return MISSING
     if spec.validator is not None:
         msg = spec.validator(value)

@@ -37,6 +37,8 @@ def field_document(spec: Field, *, reference: str | None = None) -> dict[str, An
         out["one_of"] = list(spec.one_of)
     if spec.between is not None:
         out["between"] = [_number(x) for x in spec.between]
+    if spec.gt is not None:
+        out["gt"] = _number(spec.gt)
     if spec.len_min is not None:
         out["len_min"] = spec.len_min
     if spec.elements is not None:

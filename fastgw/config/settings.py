@@ -92,6 +92,9 @@ class GatewaySettings:
     # Per-request counting for /metrics. Off only to measure what counting costs (the
     # benchmark's metrics-on/off comparison) or where nothing scrapes the node.
     metrics: bool = True
+    # Kong's `plugins` property: the plugins this node runs. "bundled" is every plugin
+    # fastgw implements (fastgw.config.plugins); "off" none; names may follow "bundled".
+    plugins: tuple[str, ...] = ("bundled",)
     # Parsed form of trusted_ips, derived in __post_init__ (not part of identity).
     _networks: tuple[_Net, ...] = field(default=(), init=False, repr=False, compare=False)
     _trust_all: bool = field(default=False, init=False, repr=False, compare=False)
@@ -231,6 +234,15 @@ def _parse_number(v: Any) -> float | int | None:
     return None
 
 
+def _string_list(raw: Any) -> list[str] | None:
+    """A list setting: an array of strings, or one comma-separated string (env, CLI)."""
+    if isinstance(raw, str):
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
+        return [s.strip() for s in raw]
+    return None
+
+
 def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
     """Parse one setting value; returns (value, error message or None)."""
     if key in _LISTENS:
@@ -292,6 +304,13 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         return tuple(items), None
     if key == "admin_gui_url":
         return _gui_urls(raw)
+    if key == "plugins":
+        items = _string_list(raw)
+        if items is None:
+            return None, "expected an array of plugin names ('bundled', 'off' or names)"
+        if "off" in items and len(items) > 1:
+            return None, "'off' cannot be combined with other values"
+        return tuple(items), None  # names are checked against fastgw.config.plugins
     if key in ("headers", "headers_upstream"):
         if not isinstance(raw, (str, list, tuple)):
             return None, "expected a comma-separated string or an array of strings"
@@ -321,15 +340,6 @@ def _coerce(key: str, raw: Any) -> tuple[Any, str | None]:
         # Env/CLI cannot express JSON null; "off"/"" mean unset.
         return (None if raw in ("", "off") else raw), None
     return None, "unknown field"  # pragma: no cover - keys are pre-filtered
-
-
-def _string_list(raw: Any) -> list[str] | None:
-    """A comma-separated string (environment, command line) or an array of strings."""
-    if isinstance(raw, str):
-        return [s.strip() for s in raw.split(",") if s.strip()]
-    if isinstance(raw, (list, tuple)) and all(isinstance(s, str) for s in raw):
-        return [s.strip() for s in raw]
-    return None
 
 
 _GUI_URL_RE = re.compile(r"^https?://[^/\s?#]+(?:/\S*)?$", re.IGNORECASE)

@@ -8,12 +8,13 @@ collected; nothing stops at the first.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Collection, Iterable, Mapping
 
 from fastgw.config import certificates as _pem
 from fastgw.config import model as _m
 from fastgw.config.errors import ConfigError
-from fastgw.config.plugins import PLUGIN_CHECKS, PLUGIN_SCHEMAS
+from fastgw.config.credentials import CREDENTIAL_KINDS
+from fastgw.config.plugins import PLUGINS, not_enabled
 from fastgw.config.schema import (
     MISSING,
     Errors,
@@ -143,6 +144,10 @@ TARGET: dict[str, Field] = {
 CONSUMER: dict[str, Field] = {
     "id": UUID, "created_at": TS, "updated_at": TS,
     "username": _S, "custom_id": _S, "tags": TAGS,
+    # Credentials nested under their consumer (decK's style; fastgw.config.credentials).
+    **{k.collection: Field("array", elements=Field("record", fields={
+        name: f for name, f in k.fields.items() if name != "consumer"}))
+       for k in CREDENTIAL_KINDS.values()},
 }
 
 PLUGIN: dict[str, Field] = {
@@ -209,8 +214,8 @@ KONG_ONLY: dict[str, dict[str, Field]] = {
     },
     "targets": {"failover": Field("boolean")},
     "consumers": {k: _CREDENTIALS for k in (
-        "keyauth_credentials", "basicauth_credentials", "acls", "jwt_secrets",
-        "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials", "groups",
+        "jwt_secrets", "hmacauth_credentials", "oauth2_credentials", "mtls_auth_credentials",
+        "groups",
         "consumer_groups")},
     "plugins": {"partials": Field("array", elements=Field("record"))},
     "certificates": {},
@@ -375,15 +380,23 @@ _CHECKS: dict[str, Callable[[dict[str, Any], str, Errors], None]] = {
 }
 
 
-def _check_plugin_config(plugin: dict[str, Any], path: str, errs: Errors) -> None:
-    """Schema and checks of a plugin fastgw executes (``fastgw.config.plugins``)."""
-    schema = PLUGIN_SCHEMAS.get(plugin.get("name") or "")
-    if schema is None:
+def _check_plugin(plugin: dict[str, Any], path: str, errs: Errors,
+                  enabled: Collection[str] | None) -> None:
+    """A plugin fastgw runs (``fastgw.config.plugins``) and the node enables, with its
+    config validated and defaulted; anything else is refused by name, as Kong does."""
+    name = plugin.get("name") or ""
+    spec = PLUGINS.get(name)
+    if spec is None or (enabled is not None and name not in enabled):
+        errs.append((join(path, "name"), not_enabled(name)))
+        return
+    if spec.no_consumer and plugin.get("consumer") is not None:
+        errs.append((join(path, "consumer"), "value must be null"))
+    if not isinstance(plugin.get("config"), dict):
         return
     n = len(errs)
-    config = check_record(schema, plugin["config"], join(path, "config"), errs)
-    if len(errs) == n:
-        PLUGIN_CHECKS[plugin["name"]](config, path, errs)
+    config = check_record(spec.fields, plugin["config"], join(path, "config"), errs)
+    if len(errs) == n and spec.check is not None:
+        spec.check(config, path, errs)
     plugin["config"] = config
 
 
@@ -396,6 +409,7 @@ def validate_entity(
     *,
     nested_in: str | None = None,
     ignore: Iterable[str] = (),
+    enabled_plugins: Collection[str] | None = None,
 ) -> dict[str, Any] | None:
     """Validate one Kong entity document of collection ``kind``.
 
@@ -404,7 +418,8 @@ def validate_entity(
     ``nested_in`` names the foreign key implied by nesting (e.g. ``"service"`` for routes
     under a service); like Kong, that field is then unknown. Keys starting with ``_``
     (``_comment``, ``_ignore``) and the fields of ``KONG_ONLY`` are kept verbatim under
-    ``"extra"``.
+    ``"extra"``. ``enabled_plugins``: the plugins the node runs (None: all of
+    ``fastgw.config.plugins``); a plugin outside them is an error on its ``name``.
     """
     if not isinstance(data, dict):
         errors.append((path, "expected a record"))
@@ -423,8 +438,8 @@ def validate_entity(
         if k in kong_only and data[k] is not None:
             check_value(kong_only[k], data[k], join(path, k), ent_errs)
     out["extra"] = {k: copy_default(data[k]) for k in kept}
-    if kind == "plugins" and isinstance(out.get("config"), dict) and not ent_errs:
-        _check_plugin_config(out, path, ent_errs)
+    if kind == "plugins" and not ent_errs:
+        _check_plugin(out, path, ent_errs, enabled_plugins)
     check = _CHECKS.get(kind)
     if check is not None and not ent_errs:  # like Kong: no entity checks over invalid fields
         check(out, path, ent_errs)

@@ -111,6 +111,42 @@ class _UntypedFamily(Metric):
         self.add_sample(self.name, dict(zip(self.labels, values)), value)
 
 
+class Families:
+    """The metric families to export: Kong's prometheus plugin toggles, the union over
+    its enabled instances (metrics are node-wide here); every family when there is none
+    (fastgw exported them all before plugins, and still does by default)."""
+
+    def __init__(self, status_codes: bool, latency: bool, bandwidth: bool,
+                 upstream_health: bool, per_consumer: bool) -> None:
+        self.status_codes = status_codes
+        self.latency = latency
+        self.bandwidth = bandwidth
+        self.upstream_health = upstream_health
+        self.per_consumer = per_consumer
+
+    @classmethod
+    def of(cls, plugins: Any) -> Families:
+        found = [p.config for p in plugins if p.name == "prometheus" and p.enabled]
+        if not found:
+            return cls(True, True, True, True, False)
+
+        def wanted(toggle: str) -> bool:
+            return any(c.get(toggle) for c in found)
+
+        return cls(wanted("status_code_metrics"), wanted("latency_metrics"),
+                   wanted("bandwidth_metrics"), wanted("upstream_health_metrics"),
+                   wanted("per_consumer"))
+
+
+def _consumer_counts(route: dict[str, Any]) -> dict[tuple[str, str], dict[str, int]]:
+    """(source, code) -> consumer -> count, from a route's "consumer|source|code" keys."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for key, n in (route.get("consumer_codes") or {}).items():
+        consumer, source, code = key.rsplit("|", 2)
+        out.setdefault((source, code), {})[consumer] = n
+    return out
+
+
 class NodeCollector:
     """Renders `MetricsHub.current` (set just before each encoding)."""
 
@@ -148,12 +184,19 @@ class NodeCollector:
         retries = CounterMetricFamily(
             f"{p}_upstream_retries", "Upstream attempts retried on another target after a failure",
             labels=route_labels)
+        wanted = hub.families()
         for r in agg["routes"]:
             ws = workspaces.get(r["route_id"], "default")
             svc, route = r["service"], r["route"]
+            by_consumer = _consumer_counts(r) if wanted.per_consumer else {}
             for source in ("service", "kong"):
                 for code, n in sorted(r[source + "_codes"].items()):
-                    requests.add_metric([svc, route, code, source, ws, ""], n)
+                    mine = by_consumer.get((source, code), {})
+                    rest = n - sum(mine.values())
+                    if rest or not mine:
+                        requests.add_metric([svc, route, code, source, ws, ""], rest)
+                    for consumer, count in sorted(mine.items()):
+                        requests.add_metric([svc, route, code, source, ws, consumer], count)
             labels = [svc, route, ws]
             for name, family in latency.items():
                 les = _GW_LE if name == "gateway" else _UP_LE
@@ -163,14 +206,17 @@ class NodeCollector:
             bandwidth.add_metric([svc, route, "ingress", ws, ""], r["ingress"])
             bandwidth.add_metric([svc, route, "egress", ws, ""], r["egress"])
             retries.add_metric(labels, r["retries"])
-        yield requests
-        yield from latency.values()
-        yield bandwidth
+        if wanted.status_codes:
+            yield requests
+        if wanted.latency:
+            yield from latency.values()
+        if wanted.bandwidth:
+            yield bandwidth
         yield retries
-        yield from self._upstreams(p, agg)
+        yield from self._upstreams(p, agg, wanted.upstream_health)
         yield from self._node(p, node_id, agg)
 
-    def _upstreams(self, p: str, agg: dict[str, Any]) -> Iterator[Metric]:
+    def _upstreams(self, p: str, agg: dict[str, Any], health_wanted: bool) -> Iterator[Metric]:
         hub = self.hub
         health = GaugeMetricFamily(
             f"{p}_upstream_target_health", "Target health: 1 for the current state, 0 for the others",
@@ -178,7 +224,8 @@ class NodeCollector:
         for upstream, target, address, state in hub.target_states():
             for s in HEALTH_STATES:
                 health.add_metric([upstream, target, address, s, "http"], 1.0 if s == state else 0.0)
-        yield health
+        if health_wanted:
+            yield health
         probes = CounterMetricFamily(
             f"{p}_upstream_health_probes", "Active health check probes by result (success, "
             "http_failure, tcp_failure, timeout, unclassified)", labels=["upstream", "target", "result"])
@@ -388,6 +435,10 @@ class MetricsHub:
         return self.current
 
     # -- labels --------------------------------------------------------------------------
+    def families(self) -> Families:
+        """What the prometheus plugins ask the node to export (all without any)."""
+        return Families.of(self.supervisor.store.state.merged.plugins)
+
     def route_workspaces(self) -> dict[str, str]:
         for ws, config in self.supervisor.store.state.configs.items():
             for route in config.routes:

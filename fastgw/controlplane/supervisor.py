@@ -71,6 +71,13 @@ from fastgw.controlplane.respawn import CrashLoopPolicy
 from fastgw.controlplane.store import FileConfigStore, StoreState
 from fastgw.controlplane.workers import WorkerHandle
 from fastgw.dataplane.ipc import Channel
+from fastgw.dataplane.plugins.counters import (
+    create_node_lock,
+    node_counter_names,
+    remove_node_counters,
+    unstick,
+)
+from fastgw.dataplane.plugins.registry import COUNTERS_ENV
 from fastgw.dataplane.server import bind_socket
 from fastgw.dataplane.tls import CertPair, server_context
 from fastgw.dataplane.tls_native import TICKET_KEYS_SIZE
@@ -108,6 +115,10 @@ class Supervisor:
         self.count = workers
         self.log_level = log_level
         self.node_id = str(uuid.uuid4())
+        # The node's rate-limit counters and their lock, shared by its workers (made when
+        # the workers start, removed when the supervisor stops, however it stops).
+        self.counters_file, self.counters_lock_name = node_counter_names(os.getpid())
+        self.counters_lock: Any = None
         self.workers: dict[int, WorkerHandle] = {}  # slot -> handle
         self.stopping = False
         self.started_all = False  # every slot has had a ready worker (start-up is over)
@@ -271,7 +282,9 @@ class Supervisor:
                 sys.executable, "-m", "fastgw", "worker", "--ipc-fd", str(child.fileno()),
                 "--heartbeat", repr(self.settings.worker_heartbeat_interval),
                 "--log-level", self.log_level,
-                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL)
+                pass_fds=(child.fileno(),), stdin=asyncio.subprocess.DEVNULL,
+                # The node's rate-limit counters, shared by its workers.
+                env={**os.environ, COUNTERS_ENV: self.counters_file})
         finally:
             child.close()
         channel = await Channel.open(parent)
@@ -318,6 +331,9 @@ class Supervisor:
             del self.workers[w.slot]
         if self.stopping:
             return
+        # It may have died holding the counters' lock (dataplane.plugins.counters).
+        if self.counters_lock is not None:
+            await asyncio.get_running_loop().run_in_executor(None, unstick, self.counters_lock)
         lifetime = time.monotonic() - w.started
         delay = self.respawn.on_death(w.slot, lifetime)
         streak = self.respawn.streak(w.slot)
@@ -435,6 +451,7 @@ class Supervisor:
             self.publisher.start(self.store.state)
             self.health.configure(self.store.state.merged)
             self.health.start()
+            self.counters_lock = create_node_lock(self.counters_lock_name)
             for slot in range(self.count):
                 if self.stopping:
                     break
@@ -446,6 +463,7 @@ class Supervisor:
         finally:
             for lock in self._instance_locks:
                 lock.close()
+            remove_node_counters(self.counters_file, self.counters_lock_name)
         return self.status_code
 
     async def _drain(self) -> None:

@@ -7,12 +7,12 @@ without one are untouched: the plugin costs them nothing.
 Which side a request takes (``goes_to_canary``, pure, ``now`` passed in):
 1. The override header (``canary_by_header_name``): ``always`` -> canary, ``never`` ->
    stable. Kong's default is no header; ``X-Canary`` is the usual choice.
-2. ``hash`` picks the client key: ``consumer`` (fastgw has no authenticated consumers
-   yet, so it falls back to the client IP, Kong's documented fallback order), ``ip``,
-   ``header`` (``hash_header``; missing -> IP), ``cookie`` (fastgw: ``hash_cookie``;
-   missing -> IP), ``none`` (random per request). ``allow``/``deny`` select by ACL
-   group, which fastgw does not have: nobody is in a group, so ``allow`` sends nobody
-   to the canary and ``deny`` sends everybody.
+2. ``hash`` picks the client key: ``consumer`` (the consumer an auth plugin identified;
+   without one, the client IP, Kong's documented fallback order), ``ip``, ``header``
+   (``hash_header``; missing -> IP), ``cookie`` (fastgw: ``hash_cookie``; missing ->
+   IP), ``none`` (random per request). ``allow``/``deny`` select by the consumer's ACL
+   groups: ``allow`` sends the consumers in one of ``groups`` to the canary, ``deny``
+   everyone else (a request without a consumer is in no group).
 3. The key lands in one of ``steps`` buckets (a stable 64-bit hash, the same in every
    worker and node). Percentage mode: buckets ``< steps * percentage / 100`` go to the
    canary, so 0.1% resolution needs ``steps >= 1000`` (the default). Time mode
@@ -52,6 +52,7 @@ class CanaryConfig:
     hash_header: str | None = None
     hash_cookie: str | None = None
     override_header: bytes | None = None  # lower-cased canary_by_header_name
+    groups: tuple[str, ...] = ()  # ACL groups (hash allow / deny)
     upstream_host: str | None = None
     upstream_port: int | None = None
     upstream_uri: str | None = None
@@ -70,6 +71,7 @@ class CanaryConfig:
             hash_header=(config.get("hash_header") or "").lower() or None,
             hash_cookie=config.get("hash_cookie") or None,
             override_header=override.lower().encode("latin-1") if override else None,
+            groups=tuple(config.get("groups") or ()),
             upstream_host=config.get("upstream_host") or None,
             upstream_port=config.get("upstream_port"),
             upstream_uri=config.get("upstream_uri") or None,
@@ -95,7 +97,7 @@ def canary_buckets(cfg: CanaryConfig, now: float) -> float:
 
 
 def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
-                   override: str | None = None) -> bool:
+                   override: str | None = None, groups: Sequence[str] | None = None) -> bool:
     """The decision for one request (see the module docstring for the rules)."""
     if override is not None:
         value = override.strip().lower()
@@ -103,10 +105,9 @@ def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
             return True
         if value == NEVER:
             return False
-    if cfg.hash == "allow":
-        return False
-    if cfg.hash == "deny":
-        return True
+    if cfg.hash in ("allow", "deny"):
+        member = any(g in cfg.groups for g in groups or ())
+        return member if cfg.hash == "allow" else not member
     limit = canary_buckets(cfg, now)
     if limit <= 0:
         return False
@@ -117,12 +118,14 @@ def goes_to_canary(cfg: CanaryConfig, key: str | None, now: float,
 
 
 def client_key(cfg: CanaryConfig, headers: Sequence[tuple[bytes, bytes, bytes]],
-               client_ip: str) -> str | None:
+               client_ip: str, consumer_id: str | None = None) -> str | None:
     """The request's client key for ``hash`` (rule 2); ``headers`` as (lower name, name,
     value). None: random per request (``hash: none``)."""
     kind = cfg.hash
     if kind == "none":
         return None
+    if kind == "consumer" and consumer_id is not None:
+        return consumer_id
     wanted: bytes | None = None
     if kind == "header" and cfg.hash_header:
         wanted = cfg.hash_header.encode("latin-1")

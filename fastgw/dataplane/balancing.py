@@ -40,7 +40,8 @@ __all__ = ["BalanceContext", "CanaryBalancer", "DirectRuntime", "TargetRuntime",
 class BalanceContext:
     """One request's inputs to a keyed or canary pick, and what the pick decided."""
 
-    __slots__ = ("head", "client_ip", "captures", "hash_cookie", "upstream_uri")
+    __slots__ = ("head", "client_ip", "captures", "hash_cookie", "upstream_uri", "consumer_id",
+                 "groups")
 
     def __init__(self, head: RequestHead, client_ip: str, captures: Any) -> None:
         self.head = head
@@ -48,6 +49,14 @@ class BalanceContext:
         self.captures = captures
         self.hash_cookie: bytes | None = None  # a Set-Cookie line to add to the response
         self.upstream_uri: bytes | None = None  # replaces the upstream path (canary)
+        self.consumer_id: str | None = None  # identified by an auth plugin
+        self.groups: list[str] | None = None  # the consumer's ACL groups
+
+    def identify(self, consumer: Any, groups: list[str] | None) -> None:
+        """The consumer an auth plugin identified (hash_on consumer, canary's hash)."""
+        if consumer is not None:
+            self.consumer_id = consumer.id
+            self.groups = groups if groups is not None else [a.group for a in consumer.acls]
 
 
 class TargetPicker:
@@ -156,7 +165,7 @@ class UpstreamRuntime(TargetPicker):
             path=head.path.decode("latin-1"),
             query=head.query[1:].decode("latin-1"),
             captures=ctx.captures,
-            consumer_id=None,
+            consumer_id=ctx.consumer_id,
         )
         if key is None and self.cookie_name and self.upstream.hash_on == "cookie":
             # Kong: no cookie yet, so make one up and set it on the response.
@@ -196,8 +205,9 @@ class CanaryBalancer(TargetPicker):
 
     def decide(self, ctx: BalanceContext) -> bool:
         headers = ctx.head.headers
-        return goes_to_canary(self.cfg, client_key(self.cfg, headers, ctx.client_ip),
-                              time.time(), override_value(self.cfg, headers))
+        return goes_to_canary(self.cfg, client_key(self.cfg, headers, ctx.client_ip,
+                                                   ctx.consumer_id),
+                              time.time(), override_value(self.cfg, headers), ctx.groups)
 
     def pick(self, ctx: BalanceContext | None,
              tried: Sequence[TargetRuntime]) -> TargetRuntime | None:

@@ -77,8 +77,10 @@ from fastgw.core.https_redirect import (
     location_field,
 )
 from fastgw.core.http.upstream_head import ForwardedFields, build_upstream_head, client_request_id
+from fastgw.core.plugins.iprestriction import client_address
 from fastgw.dataplane.balancing import BalanceContext, TargetRuntime
 from fastgw.dataplane.body import REPLAY_LIMIT, RequestBody, ResponseSpool
+from fastgw.dataplane.plugins.phases import PluginCall, PluginChain, PluginReply, render_reply
 from fastgw.dataplane.snapshot import RouteHit, RoutePlan
 from fastgw.dataplane.sweeper import READ, WRITE
 from fastgw.dataplane.context import WorkerContext
@@ -91,6 +93,10 @@ log = logging.getLogger("fastgw.proxy")
 
 CHUNK_END: Final = b"0\r\n\r\n"
 CRLF: Final = b"\r\n"
+# The largest request body plugins read (key_in_body, body edits); larger ones are
+# forwarded as received and look empty to them.
+PLUGIN_BODY_LIMIT: Final = 8 << 20
+SIZE_EXCEEDED: Final = "Request size limit exceeded"  # request-size-limiting's 413
 
 # -- the state machine ----------------------------------------------------------------
 
@@ -210,7 +216,8 @@ class Exchange(ResponseSink):
         "request_complete", "request_sent", "sent_any", "send_pos", "upstream_paused", "chunk_up",
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
-        "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head", "finished",
+        "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head",
+        "finished", "call",
     )
 
     def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
@@ -255,6 +262,8 @@ class Exchange(ResponseSink):
         self.bytes_out = 0
         self.sent_head = b""  # the response head as sent, kept only for the access log
         self.finished = False
+        # The request's plugin state (dataplane.plugins.phases), on routes with plugins.
+        self.call: PluginCall | None = None
 
     def _go(self, event: int) -> None:
         trace = self.server.trace
@@ -285,8 +294,14 @@ class Exchange(ResponseSink):
                 not forwarded_https(head, client.fwd.trusted):
             self._https_required(plan.https_redirect)
             return
+        chain = plan.plugins
+        if chain is not None and (self.request_complete or not chain.needs_body):
+            if self._access(chain):
+                return  # a plugin answered
         if plan.needs_context:
-            self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
+            ctx = self.ctx = BalanceContext(head, client.client_ip, hit.match.captures)
+            if self.call is not None:
+                ctx.identify(self.call.consumer, self.call.groups)
         if not self.request_complete:
             if head.expect_continue and self.body_size == 0:
                 # We answer 100 ourselves when ready for the body, as nginx does.
@@ -312,6 +327,11 @@ class Exchange(ResponseSink):
         size = self.body_size = self.body_size + len(data)
         limit = self.server.limits.max_body_size
         if limit and size > limit:
+            self.client.body_too_large(self)
+            return
+        call = self.call
+        if call is not None and call.body_limit and size > call.body_limit:
+            call.body_limit_hit = True  # request-size-limiting: its own 413 message
             self.client.body_too_large(self)
             return
         conn = self.conn
@@ -341,7 +361,7 @@ class Exchange(ResponseSink):
         self.request_complete = True
         state = self.state
         if state == BUFFERING:
-            self._pick()
+            self._buffered()
         elif state == SENDING and self.send_pos < 0 and self.conn is not None:
             if self.chunk_up:
                 self.conn.write(CHUNK_END)
@@ -350,6 +370,56 @@ class Exchange(ResponseSink):
             if self.chunk_up:
                 self.conn.write(CHUNK_END)
             self.request_sent = True
+
+    # -- plugins ----------------------------------------------------------------------
+
+    def _access(self, chain: PluginChain) -> bool:
+        """The access phase of the route's plugins; True when one answered."""
+        client = self.client
+        head = self.head
+        plan = self.plan
+        assert plan is not None
+        fwd = client.fwd
+        peer = client.client_ip
+        trusted = fwd.trusted
+        call = self.call = PluginCall(
+            head, peer,
+            peer if not trusted else client_address(
+                peer, trusted, head.field(b"x-real-ip"), head.field(b"x-forwarded-for")),
+            trusted, plan.route.id, plan.service.id, chain)
+        call.received = self.body_size
+        body = self.body
+        if chain.needs_body and body is not None and 0 < body.size <= PLUGIN_BODY_LIMIT:
+            call.body = b"".join(body.blocks(0))
+        original = call.body
+        reply = chain.access(call)
+        if reply is not None:
+            self._plugin_reply(reply)
+            return True
+        if call.body is not original and call.body is not None:
+            # A plugin changed the body (request-transformer, hide_credentials).
+            server = self.server
+            new = RequestBody(server.body_buffer_size, server.temp_dir, True)
+            new.append(call.body)
+            if body is not None:
+                body.close()
+            self.body = new
+        ctx = self.ctx
+        if ctx is not None:
+            ctx.identify(call.consumer, call.groups)
+        return False
+
+    def _buffered(self) -> None:
+        """The whole body is in: the deferred access phase (body plugins), then a target."""
+        plan = self.plan
+        chain = plan.plugins if plan is not None else None
+        if chain is not None and self.call is None and self._access(chain):
+            return
+        self._pick()
+
+    def _plugin_reply(self, reply: PluginReply) -> None:
+        """A plugin answers the request itself (401, 429, a CORS preflight...)."""
+        self._reply(reply.status, None, False, reply)
 
     # -- choosing a target and connecting ---------------------------------------------
 
@@ -406,7 +476,16 @@ class Exchange(ResponseSink):
         target = self.target
         assert hit is not None and plan is not None and target is not None
         ctx = self.ctx
-        path = ctx.upstream_uri if ctx is not None and ctx.upstream_uri else hit.upstream_path
+        path = hit.upstream_path
+        query = head.query
+        call = self.call
+        if call is not None:
+            if call.path is not None:
+                path = call.path
+            if call.query is not None:
+                query = call.query
+        if ctx is not None and ctx.upstream_uri:
+            path = ctx.upstream_uri
         body = self.body
         streaming_chunked = False  # the size is not known yet: chunked upstream (U4)
         if head.framing == NO_BODY:
@@ -419,10 +498,12 @@ class Exchange(ResponseSink):
         else:
             framing = b"Content-Length: %d\r\n" % head.content_length
         request_head, self.request_id, self.trace_id = build_upstream_head(
-            head, path + head.query if head.query else path,
+            head, path + query if query else path,
             head.host if plan.preserve_host and head.host is not None else target.host_header,
             framing, self.client.fwd, hit.prefix_line, self.server.request_ids.new,
-            self.server.fields.upstream_ids, self.server.trace_ids)
+            self.server.fields.upstream_ids, self.server.trace_ids,
+            call.upstream_fields if call is not None else None,
+            call.method if call is not None else None)
         if not self.sent_any:
             self.sent_any = True
             # A pooled connection taken while the head arrived: its first byte's time
@@ -538,7 +619,10 @@ class Exchange(ResponseSink):
         framing = response_framing(status, head.method == "HEAD", fields, head.http11)
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
-        parts = [fields.head, VIA_LINE] if added.via else [fields.head]
+        call = self.call
+        first = fields.head if call is None else call.chain.response_head(call, status,
+                                                                          fields.head)
+        parts = [first, VIA_LINE] if added.via else [first]
         if framing == RESPONSE_LENGTH:
             if not fields.length_line:
                 parts.append(b"Content-Length: %d\r\n" % fields.content_length)
@@ -793,6 +877,14 @@ class Exchange(ResponseSink):
         if self.state == RELAYING:
             self.abort()
             return
+        call = self.call
+        if status == 413 and message is None and call is not None and call.body_limit_hit:
+            message = SIZE_EXCEEDED
+        self._reply(status, message, close, None, extra, empty)
+
+    def _reply(self, status: int, message: str | None, close: bool,
+               plugin_reply: PluginReply | None, extra: bytes = b"",
+               empty: bool = False) -> None:
         self._go(REPLY)
         self._release_conn()
         client = self.client
@@ -803,12 +895,20 @@ class Exchange(ResponseSink):
         self.keep_alive = keep
         self.status = status
         server = self.server
-        response = error_response(
-            status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
-            request_id=self._request_id().decode("latin-1"), fields=server.fields,
-            latency_ms=(server.loop.time() - self.t0) * 1000.0
-            if server.fields.response_latency else -1.0, extra=extra, empty=empty,
-        )
+        call = self.call
+        latency_ms = (server.loop.time() - self.t0) * 1000.0 \
+            if server.fields.response_latency else -1.0
+        if plugin_reply is not None and call is not None:
+            response = render_reply(plugin_reply, call.reply_lines(), keep_alive=keep,
+                                    head_only=self.head.method == "HEAD",
+                                    request_id=self._request_id(), fields=server.fields,
+                                    latency_ms=latency_ms)
+        else:
+            response = error_response(
+                status, message, keep_alive=keep, head_only=self.head.method == "HEAD",
+                request_id=self._request_id().decode("latin-1"), fields=server.fields,
+                latency_ms=latency_ms, extra=extra, empty=empty,
+            )
         self.bytes_out += len(response)
         client.write(response)
         if self.server.access_log is not None:
@@ -853,8 +953,10 @@ class Exchange(ResponseSink):
         if self.spool is not None:
             self.spool.close()
         server = self.server
-        if not server.count_requests and server.access_log is None:
-            return  # gateway.metrics off and no access log: nothing to record
+        call = self.call
+        logs = call is not None and call.chain.logs
+        if not server.count_requests and server.access_log is None and not logs:
+            return  # gateway.metrics off, no access log, no log plugin: nothing to record
         t0 = self.t0
         t_end = self.t_end
         request_ms = (t_end - t0) * 1000.0
@@ -874,11 +976,19 @@ class Exchange(ResponseSink):
             if plan is not None:
                 plan.stats.record(status, request_ms, upstream_ms, t_head != 0.0, size_in,
                                   self.bytes_out, self.attempts)
+                if call is not None and call.consumer is not None and plan.count_consumers:
+                    consumer = call.consumer
+                    plan.stats.count_consumer(consumer.username or consumer.id,
+                                              t_head != 0.0, status)
             else:
                 server.stats.count_unmatched(status)
         access_log = server.access_log
-        if access_log is not None:
-            access_log.add(self._log_record(request_ms, upstream_ms, size_in, status))
+        if access_log is not None or logs:
+            record = self._log_record(request_ms, upstream_ms, size_in, status)
+            if access_log is not None:
+                access_log.add(record)
+            if call is not None and logs:
+                call.chain.log(call, record)  # the log phase (file-log, http-log)
 
     def _log_record(self, request_ms: float, upstream_ms: float, size_in: int,
                     status: int) -> LogRecord:
@@ -915,6 +1025,9 @@ class Exchange(ResponseSink):
                 hit.upstream_path
             r.upstream_uri = path + head.query
         r.tries = [(t.host, t.port) for t in self.tried]
+        call = self.call
+        if call is not None:
+            r.consumer = call.consumer  # identified by an auth plugin
         r.request_id = self._request_id()
         r.trace_id = self.trace_id
         return r

@@ -80,7 +80,7 @@ def _ms(value: float) -> float:
 
 
 def fastgw_entry(r: LogRecord, iso_time: str) -> dict[str, Any]:
-    return {
+    entry = {
         "time": iso_time,
         "client": r.client_ip,
         "method": r.method,
@@ -99,6 +99,9 @@ def fastgw_entry(r: LogRecord, iso_time: str) -> dict[str, Any]:
         "request_id": r.request_id.decode("latin-1"),
         "trace_id": r.trace_id.decode("latin-1") or None,
     }
+    if r.consumer is not None:  # identified by an auth plugin
+        entry["consumer"] = r.consumer.username or r.consumer.id
+    return entry
 
 
 def kong_entry(r: LogRecord, redact: bool = True) -> dict[str, Any]:

@@ -316,7 +316,7 @@ class Reconfigurer:
             for message in deltas:
                 cfg = apply_delta(cfg, message["changes"])
             return cfg, build_snapshot(cfg, staged.registry, next_version, staged.used,
-                                       _give_up_the_gil)
+                                       _give_up_the_gil, self.server.plugin_runtime)
 
         result = await self._off_loop(build)
         staged.commit(self.server.registry)

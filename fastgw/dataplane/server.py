@@ -21,6 +21,7 @@ from fastgw.core.http.errors import DATE
 from fastgw.dataplane.context import WorkerContext
 from fastgw.dataplane.downstream import ClientConnection
 from fastgw.dataplane.health import WorkerHealth
+from fastgw.dataplane.plugins.registry import PluginRuntime
 from fastgw.dataplane.snapshot import PoolRegistry, Snapshot, build_snapshot
 from fastgw.dataplane.tls import CertPair, ServerTLS
 
@@ -69,6 +70,9 @@ class ProxyServer(WorkerContext):
             idle_timeout=float(settings.upstream_keepalive_idle_timeout),
         )
         self.version = 0
+        # The node's rate-limit counters, log plugins' writers and queues.
+        self.plugin_runtime = PluginRuntime(loop=loop)
+        self.slow_sweeper.on_tick.append(self.plugin_runtime.flush)
         # Node health from the supervisor, and passive batches back to it (every 100 ms).
         self.health = WorkerHealth(loop)
         self.io_sweeper.on_tick.append(self.health.flush)
@@ -87,7 +91,8 @@ class ProxyServer(WorkerContext):
         return {**self.stats.snapshot(self.connections), "config_version": self.version}
 
     def _build(self, config: Config) -> Snapshot:
-        return self._bind(build_snapshot(config, self.registry, self.version + 1))
+        return self._bind(build_snapshot(config, self.registry, self.version + 1,
+                                         plugins=self.plugin_runtime))
 
     def _bind(self, snapshot: Snapshot) -> Snapshot:
         self.version = snapshot.version
@@ -164,6 +169,7 @@ class ProxyServer(WorkerContext):
         self.slow_sweeper.stop()
         if self.access_log is not None:
             self.access_log.close()
+        self.plugin_runtime.close()
 
 
 def install_uvloop() -> None:

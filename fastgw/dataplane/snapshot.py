@@ -21,6 +21,8 @@ from fastgw.core.http.upstream_head import prefix_line
 from fastgw.core.https_redirect import https_only
 from fastgw.core.router import PAUSE_MASK, Router
 from fastgw.dataplane.balancing import CanaryBalancer, DirectRuntime, TargetRuntime, UpstreamRuntime
+from fastgw.dataplane.plugins.phases import PluginChain
+from fastgw.dataplane.plugins.registry import PluginRuntime, build_chains, counts_consumers
 from fastgw.dataplane.pool import PoolStats, UpstreamPool
 from fastgw.dataplane.stats import RouteStats, route_label, service_label
 from fastgw.dataplane.sweeper import DeadlineSweeper
@@ -116,6 +118,8 @@ class RoutePlan:
         "pick",
         "needs_context",
         "stats",
+        "plugins",
+        "count_consumers",
         "https_only",
         "https_redirect",
         "tls",
@@ -124,12 +128,19 @@ class RoutePlan:
     def __init__(
         self, route: Route, service: Service,
         balancer: UpstreamRuntime | DirectRuntime | CanaryBalancer,
+        plugins: PluginChain | None = None,
     ) -> None:
         self.route = route
         self.service = service
         self.service_path = service.path
         self.preserve_host = route.preserve_host
-        self.request_buffering = route.request_buffering
+        # The route's plugins (dataplane.plugins); None costs the exchange one test.
+        self.plugins = plugins
+        # prometheus per_consumer: requests of identified consumers counted by consumer.
+        self.count_consumers = False
+        # A plugin that reads the body (key_in_body, body edits) needs it buffered.
+        self.request_buffering = route.request_buffering or (
+            plugins is not None and plugins.needs_body)
         self.response_buffering = route.response_buffering
         self.retries = service.retries
         self.connect_timeout = service.connect_timeout / 1000.0
@@ -228,11 +239,13 @@ class Snapshot:
 
 def build_snapshot(config: Config, registry: PoolRegistry, version: int,
                    keep_pools: set[tuple[Any, ...]] | None = None,
-                   pause: Callable[[], None] | None = None) -> Snapshot:
+                   pause: Callable[[], None] | None = None,
+                   plugins: PluginRuntime | None = None) -> Snapshot:
     """``keep_pools``: collect the pools the snapshot uses there instead of closing the
     others (a build off the loop; the caller closes them on the loop). ``pause``: called
     every few hundred entities, so a build in a thread hands the GIL to the proxy loop
-    (compiled code never gives it up on its own)."""
+    (compiled code never gives it up on its own). ``plugins``: the worker's plugin state
+    (its rate-limit counters, log writers); None: a new one (tests)."""
     used: set[tuple[Any, ...]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
@@ -277,14 +290,6 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
             used.add((service.host, service.port))
             balancers[service.id] = DirectRuntime(direct)
 
-    # Enabled canary plugins by route id, else service id (the route's own one wins).
-    canaries: dict[str, CanaryConfig] = {}
-    for plugin in config.plugins:
-        if plugin.name == "canary" and plugin.enabled and plugin.consumer is None:
-            scope = plugin.route or plugin.service
-            if scope is not None and (plugin.route or scope not in canaries):
-                canaries[scope] = CanaryConfig.from_plugin(plugin.config)
-    plans: dict[str, RoutePlan] = {}
     live_routes = []
     for count, route in enumerate(config.routes):
         if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
@@ -293,13 +298,23 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
         if found is not None and not found.enabled:
             continue  # Kong: a disabled service's routes do not match
         live_routes.append(route)
+    # Each route's plugins, resolved once (Kong's precedence and priorities); the canary
+    # plugin is the route's balancer.
+    chains, canaries = build_chains(config, live_routes, services,
+                                    plugins if plugins is not None else PluginRuntime())
+    plans: dict[str, RoutePlan] = {}
+    per_consumer = counts_consumers(config)
+    for route in live_routes:
+        found = services.get(route.service) if route.service else None
         if found is not None:
             service = found
             balancer: Any = balancers[service.id]
-            canary = canaries.get(route.id) or canaries.get(service.id)
+            canary = canaries.get(route.id)
             if canary is not None:
-                balancer = _canary_balancer(canary, service, balancer, upstreams, registry, used)
-            plan = plans[route.id] = RoutePlan(route, service, balancer)
+                balancer = _canary_balancer(CanaryConfig.from_plugin(canary.config), service,
+                                            balancer, upstreams, registry, used)
+            plan = plans[route.id] = RoutePlan(route, service, balancer, chains.get(route.id))
+            plan.count_consumers = per_consumer
             plan.tls = plan_tls(config, service, route, balancer, registry.get_tls,
                                 registry.tls_contexts, used)
     router = Router.compile(live_routes, pause)

@@ -95,6 +95,7 @@ class RouteStats:
         "ingress",
         "egress",
         "retries",
+        "consumer_codes",
     )
 
     def __init__(self, route_id: str, service: str, route: str) -> None:
@@ -112,6 +113,14 @@ class RouteStats:
         self.ingress = 0
         self.egress = 0
         self.retries = 0
+        # "consumer|source|code" -> count: requests of identified consumers, also in the
+        # code counts above (prometheus per_consumer; only counted when asked for).
+        self.consumer_codes: dict[str, int] = {}
+
+    def count_consumer(self, consumer: str, from_service: bool, status: int) -> None:
+        key = f"{consumer}|{'service' if from_service else 'kong'}|{status}"
+        codes = self.consumer_codes
+        codes[key] = codes.get(key, 0) + 1
 
     def record(
         self,
@@ -171,6 +180,7 @@ class RouteStats:
             "ingress": self.ingress,
             "egress": self.egress,
             "retries": self.retries,
+            "consumer_codes": dict(self.consumer_codes),
         }
 
 
@@ -286,10 +296,12 @@ def aggregate(snapshots: Iterable[dict[str, Any]], *, counters_only: Iterable[di
                     "request_hist": list(r["request_hist"]),
                     "upstream_hist": list(r["upstream_hist"]),
                     "gateway_hist": list(r["gateway_hist"]),
+                    "consumer_codes": dict(r.get("consumer_codes") or {}),
                 }
                 continue
             _add_counts(have["service_codes"], r["service_codes"])
             _add_counts(have["kong_codes"], r["kong_codes"])
+            _add_counts(have["consumer_codes"], r.get("consumer_codes") or {})
             for name in ("request", "upstream", "gateway"):
                 _add_lists(have[name + "_hist"], r[name + "_hist"])
                 have[name + "_sum"] += r[name + "_sum"]

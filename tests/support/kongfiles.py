@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fastgw.config import SUPPORTED_PLUGINS
 from fastgw.config.loader import parse_yaml
 from fastgw.config.model import entity_to_dict
 from fastgw.controlplane.store import parse_document
 
-__all__ = ["KONG_FILES", "entity_fields", "lost_fields", "read_kong_file"]
+__all__ = ["KONG_FILES", "LOADABLE_KONG_FILES", "entity_fields", "lost_fields",
+           "plugins_not_run", "read_kong_file"]
 
 KONG_FILES = sorted(p for p in (Path(__file__).parent.parent / "fixtures" / "kong").iterdir()
                     if p.suffix in (".yml", ".yaml"))
@@ -58,3 +60,27 @@ def lost_fields(original: dict[str, Any], stored: dict[str, Any],
                 problems.append(f"{key[0]} {key[1]}.{name}: {value!r} became "
                                 f"{now.get(name, '<missing>')!r}")
     return problems
+
+
+def plugins_not_run(document: Any) -> set[str]:
+    """Names of the plugin entities of a Kong file that fastgw does not run."""
+    found: set[str] = set()
+
+    def walk(node: Any, key: str | None = None) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, k)
+        elif isinstance(node, list):
+            for item in node:
+                if key == "plugins" and isinstance(item, dict) and "name" in item:
+                    if item["name"] not in SUPPORTED_PLUGINS:
+                        found.add(item["name"])
+                walk(item, key)
+
+    for kind in ("services", "routes", "consumers", "plugins"):
+        walk(document.get(kind), kind)
+    return found
+
+
+# The files whose plugins fastgw all runs (the others are refused: tests/unit).
+LOADABLE_KONG_FILES = [p for p in KONG_FILES if not plugins_not_run(read_kong_file(p))]

@@ -142,20 +142,26 @@ def test_tag_rows_in_collection_order() -> None:
 
 
 def test_root_blocks_shaped_as_kong() -> None:
-    settings = GatewaySettings(proxy_listen="0.0.0.0:8000", admin_listen="127.0.0.1:8001",
-                               status_listen="off", admin_token="secret")
+    settings = GatewaySettings(proxy_listen="0.0.0.0:8000, 0.0.0.0:8443 ssl",
+                               admin_listen="127.0.0.1:8001", status_listen="off",
+                               admin_token="secret")
     conf = configuration_block(settings, "/etc/fastgw/config.json")
-    assert conf["proxy_listen"] == ["0.0.0.0:8000"] and conf["status_listen"] == []
+    assert conf["proxy_listen"] == ["0.0.0.0:8000", "0.0.0.0:8443 ssl"]
+    assert conf["status_listen"] == []
     assert conf["proxy_listeners"] == [{
-        "ip": "0.0.0.0", "port": 8000, "listener": "0.0.0.0:8000", "ssl": False,
+        "ip": "0.0.0.0", "port": port, "listener": listener, "ssl": ssl,
         "http2": False, "proxy_protocol": False, "deferred": False, "bind": False,
-        "reuseport": False, "backlog": None}]
+        "reuseport": False, "backlog": None}
+        for port, listener, ssl in ((8000, "0.0.0.0:8000", False),
+                                    (8443, "0.0.0.0:8443 ssl", True))]
     assert conf["status_listeners"] == [] and conf["admin_gui_listeners"][0]["port"] == 8001
     assert "admin_token" not in conf and conf["role"] == "traditional"
-    cfg = load_declarative({"_format_version": "3.0", "plugins": [
-        {"name": "canary", "config": {"percentage": 5, "upstream_host": "x"}}]})
-    assert plugins_block(cfg, "3.4.0") == {
-        "available_on_server": {"canary": {"version": "3.4.0"}},
+    cfg = load_declarative({"_format_version": "3.0", "gateway": {"plugins": ["canary", "cors"]},
+                            "plugins": [{"name": "canary",
+                                         "config": {"percentage": 5, "upstream_host": "x"}}]})
+    assert plugins_block(cfg) == {
+        "available_on_server": {"canary": {"version": "3.4.0", "priority": 20},
+                                "cors": {"version": "3.4.0", "priority": 2000}},
         "enabled_in_cluster": ["canary"]}
 
 

@@ -207,7 +207,7 @@ def test_top_level_targets_and_nested_plugins() -> None:
     c = load(doc(
         upstreams=[{"name": "u"}],
         targets=[{"target": "a:1", "upstream": "u"}, {"target": "b", "upstream": {"name": "u"}}],
-        services=[svc(plugins=[{"name": "prometheus"}],
+        services=[svc(plugins=[{"name": "correlation-id"}],
                       routes=[{"name": "r", "paths": ["/"], "plugins": [{"name": "cors"}]}])],
         consumers=[{"username": "bob", "plugins": [{"name": "rate-limiting", "config": {"minute": 5}}]}],
         plugins=[{"name": "key-auth", "service": "s", "route": "r"}],
@@ -215,13 +215,15 @@ def test_top_level_targets_and_nested_plugins() -> None:
     assert [t.target for t in c.targets] == ["a:1", "b:8000"]
     assert all(t.upstream == c.upstreams[0].id for t in c.targets)
     by_name = {p.name: p for p in c.plugins}
-    assert by_name["prometheus"].service == c.services[0].id and by_name["prometheus"].route is None
+    assert by_name["correlation-id"].service == c.services[0].id
+    assert by_name["correlation-id"].route is None
     assert by_name["cors"].route == c.routes[0].id and by_name["cors"].service is None
     assert by_name["rate-limiting"].consumer == c.consumers[0].id
-    assert by_name["rate-limiting"].config == {"minute": 5}
+    assert by_name["rate-limiting"].config["minute"] == 5
+    assert by_name["rate-limiting"].config["policy"] == "local"  # Kong's default, filled in
     assert by_name["key-auth"].service == c.services[0].id and by_name["key-auth"].route == c.routes[0].id
     assert by_name["key-auth"].protocols == ("grpc", "grpcs", "http", "https")
-    assert any("plugin 'prometheus' not supported yet" in w for w in c.warnings)
+    assert not any("plugin" in w for w in c.warnings)
 
 
 # --------------------------------------------------------------------------- errors
@@ -367,8 +369,8 @@ def test_error_fields_mirror_kong() -> None:
      "is not used"),
     (doc(vaults=[{"name": "env", "prefix": "e"}]),
      "vaults: not supported yet, kept but not enforced"),
-    (doc(consumers=[{"username": "u", "keyauth_credentials": [{"key": "k"}]}]),
-     "consumers[0].keyauth_credentials: not supported yet, kept but not enforced"),
+    (doc(consumers=[{"username": "u", "jwt_secrets": [{"key": "k"}]}]),
+     "consumers[0].jwt_secrets: not supported yet, kept but not enforced"),
     (doc(upstreams=[{"name": "u", "use_srv_name": True}]), "upstreams[0].use_srv_name: not supported yet, kept but not enforced"),
     (doc(services=[svc(protocol="grpc")]), "services[0].protocol: protocol grpc not supported yet, treated as http(s)"),
     (doc(_format_version="2.1", services=[svc(routes=[{"paths": [r"/v\d+"]}])]),
@@ -491,7 +493,7 @@ KONG_MD_EXAMPLE = {
         "name": "iris",
         "url": "http://iris-upstream:52773",
         "routes": [{"name": "atelier", "paths": ["/api/atelier"], "strip_path": False}],
-        "plugins": [{"name": "prometheus"}],
+        "plugins": [{"name": "correlation-id"}],
     }],
     "upstreams": [{
         "name": "iris-upstream",
@@ -516,7 +518,7 @@ def test_kong_reference_example_loads_unchanged() -> None:
     assert r.paths == ("/api/atelier",) and r.strip_path is False and r.service == s.id
     assert u.healthchecks["active"]["unhealthy"]["tcp_failures"] == 2
     assert c.targets[0].target == "iris-a:52773"
-    assert {p.name for p in c.plugins} == {"prometheus", "cors"}
+    assert {p.name for p in c.plugins} == {"correlation-id", "cors"}
 
 
 def _rich_config() -> Config:

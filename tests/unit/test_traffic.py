@@ -5,7 +5,6 @@ Enterprise's canary plugin config accepted as is."""
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from typing import Any, Iterator
 
 import pytest

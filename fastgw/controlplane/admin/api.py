@@ -26,6 +26,7 @@ import orjson
 
 from fastgw import __version__
 from fastgw.controlplane.admin import crud
+from fastgw.controlplane.admin.credentials import CREDENTIAL_ROOTS, CREDENTIAL_ROUTES
 from fastgw.controlplane.admin import entities as E
 from fastgw.controlplane.admin.forms import media_type, parse_body
 from fastgw.controlplane.admin.cors import CorsPolicy, allow_list
@@ -38,6 +39,7 @@ from fastgw.controlplane.admin.schemas import SCHEMA_ROUTES
 from fastgw.controlplane.admin.status import memory_block, memory_options
 from fastgw.controlplane.admin.workspaces import WORKSPACE_ROUTES
 from fastgw.config import ConfigError
+from fastgw.config.declarative import enabled_plugins
 from fastgw.config.kong_export import to_kong
 from fastgw.config.loader import parse_yaml
 from fastgw.controlplane.portal import PORTAL_PREFIX, PortalFiles
@@ -60,7 +62,7 @@ ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins", "cert
                 "snis", "ca_certificates")
 _NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "endpoints"})
 # What may follow a /{workspace} prefix: the entities and the per-workspace endpoints.
-_SCOPED_ROOTS = frozenset(ENTITY_ROOTS) | {"schemas", "tags"}
+_SCOPED_ROOTS = frozenset(ENTITY_ROOTS) | CREDENTIAL_ROOTS | {"schemas", "tags"}
 
 
 class RuntimeInfo(Protocol):
@@ -81,7 +83,8 @@ class RuntimeInfo(Protocol):
 
 
 def _entity_routes() -> list[Route]:
-    routes: list[Route] = []
+    # Literal segments before "{id}": /plugins/enabled is not a plugin.
+    routes: list[Route] = [(("plugins", "enabled"), {"GET": _enabled_plugins})]
     for kind in ENTITY_ROOTS:
         routes.append(((kind,), {"GET": partial(crud.list_entities, kind=kind),
                                  "POST": partial(crud.post_entity, kind=kind)}))
@@ -120,7 +123,13 @@ def _entity_routes() -> list[Route]:
             "PUT": partial(crud.put_parent, kind=child, param="id", fk=fk),
             "PATCH": partial(crud.patch_parent, kind=child, param="id", fk=fk),
             "DELETE": partial(crud.delete_parent, kind=child, param="id", fk=fk)}))
-    return routes + SCHEMA_ROUTES + META_ROUTES
+    return routes + CREDENTIAL_ROUTES + SCHEMA_ROUTES + META_ROUTES
+
+
+async def _enabled_plugins(call: crud.Call) -> Response:
+    """``GET /plugins/enabled``: the plugins this node runs."""
+    return json_response(200, {"enabled_plugins": sorted(
+        enabled_plugins(call.api.store.state.merged.gateway))})
 
 
 async def _health(call: crud.Call, healthy: bool) -> Response:
@@ -236,7 +245,7 @@ class AdminAPI:
             "edition": "community",
             "hostname": socket.gethostname(),
             "node_id": self.node_id,
-            "plugins": plugins_block(state.merged, KONG_API_VERSION),
+            "plugins": plugins_block(state.merged),
             "python_version": sys.version.split()[0],
             "configuration": configuration_block(state.merged.gateway, self.store.path),
             "pids": self.runtime.pids(),

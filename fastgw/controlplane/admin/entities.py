@@ -24,7 +24,16 @@ from typing import Any, Iterable, Mapping
 from fastgw.controlplane.admin.http import HTTPError
 from fastgw.config import ConfigError, build_entity, entity_to_dict
 from fastgw.config.certificates import EXPIRED, ca_expired, is_reference
-from fastgw.config.model import SNI, CACertificate, Certificate, Config, Entity, sni_error
+from fastgw.config.declarative import enabled_plugins
+from fastgw.config.model import (
+    CREDENTIAL_FIELDS,
+    SNI,
+    CACertificate,
+    Certificate,
+    Config,
+    Entity,
+    sni_error,
+)
 from fastgw.config.validate import SCHEMAS
 
 __all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete", "link",
@@ -161,7 +170,7 @@ def _build(cfg: Config, kind: str, data: dict[str, Any]) -> Entity:
     """Validate a body into an entity and resolve its foreign keys (by id or name)."""
     spec = KINDS[kind]
     try:
-        entity, _warnings = build_entity(kind, data)
+        entity, _warnings = build_entity(kind, data, enabled_plugins=enabled_plugins(cfg.gateway))
     except ConfigError as err:
         raise schema_error(err) from None
     if isinstance(entity, CACertificate) and not is_reference(entity.cert) \
@@ -256,7 +265,8 @@ def upsert(cfg: Config, kind: str, key: str, body: Mapping[str, Any],
         data[spec.endpoint_key] = key
     entity = _build(cfg, kind, data)
     if existing is not None:
-        entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind))
+        entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind),
+                         **_credentials_of(existing))
     _check_unique(cfg, kind, entity, new=existing is None)
     return _store(cfg, kind, entity), entity, existing is None
 
@@ -273,7 +283,8 @@ def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) ->
     data.pop("created_at", None)
     data.pop("updated_at", None)
     entity = _build(cfg, kind, data)
-    entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind))
+    entity = replace(entity, created_at=existing.created_at, updated_at=_now(kind),
+                     **_credentials_of(existing))
     _check_unique(cfg, kind, entity, new=False)
     return _store(cfg, kind, entity), entity
 
@@ -281,6 +292,14 @@ def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) ->
 def link(cfg: Config, kind: str, child: Entity, fk: str, parent_id: str) -> Config:
     """``child`` with its foreign key ``fk`` pointing at ``parent_id``."""
     return _store(cfg, kind, replace(child, **{fk: parent_id}, updated_at=_now(kind)))
+
+
+def _credentials_of(existing: Entity) -> Any:
+    """A consumer's credentials, which a PUT or PATCH of the consumer keeps (in Kong they
+    are entities of their own)."""
+    if not hasattr(existing, "keyauth_credentials"):
+        return {}
+    return {f: getattr(existing, f) for f in CREDENTIAL_FIELDS}
 
 
 def delete(cfg: Config, kind: str, entity: Entity) -> Config:

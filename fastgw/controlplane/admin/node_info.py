@@ -3,16 +3,18 @@
 Kong gives each listener setting as a list (``admin_listen: ["127.0.0.1:8001"]``) and
 describes the sockets it opened in ``*_listeners`` (``ip``, ``port``, ``ssl``, ...);
 Kong Manager's overview reads them. ``plugins.available_on_server`` names every plugin
-this node runs (Kong 3.x: an object, name -> ``{"version": ...}``).
+this node runs (Kong 3.x: an object, name -> ``{"version": ..., "priority": ...}``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastgw.config.declarative import SUPPORTED_PLUGINS
+from fastgw.config.declarative import enabled_plugins
+from fastgw.config.listeners import parse_listeners
 from fastgw.config.model import Config
-from fastgw.config.settings import GatewaySettings, parse_listen, settings_to_dict
+from fastgw.config.plugins import PLUGINS
+from fastgw.config.settings import GatewaySettings, settings_to_dict
 
 __all__ = ["configuration_block", "plugins_block", "listeners"]
 
@@ -21,12 +23,15 @@ _LISTENS = ("proxy_listen", "admin_listen", "status_listen")
 
 def listeners(listen: str) -> list[dict[str, Any]]:
     """Kong's description of the sockets behind one listen setting (none when ``off``)."""
-    if listen == "off":
-        return []
-    ip, port = parse_listen(listen)
-    return [{"ip": ip, "port": port, "listener": listen, "ssl": False, "http2": False,
-             "proxy_protocol": False, "deferred": False, "bind": False,
-             "reuseport": False, "backlog": None}]
+    return [{"ip": a.host, "port": a.port, "listener": entry.strip(), "ssl": a.ssl,
+             "http2": a.http2, "proxy_protocol": False, "deferred": False, "bind": False,
+             "reuseport": False, "backlog": None}
+            for a, entry in zip(parse_listeners(listen), _entries(listen))]
+
+
+def _entries(listen: str) -> list[str]:
+    """A listen setting's entries as given (Kong lists them: ``["0.0.0.0:8000", ...]``)."""
+    return [] if listen.strip() == "off" else [e.strip() for e in listen.split(",")]
 
 
 def configuration_block(settings: GatewaySettings, config_file: str) -> dict[str, Any]:
@@ -34,7 +39,7 @@ def configuration_block(settings: GatewaySettings, config_file: str) -> dict[str
     out.pop("admin_token", None)  # never echo the secret
     for key in _LISTENS:
         listen = out[key]
-        out[key] = [] if listen == "off" else [listen]
+        out[key] = _entries(listen)
         out[key.replace("_listen", "_listeners")] = listeners(listen)
     # The portal (fastgw's admin GUI) is served by the admin listener, at /portal/.
     out["admin_gui_listen"] = out["admin_listen"]
@@ -43,7 +48,9 @@ def configuration_block(settings: GatewaySettings, config_file: str) -> dict[str
     return {**out, "database": "off", "role": "traditional", "config_file": config_file}
 
 
-def plugins_block(config: Config, version: str) -> dict[str, Any]:
-    return {"available_on_server": {name: {"version": version}
-                                    for name in sorted(SUPPORTED_PLUGINS)},
+def plugins_block(config: Config) -> dict[str, Any]:
+    """What the node runs (``gateway.plugins``) and what the config uses."""
+    return {"available_on_server": {
+                name: {"version": PLUGINS[name].version, "priority": PLUGINS[name].priority}
+                for name in sorted(enabled_plugins(config.gateway))},
             "enabled_in_cluster": sorted({p.name for p in config.plugins})}

@@ -8,7 +8,7 @@
 - ``POST /schemas/plugins/validate``: a plugin entity checked as ``POST /plugins`` would.
 
 Forms (Kong Manager's, the portal's) render from these, so they ask for what validation
-accepts. The plugin documents come from ``fastgw.config.plugins.PLUGIN_SCHEMAS``: a plugin
+accepts. The plugin documents come from ``fastgw.config.plugins.PLUGINS``: a plugin
 added there is served here with nothing else to change.
 """
 
@@ -17,7 +17,8 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from fastgw.config import ConfigError, build_entity
-from fastgw.config.plugins import PLUGIN_SCHEMAS
+from fastgw.config.declarative import enabled_plugins
+from fastgw.config.plugins import PLUGINS
 from fastgw.config.schema import Field
 from fastgw.config.schema_doc import field_document, record_document
 from fastgw.config.validate import PLUGIN, SCHEMAS
@@ -49,11 +50,15 @@ def entity_document(kind: str) -> dict[str, Any] | None:
 
 def plugin_document(name: str) -> dict[str, Any] | None:
     """A plugin's schema as Kong serves it: its scope fields and its ``config`` record."""
-    config = PLUGIN_SCHEMAS.get(name)
-    if config is None:
+    spec = PLUGINS.get(name)
+    if spec is None:
         return None
-    config_doc = field_document(Field("record", required=True, fields=config))
-    return {"fields": [{"protocols": field_document(PLUGIN["protocols"])},
+    consumer = field_document(PLUGIN["consumer"], reference="consumers")
+    if spec.no_consumer:  # an auth plugin identifies consumers: it cannot apply to one
+        consumer["eq"] = None
+    config_doc = field_document(Field("record", required=True, fields=spec.fields))
+    return {"fields": [{"consumer": consumer},
+                       {"protocols": field_document(PLUGIN["protocols"])},
                        {"config": config_doc}]}
 
 
@@ -70,6 +75,8 @@ async def get_schema(call: crud.Call) -> Response:
 
 async def get_plugin_schema(call: crud.Call) -> Response:
     name = call.params["name"]
+    if name not in enabled_plugins(call.api.store.state.merged.gateway):
+        return _document(None, "plugin", name)  # Kong: only the plugins the node runs
     return _document(plugin_document(name), "plugin", name)
 
 

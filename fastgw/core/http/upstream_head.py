@@ -24,6 +24,10 @@ Rules (RFC 9110 §7.6, RFC 9112 §3 and §6; Kong's upstream headers)
   U8  The request id: the client's X-Request-Id when it is a plain token, else the
       gateway's; exactly one line per name `headers_upstream` asks for (X-Request-Id by
       default, Kong's X-Kong-Request-Id, or none).
+  U10 Plugins' edits (dataplane.plugins) are explicit inputs, never byte edits: `edits`
+      maps lower-case names to the complete lines that replace the client's fields of
+      that name (b"": removed), written after the copied fields; `new_method` replaces
+      the request method. Framing, Host and the fields of U5-U9 stay the builder's own.
 
 Cost: most requests come from untrusted clients on connections whose Host does not
 change, so everything after the copied fields (Via, X-Forwarded-*, X-Real-IP, the blank
@@ -118,12 +122,14 @@ def build_upstream_head(
     new_id: Callable[[], bytes],
     id_names: tuple[bytes, ...] = (b"X-Request-Id",),
     trace: TraceIds | None = None,
+    edits: dict[bytes, bytes] | None = None,
+    new_method: str | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """(head bytes, request id, trace id). `framing` is the framing line of U4 (or b"");
     `prefix` the route's X-Forwarded-Prefix line (or b""); `new_id` makes an id (U8);
     `id_names` the fields that carry it upstream (Kong's headers_upstream); `trace` the
-    trace ids when tracing is on (U9)."""
-    method = head.method
+    trace ids when tracing is on (U9); `edits` and `new_method` plugins' edits (U10)."""
+    method = head.method if new_method is None else new_method
     parts = [b"GET" if method == "GET" else METHOD_BYTES.get(method) or method.encode("latin-1"),
              b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
     append = parts.append
@@ -158,10 +164,14 @@ def build_upstream_head(
             continue
         if hop is not None and lname in hop:
             continue
+        if edits is not None and lname in edits:
+            continue
         append(name)
         append(b": ")
         append(value)
         append(CRLF)
+    if edits is not None:
+        parts += edits.values()
     if framing:
         parts.append(framing)
     if head.websocket:
