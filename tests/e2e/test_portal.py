@@ -244,8 +244,16 @@ def test_plugins_added_and_edited_from_their_schema(browser: Any,
     assert plugin["config"]["percentage"] == 25 and plugin["config"]["upstream_host"] == \
         "iris-green"
     assert plugin["service"] is not None
+    # A delete asks first: dismissed, the plugin stays; accepted, it goes.
+    page.confirms.append(False)
+    row.get_by_role("button", name="Delete").click()
+    page.wait_for_function("() => true")  # one round trip: the dialog has been answered
+    assert page.asked == ['Delete plugin "canary"?']
+    assert len(requests.get(api + "/plugins", timeout=5).json()["data"]) == 1
+    page.confirms.append(True)
     row.get_by_role("button", name="Delete").click()
     page.get_by_text("No plugins yet.").wait_for()
+    assert len(page.asked) == 2 and requests.get(api + "/plugins", timeout=5).json()["data"] == []
     assert page.errors == []
 
 

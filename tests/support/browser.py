@@ -57,9 +57,18 @@ def new_page(browser: Any) -> Any:
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.errors = []
+    page.confirms = []  # answers for the confirm() dialogs a test expects, in order
+    page.asked = []  # the messages of those dialogs
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))
 
     def dialog(d: Any) -> None:
+        if d.type == "confirm" and page.confirms:
+            page.asked.append(d.message)
+            if page.confirms.pop(0):
+                d.accept()
+            else:
+                d.dismiss()
+            return
         page.errors.append(f"dialog opened: {d.type} {d.message!r}")
         d.dismiss()
 

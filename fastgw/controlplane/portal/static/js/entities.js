@@ -57,6 +57,9 @@ export async function listPage(main, spec) {
   }
 
   async function remove(entity) {
+    // A delete cannot be undone (and cascades, e.g. a service's routes): ask first, by name.
+    const label = entity.name || entity.username || entity.target || entity.id;
+    if (!window.confirm(`Delete ${spec.collection.replace(/s$/, '')} "${label}"?`)) return;
     try {
       await api.del(path(`${base}/${encodeURIComponent(entity.id)}`));
       clear(noticeSlot);
