@@ -27,7 +27,9 @@ SETTING_FLAGS: tuple[str, ...] = SETTING_NAMES
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastgw", description="A fast Kong-compatible API gateway")
     parser.add_argument("--version", action="version", version=f"fastgw {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    # The metavar lists the public commands: argparse prints a SUPPRESSed sub-command's
+    # help as "==SUPPRESS==" instead of hiding it.
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,check,config}")
 
     run = sub.add_parser("run", help="start the gateway")
     run.add_argument("-c", "--config", default="config.json",
@@ -38,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
                          help=f"node setting {name} (overrides the file and {ENV_PREFIX}"
                               f"{name.upper()})")
 
-    worker = sub.add_parser("worker", help=argparse.SUPPRESS)  # started by the supervisor
+    worker = sub.add_parser("worker")  # started by the supervisor; not listed
     worker.add_argument("--ipc-fd", type=int, required=True)
     worker.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
     worker.add_argument("--log-level", default="info")

@@ -18,6 +18,14 @@ def test_every_setting_has_a_flag() -> None:
         assert "--" + name.replace("_", "-") in help_text, name
 
 
+def test_help_lists_the_public_commands_only() -> None:
+    help_text = _parser().format_help()
+    assert "{run,check,config}" in help_text
+    assert "worker" not in help_text and "SUPPRESS" not in help_text
+    # Still a command: the supervisor starts its workers with it.
+    assert _parser().parse_args(["worker", "--ipc-fd", "3"]).command == "worker"
+
+
 @pytest.mark.parametrize("argv,expected", [
     (["--metrics-prefix", "kong"], {"metrics_prefix": "kong"}),
     (["--access-log", "stdout"], {"access_log": "stdout"}),
