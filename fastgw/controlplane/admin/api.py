@@ -270,7 +270,9 @@ class AdminAPI:
 
     async def _openapi(self, call: crud.Call) -> Response:
         if self._openapi_doc is None:
-            self._openapi_doc = orjson.dumps(build_openapi())
+            routes = self.node_routes + self.entity_routes
+            self._openapi_doc = orjson.dumps(build_openapi(
+                routes, secured=self.admin_token is not None))
         return Response(200, self._openapi_doc)
 
     async def _get_config(self, call: crud.Call) -> Response:
@@ -290,6 +292,10 @@ class AdminAPI:
 
     async def _post_config(self, call: crud.Call) -> Response:
         req = call.req
+        check_hash = req.arg("check_hash")
+        if check_hash not in (None, "0", "1", "true", "false"):
+            raise HTTPError(400, {"code": 11, "name": "invalid options",
+                                  "message": "invalid option (check_hash: expected a boolean)"})
         doc: Any
         if media_type(req) in _YAML_TYPES:  # the body is the document (kong.yml)
             doc = _parse_document(req.body)
@@ -299,7 +305,7 @@ class AdminAPI:
             if isinstance(body.get("config"), str):  # -F config=@kong.yml
                 doc = _parse_document(body["config"])
         body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        if req.arg("check_hash") in ("1", "true") and body_hash == self.store.posted_hash:
+        if check_hash in ("1", "true") and body_hash == self.store.posted_hash:
             return Response(304, content_type=None)
         try:
             state = await self.store.replace_document(doc, if_match=req.headers.get("if-match"),
