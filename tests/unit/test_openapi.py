@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from fastgw.config import model as m
+from fastgw.config import plugins
 from fastgw.controlplane.admin.api import AdminAPI
 from fastgw.controlplane.admin.json_schema import VALUE_PATTERNS, unpatterned_validators
 from fastgw.controlplane.admin.meta import endpoint_path
@@ -24,6 +25,7 @@ def _api() -> AdminAPI:
     async def admin_metrics(call: Any) -> Any:  # as fastgw.controlplane.exporter adds it
         raise NotImplementedError
 
+    admin_metrics.__module__ = "fastgw.controlplane.exporter"
     admin_metrics.__qualname__ = "MetricsHub.install.<locals>.admin_metrics"
     api.node_routes.append((("metrics",), {"GET": admin_metrics}))
     return api
@@ -128,6 +130,16 @@ _CASES = [
     (m.tag_error, v) for v in ("prod", "a,b", "a/b", "tab\t")
 ] + [
     (m.cidr_error, v) for v in ("10.0.0.0/8", "10.0.0.1", "::1", "10.0.0.0/33", "x")
+] + [
+    (plugins._http_url_error, v) for v in ("http://a", "http://a:80/x?y", "http://[::1]:8/",
+                                           "http://a b", "http://a:65536", "https://a",
+                                           "http://", "ftp://a", "x", "http://a/\u00e9")
+] + [
+    (plugins._filename_error, v) for v in ("/tmp/a.log", "/tmp/a*b", "a%b", "a\\b", "a`b")
+] + [
+    (plugins._colon_pairs, v) for v in ("a:b", ":", "ab", "a\t:b")
+] + [
+    (plugins._ip_or_cidr_error, v) for v in ("10.0.0.0/8", "::1", "10.0.0.0/33", "x")
 ]
 
 

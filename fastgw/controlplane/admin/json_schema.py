@@ -17,12 +17,13 @@ from typing import Any, Callable, Mapping
 
 from fastgw.config import model as _m
 from fastgw.config import plugins as _plugins
+from fastgw.config.credentials import CREDENTIAL_KINDS
 from fastgw.config.plugins import PLUGIN_SCHEMAS
 from fastgw.config.schema import MISSING, Field
 from fastgw.config.validate import KONG_ONLY, SCHEMAS
 
 __all__ = ["VALUE_PATTERNS", "UUID_PATTERN", "entity_request", "entity_response", "value_schema",
-           "key_schema", "unpatterned_validators"]
+           "key_schema", "unpatterned_validators", "credential_request", "credential_response"]
 
 Schema = dict[str, Any]
 
@@ -52,6 +53,8 @@ def _p(pattern: str) -> Schema:
 _HOST = [_p(f"^{_IPV4}$"), _IPV6, _p(f"^{_NO_DOTS}{_NAME}$")]
 _HOST_PORT = [_p(f"^{_IPV4}(?:{_PORT})?$"), _IPV6, _p(f"^{_NO_DOTS}{_NAME}(?:{_PORT})?$")]
 
+_CIDR: Schema = {"anyOf": [_p(f"^{_IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?$"), _IPV6]}
+
 # Each value check of the model as a schema that accepts exactly what the check accepts.
 VALUE_PATTERNS: dict[Callable[[str], str | None], Schema] = {
     _m.uuid_error: _p(UUID_PATTERN),
@@ -75,7 +78,11 @@ VALUE_PATTERNS: dict[Callable[[str], str | None], Schema] = {
         _p(f"^{_NO_DOTS}(?:{_NAME}|{_WILD})(?:{_PORT})?$")]},
     _m.sni_error: _p(f"^{_NO_DOTS}(?:(?![0-9.]+$){_LABELS}|{_WILD})$"),
     _plugins._uri_error: _p("^/"),
-    _m.cidr_error: {"anyOf": [_p(f"^{_IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?$"), _IPV6]},
+    _m.cidr_error: _CIDR,
+    _plugins._ip_or_cidr_error: _CIDR,
+    _plugins._filename_error: _p("^[^*&%\\\\`]+$"),
+    _plugins._colon_pairs: _p(":"),
+    _plugins._http_url_error: _p(f"^{_plugins.HTTP_URL_PATTERN}$"),
 }
 
 
@@ -387,3 +394,32 @@ def key_schema(kind: str) -> Schema:
     spec = SCHEMAS[kind][field]
     key = value_schema(Field("string", validator=spec.validator), request=True)
     return {"anyOf": [_p(UUID_PATTERN), key]}
+
+
+# ----------------------------------------------------------------------- credentials
+# What the server sets whatever the body says (fastgw.controlplane.admin.credentials:
+# the consumer is the URL's, created_at the server's).
+_CREDENTIAL_IGNORED = ("consumer", "created_at")
+
+
+def credential_request(collection: str, *, create: bool, key_in_url: bool = False) -> Schema:
+    """A credential write body: POST (``create``), PUT (``create`` and ``key_in_url``:
+    the URL names the key field, or the stored credential gives it) or PATCH (merged
+    into the stored credential)."""
+    kind = CREDENTIAL_KINDS[collection]
+    fields = {k: f for k, f in kind.fields.items() if k not in _CREDENTIAL_IGNORED}
+    schema = record_schema(fields, request=True)
+    schema["properties"].update({k: {} for k in _CREDENTIAL_IGNORED})
+    if create:
+        required = [k for k, f in fields.items() if f.required and f.default is MISSING
+                    and not (key_in_url and k == kind.endpoint_key)]
+        if required:
+            schema["required"] = required
+    return schema
+
+
+def credential_response(collection: str) -> Schema:
+    kind = CREDENTIAL_KINDS[collection]
+    props = {k: field_schema(f, request=False) for k, f in kind.fields.items()}
+    props["consumer"] = _foreign(request=False)
+    return {"type": "object", "required": ["id", "consumer"], "properties": props}

@@ -38,6 +38,8 @@ __all__ = ["build_openapi", "documented_operations"]
 Schema = dict[str, Any]
 Route = tuple[tuple[str, ...], dict[str, Any]]
 
+CREDENTIAL_TITLES = {"keyauth_credentials": "KeyAuth", "basicauth_credentials": "BasicAuth",
+                     "acls": "ACL"}
 TITLES = {"services": "Service", "routes": "Route", "upstreams": "Upstream",
           "targets": "Target", "consumers": "Consumer", "plugins": "Plugin",
           "certificates": "Certificate", "snis": "SNI", "ca_certificates": "CACertificate"}
@@ -349,23 +351,89 @@ def _openapi(kw: dict[str, Any]) -> Schema:
     return {"summary": "This document", "responses": _ok(200, {"type": "object"})}
 
 
-# Handler function name -> describer. Keyed by ``__qualname__`` so that bound methods of
-# the API and partials of the crud functions are found alike.
+# ----------------------------------------------------------------------- credentials
+
+def _credential(kw: dict[str, Any]) -> str:
+    return str(kw["kind"].collection)
+
+
+def _list_credentials(kw: dict[str, Any]) -> Schema:
+    title = CREDENTIAL_TITLES[_credential(kw)]
+    params = [*_page(False), _query("tags", {"type": "string", "pattern": _TAG_FILTER})]
+    return {"summary": f"List {title} credentials", "parameters": params,
+            "responses": {**_ok(200, _list_schema(_ref(title)), "a page"), **_errors(400, 404)}}
+
+
+def _create_credential(kw: dict[str, Any]) -> Schema:
+    title = CREDENTIAL_TITLES[_credential(kw)]
+    return {"summary": f"Create a {title} credential of the consumer",
+            "requestBody": _body(_ref(f"{title}Create"), required=True),
+            "responses": {**_ok(201, _ref(title), "created"), **_errors(*_WRITE_ERRORS)}}
+
+
+def _get_credential(kw: dict[str, Any]) -> Schema:
+    title = CREDENTIAL_TITLES[_credential(kw)]
+    return {"summary": f"Get a {title} credential (by id or by its key field)",
+            "responses": {**_ok(200, _ref(title)), **_errors(404)}}
+
+
+def _update_credential(kw: dict[str, Any]) -> Schema:
+    title = CREDENTIAL_TITLES[_credential(kw)]
+    merge = kw.get("merge")
+    summary = (f"Update a {title} credential (merged into the stored one)" if merge else
+               f"Create or replace a {title} credential (by id, or by its key field)")
+    body = f"{title}Update" if merge else f"{title}Replace"
+    return {"summary": summary, "requestBody": _body(_ref(body), required=not merge),
+            "responses": {**_ok(200, _ref(title)), **_errors(*_WRITE_ERRORS)}}
+
+
+def _delete_credential(kw: dict[str, Any]) -> Schema:
+    title = CREDENTIAL_TITLES[_credential(kw)]
+    return {"summary": f"Delete a {title} credential",
+            "responses": {**_ok(204, None, "deleted"), **_errors(404, 503)}}
+
+
+def _credential_consumer(kw: dict[str, Any]) -> Schema:
+    return {"summary": "The credential's consumer",
+            "responses": {**_ok(200, _ref("Consumer")), **_errors(404)}}
+
+
+def _enabled_plugins(kw: dict[str, Any]) -> Schema:
+    return {"summary": "The plugins this node runs", "responses": _ok(200, {
+        "type": "object", "required": ["enabled_plugins"],
+        "properties": {"enabled_plugins": {"type": "array", "items": {"type": "string"}}}})}
+
+
+# Handler (module and qualified name) -> describer: bound methods of the API, partials and
+# closures are found alike, and a new handler without a description is an error.
+_ADMIN = "fastgw.controlplane.admin."
 _OPERATIONS: dict[str, Describe] = {
-    "list_entities": _list, "post_entity": _post, "get_entity": _get, "put_entity": _put,
-    "patch_entity": _patch, "delete_entity": _delete, "get_parent": _get_parent,
-    "put_parent": _put_parent, "patch_parent": _patch_parent, "delete_parent": _delete_parent,
-    "get_health": _health, "_health": _set_health,
-    "get_schema": _get_schema, "validate_schema": _validate_schema,
-    "validate_plugin": lambda kw: _validate_schema({"kind": "plugins"}),
-    "get_plugin_schema": _get_plugin_schema, "list_tags": _tags, "list_tag": _tags,
-    "list_workspaces": _list_workspaces, "post_workspace": _post_workspace,
-    "get_workspace": _get_workspace, "patch_workspace": _patch_workspace,
-    "put_workspace": _put_workspace, "delete_workspace": _delete_workspace,
-    "AdminAPI._root": _root, "AdminAPI._endpoints": _endpoints, "AdminAPI._status": _status,
-    "AdminAPI._get_config": _get_config, "AdminAPI._post_config": _post_config,
-    "AdminAPI._reload_config": _reload_config, "AdminAPI._openapi": _openapi,
-    "MetricsHub.install.<locals>.admin_metrics": _metrics,
+    **{_ADMIN + "crud." + name: d for name, d in {
+        "list_entities": _list, "post_entity": _post, "get_entity": _get, "put_entity": _put,
+        "patch_entity": _patch, "delete_entity": _delete, "get_parent": _get_parent,
+        "put_parent": _put_parent, "patch_parent": _patch_parent,
+        "delete_parent": _delete_parent}.items()},
+    _ADMIN + "health.get_health": _health,
+    _ADMIN + "api._health": _set_health,
+    _ADMIN + "api._enabled_plugins": _enabled_plugins,
+    **{_ADMIN + "schemas." + name: d for name, d in {
+        "get_schema": _get_schema, "validate_schema": _validate_schema,
+        "validate_plugin": lambda kw: _validate_schema({"kind": "plugins"}),
+        "get_plugin_schema": _get_plugin_schema}.items()},
+    _ADMIN + "meta.list_tags": _tags, _ADMIN + "meta.list_tag": _tags,
+    **{_ADMIN + "workspaces." + name: d for name, d in {
+        "list_workspaces": _list_workspaces, "post_workspace": _post_workspace,
+        "get_workspace": _get_workspace, "patch_workspace": _patch_workspace,
+        "put_workspace": _put_workspace, "delete_workspace": _delete_workspace}.items()},
+    **{_ADMIN + "credentials." + name: d for name, d in {
+        "_list": _list_credentials, "_create": _create_credential, "_get": _get_credential,
+        "_update": _update_credential, "_delete": _delete_credential,
+        "_get_consumer": _credential_consumer}.items()},
+    **{_ADMIN + "api.AdminAPI." + name: d for name, d in {
+        "_root": _root, "_endpoints": _endpoints, "_status": _status,
+        "_get_config": _get_config, "_post_config": _post_config,
+        "_reload_config": _reload_config, "_openapi": _openapi}.items()},
+    "fastgw.controlplane.exporter.MetricsHub.install.<locals>.admin_metrics": _metrics,
 }
 
 
@@ -376,9 +444,10 @@ def _describe(handler: Any) -> tuple[Describe, dict[str, Any]]:
         keywords = {**fn.keywords, **keywords}
         fn = fn.func
     fn = getattr(fn, "__func__", fn)
-    describe = _OPERATIONS.get(fn.__qualname__)
+    name = f"{fn.__module__}.{fn.__qualname__}"
+    describe = _OPERATIONS.get(name)
     if describe is None:
-        raise LookupError(f"no OpenAPI description for handler {fn.__qualname__}")
+        raise LookupError(f"no OpenAPI description for handler {name}")
     return describe, keywords
 
 
@@ -472,6 +541,13 @@ def build_openapi(routes: Iterable[Route], *, secured: bool = False) -> dict[str
         schemas[f"{title}Valid"] = J.entity_request(kind, create=True, validate=True)
         schemas[f"{title}Replace"] = J.entity_request(kind, create=True, endpoint_key_in_url=True)
         schemas[f"{title}Update"] = J.entity_request(kind, create=False)
+        schemas[f"{title}List"] = _list_schema(_ref(title))
+    for collection, title in CREDENTIAL_TITLES.items():
+        schemas[title] = J.credential_response(collection)
+        schemas[f"{title}Create"] = J.credential_request(collection, create=True)
+        schemas[f"{title}Replace"] = J.credential_request(collection, create=True,
+                                                          key_in_url=True)
+        schemas[f"{title}Update"] = J.credential_request(collection, create=False)
         schemas[f"{title}List"] = _list_schema(_ref(title))
     schemas["Workspace"] = {"type": "object", "required": ["id", "name"], "properties": {
         "id": {"type": "string"}, "name": {"type": "string"},
