@@ -338,7 +338,12 @@ def _filename_error(value: str) -> str | None:
 
 # http://host[:port][/path][?query]: the endpoints fastgw's http-log can reach. One
 # expression (ECMA-262 and Python alike) so that /openapi.json states exactly this check.
-HTTP_URL_PATTERN = (r"http://(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~-]+)"
+_H16 = "[0-9A-Fa-f]{1,4}"
+IPV6_PATTERN = ("(?:" + "|".join((
+    f"(?:{_H16}:){{7}}{_H16}", f"(?:{_H16}:){{1,7}}:",
+    *(f"(?:{_H16}:){{1,{n}}}(?::{_H16}){{1,{7 - n}}}" for n in range(6, 0, -1)),
+    f":(?:(?::{_H16}){{1,7}}|:)")) + ")")
+HTTP_URL_PATTERN = (rf"http://(?:\[{IPV6_PATTERN}\]|[A-Za-z0-9._~-]+)"
                     r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
                     r"|655[0-2][0-9]|6553[0-5]))?(?:[/?][\x21-\x7e]*)?")
 _HTTP_URL_RE = re.compile(HTTP_URL_PATTERN)

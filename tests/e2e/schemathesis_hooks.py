@@ -18,6 +18,9 @@ import requests
 import schemathesis
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from fastgw.config.credentials import CREDENTIAL_KINDS
+from fastgw.controlplane.admin.json_schema import KEY_FIELDS
+
 # Kong error codes (kong/db/errors.lua) that depend on the stored entities, not on the
 # request: a foreign key to nothing (4), an id already taken (3), a page cursor this
 # node did not hand out (7), an entity still referenced (19), and a declarative document
@@ -77,10 +80,14 @@ def _key_in_body_missing(case: Any, body: dict[str, Any]) -> bool:
     if case.method.upper() != "PUT" or not keys or not _UUID.fullmatch(str(keys[-1])):
         return False
     fields = body.get("fields") or {}
-    return bool(fields) and set(fields) <= {"name", "target", "@entity"} and \
+    return bool(fields) and set(fields) <= _KEY_FIELDS and \
         all(m in _KEY_MISSING for m in _messages(fields))
 
 
+# The fields a URL key may stand for: entities' (name, target...) and credentials' (key,
+# username, group).
+_KEY_FIELDS = {*KEY_FIELDS.values(), *(k.endpoint_key for k in CREDENTIAL_KINDS.values()),
+               "@entity"}
 _CONDITIONAL = ("value must be null", "required field missing", "expected one of")
 
 

@@ -131,7 +131,8 @@ _CASES = [
 ] + [
     (m.cidr_error, v) for v in ("10.0.0.0/8", "10.0.0.1", "::1", "10.0.0.0/33", "x")
 ] + [
-    (plugins._http_url_error, v) for v in ("http://a", "http://a:80/x?y", "http://[::1]:8/",
+    (plugins._http_url_error, v) for v in ("http://a", "http://a:80/x?y", "http://[::1]:8/", "http://[0]", "http://[1::2:3]/",
+                                           "http://[1:2:3:4:5:6:7:8]", "http://[1:2:3:4:5:6:7:8:9]",
                                            "http://a b", "http://a:65536", "https://a",
                                            "http://", "ftp://a", "x", "http://a/\u00e9")
 ] + [

@@ -171,7 +171,7 @@ class AdminAPI:
             (("openapi.json",), {"GET": self._openapi}),
             *WORKSPACE_ROUTES,
         ]
-        self._openapi_doc: bytes | None = None
+        self._openapi_doc: tuple[frozenset[str], bytes] | None = None
 
     @property
     def cors(self) -> CorsPolicy:
@@ -269,11 +269,13 @@ class AdminAPI:
                 "memory": memory_block(runtime.get("workers", []), unit, scale)}
 
     async def _openapi(self, call: crud.Call) -> Response:
-        if self._openapi_doc is None:
+        # Rebuilt when a reload changes the enabled plugins (the names a plugin may have).
+        plugins = enabled_plugins(self.store.state.merged.gateway)
+        if self._openapi_doc is None or self._openapi_doc[0] != plugins:
             routes = self.node_routes + self.entity_routes
-            self._openapi_doc = orjson.dumps(build_openapi(
-                routes, secured=self.admin_token is not None))
-        return Response(200, self._openapi_doc)
+            self._openapi_doc = plugins, orjson.dumps(build_openapi(
+                routes, secured=self.admin_token is not None, plugins=plugins))
+        return Response(200, self._openapi_doc[1])
 
     async def _get_config(self, call: crud.Call) -> Response:
         state = self.store.state

@@ -13,17 +13,17 @@ differ, a certificate that must parse and match its key, a plugin's own entity c
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Collection, Mapping
 
 from fastgw.config import model as _m
 from fastgw.config import plugins as _plugins
 from fastgw.config.credentials import CREDENTIAL_KINDS
-from fastgw.config.plugins import PLUGIN_SCHEMAS
+from fastgw.config.plugins import PLUGIN_SCHEMAS, PLUGINS
 from fastgw.config.schema import MISSING, Field
 from fastgw.config.validate import KONG_ONLY, SCHEMAS
 
 __all__ = ["VALUE_PATTERNS", "UUID_PATTERN", "entity_request", "entity_response", "value_schema",
-           "key_schema", "unpatterned_validators", "credential_request", "credential_response"]
+           "key_schema", "unpatterned_validators", "CONSUMERLESS_PLUGINS", "credential_request", "credential_response"]
 
 Schema = dict[str, Any]
 
@@ -186,11 +186,17 @@ def field_schema(spec: Field, *, request: bool) -> Schema:
     return _nullable(s) if nullable else s
 
 
-def record_schema(fields: Mapping[str, Field], *, request: bool) -> Schema:
+def record_schema(fields: Mapping[str, Field], *, request: bool,
+                  with_required: bool = True) -> Schema:
+    """``with_required``: list the fields that must be given (an entity's own list is
+    made by ``entity_request``, which knows what the URL gives)."""
     props = {k: field_schema(f, request=request) for k, f in fields.items()}
     out: Schema = {"type": "object", "properties": props}
     if request:
         out["additionalProperties"] = False
+        required = [k for k, f in fields.items() if f.required and f.default is MISSING]
+        if with_required and required:
+            out["required"] = required
     return out
 
 
@@ -307,31 +313,45 @@ def _certificate_rules() -> list[Schema]:
     return [{"anyOf": [both, _absent_or_null("cert_alt", "key_alt")]}]
 
 
-def _plugin_rules() -> list[Schema]:
-    """The config schema of each plugin fastgw executes (``PLUGIN_SCHEMAS``); any other
-    plugin's config is kept as given."""
-    return [{"if": _is("name", name), "then": {"properties": {"config": _nullable(
-        record_schema(fields, request=True))}}} for name, fields in PLUGIN_SCHEMAS.items()]
+# Auth plugins identify consumers: they cannot be scoped to one (typedefs.no_consumer).
+CONSUMERLESS_PLUGINS = frozenset(name for name, spec in PLUGINS.items() if spec.no_consumer)
+
+
+def _plugin_rules(enabled: Collection[str]) -> list[Schema]:
+    """The config schema of each plugin the node runs (``PLUGIN_SCHEMAS``); an auth
+    plugin cannot be scoped to a consumer (Kong's typedefs.no_consumer)."""
+    rules: list[Schema] = []
+    for name in sorted(set(enabled) & PLUGIN_SCHEMAS.keys()):
+        config = record_schema(PLUGIN_SCHEMAS[name], request=True)
+        if not config.get("required"):
+            config = _nullable(config)  # null: every default
+        then: Schema = {"properties": {"config": config}}
+        if PLUGINS[name].no_consumer:
+            then["properties"]["consumer"] = {"type": "null"}
+        if config.get("required"):
+            then["required"] = ["config"]
+        rules.append({"if": _is("name", name), "then": then})
+    return rules
 
 
 _RULES: dict[str, Callable[[], list[Schema]]] = {
     "routes": _route_rules, "services": _service_rules, "upstreams": _upstream_rules,
     "consumers": _consumer_rules, "certificates": _certificate_rules,
-    "plugins": _plugin_rules,
 }
 _SERVICE_URL = (f"^https?://(?:{_IPV4}|{_NO_DOTS}{_NAME})(?:{_PORT})?"
                 f"(?:/(?!.*//)(?:{_PCHAR}|/|%[0-9A-Fa-f]{{2}})*)?$")
 
 
 def entity_request(kind: str, *, create: bool, endpoint_key_in_url: bool = False,
-                   validate: bool = False) -> Schema:
+                   validate: bool = False, plugins: Collection[str] = ()) -> Schema:
     """A write body of ``kind``. ``create``: POST or PUT (the required fields and the
     entity rules apply; a PATCH body is merged into the stored entity first, so it only
     has to be well-typed). ``endpoint_key_in_url``: PUT by name, the URL gives that field.
     ``validate``: ``POST /schemas/{kind}/validate``, the entity alone (a target names its
-    upstream; a certificate's ``snis`` is not a field of it)."""
+    upstream; a certificate's ``snis`` is not a field of it). ``plugins``: the names a
+    plugin may have (the node's enabled plugins that fastgw runs)."""
     fields = dict(SCHEMAS[kind])
-    schema = record_schema(fields, request=True)
+    schema = record_schema(fields, request=True, with_required=False)
     props = schema["properties"]
     props.update({k: field_schema(f, request=True) for k, f in KONG_ONLY[kind].items()})
     if kind == "services":
@@ -350,6 +370,7 @@ def entity_request(kind: str, *, create: bool, endpoint_key_in_url: bool = False
                          "items": VALUE_PATTERNS[_m.sni_error]}
     if kind == "plugins":
         props["config"] = {"type": ["object", "null"]}  # per plugin: see _plugin_rules
+        props["name"] = {"type": "string", "enum": sorted(set(plugins) & PLUGIN_SCHEMAS.keys())}
     if not create:
         for name, spec in fields.items():  # PATCH: nothing required, null never needed
             if spec.required and spec.default is MISSING and props.get(name):
@@ -363,7 +384,10 @@ def entity_request(kind: str, *, create: bool, endpoint_key_in_url: bool = False
         required = [r for r in required if r != "host"]  # or url: see the rules
     if required:
         schema["required"] = required
-    rules = [] if (kind == "consumers" and key) else _RULES.get(kind, lambda: [])()
+    if kind == "plugins":
+        rules = _plugin_rules(plugins)
+    else:
+        rules = [] if (kind == "consumers" and key) else _RULES.get(kind, lambda: [])()
     if rules:
         schema["allOf"] = schema.get("allOf", []) + rules
     return schema
@@ -408,7 +432,7 @@ def credential_request(collection: str, *, create: bool, key_in_url: bool = Fals
     into the stored credential)."""
     kind = CREDENTIAL_KINDS[collection]
     fields = {k: f for k, f in kind.fields.items() if k not in _CREDENTIAL_IGNORED}
-    schema = record_schema(fields, request=True)
+    schema = record_schema(fields, request=True, with_required=False)
     schema["properties"].update({k: {} for k in _CREDENTIAL_IGNORED})
     if create:
         required = [k for k, f in fields.items() if f.required and f.default is MISSING

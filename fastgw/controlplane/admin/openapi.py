@@ -24,7 +24,7 @@ entities deleted without ``cascade``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Collection, Iterable
 
 from fastgw import __version__
 from fastgw.config.model import name_error
@@ -124,10 +124,22 @@ def _list(kw: dict[str, Any]) -> Schema:
             "responses": {**_ok(200, _ref(f"{TITLES[kind]}List"), "a page"), **_errors(400, 404)}}
 
 
+def _body_ref(kw: dict[str, Any], variant: str) -> Schema:
+    """The body schema of a write; a plugin under /consumers/{c} has its own (an auth
+    plugin cannot be scoped to a consumer)."""
+    kind = kw["kind"]
+    nested = kw.get("nested")
+    under_consumer = kind == "plugins" and nested is not None and nested[0] == "consumers"
+    return _ref(f"{TITLES[kind]}{variant}" + (_FOR_CONSUMER if under_consumer else ""))
+
+
+_FOR_CONSUMER = "ForConsumer"
+
+
 def _post(kw: dict[str, Any]) -> Schema:
     kind = kw["kind"]
     return {"summary": f"Create a {TITLES[kind]}",
-            "requestBody": _body(_ref(f"{TITLES[kind]}Create"), required=True),
+            "requestBody": _body(_body_ref(kw, "Create"), required=True),
             "responses": {**_ok(201, _ref(TITLES[kind]), "created"), **_errors(*_WRITE_ERRORS)}}
 
 
@@ -141,7 +153,7 @@ def _put(kw: dict[str, Any]) -> Schema:
     kind = kw["kind"]
     return {"summary": f"Create or replace a {TITLES[kind]} (by id, or by "
                        f"{J.KEY_FIELDS.get(kind, 'id')}: the URL's value wins over the body's)",
-            "requestBody": _body(_ref(f"{TITLES[kind]}Replace"), required=True),
+            "requestBody": _body(_body_ref(kw, "Replace"), required=True),
             "responses": {**_ok(200, _ref(TITLES[kind]), "created or replaced (Kong: 200 both)"),
                           **_errors(*_WRITE_ERRORS)}}
 
@@ -149,7 +161,7 @@ def _put(kw: dict[str, Any]) -> Schema:
 def _patch(kw: dict[str, Any]) -> Schema:
     kind = kw["kind"]
     return {"summary": f"Update a {TITLES[kind]} (merged into the stored one)",
-            "requestBody": _body(_ref(f"{TITLES[kind]}Update")),
+            "requestBody": _body(_body_ref(kw, "Update")),
             "responses": {**_ok(200, _ref(TITLES[kind])), **_errors(*_WRITE_ERRORS)}}
 
 
@@ -525,8 +537,22 @@ def _options(path: str, names: list[str]) -> Schema:
                                                  "Access-Control-Allow-Methods)"}}}
 
 
-def build_openapi(routes: Iterable[Route], *, secured: bool = False) -> dict[str, Any]:
-    """The document of ``routes`` (the API's routing table)."""
+def _body_required(op: Schema, schemas: dict[str, Schema]) -> None:
+    """A body is required unless an empty one is valid: a PUT by name of an entity whose
+    other fields all have defaults, a key-auth credential (its key is generated)."""
+    body = op.get("requestBody")
+    if not body or not body["required"]:
+        return
+    schema = body["content"]["application/json"]["schema"]
+    if "$ref" in schema:
+        schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+    body["required"] = bool(schema.get("required") or schema.get("allOf"))
+
+
+def build_openapi(routes: Iterable[Route], *, secured: bool = False,
+                  plugins: Collection[str] = ()) -> dict[str, Any]:
+    """The document of ``routes`` (the API's routing table); ``plugins``: the node's
+    enabled plugins (the names a plugin entity may have)."""
     paths: dict[str, Any] = {}
     for path, methods in documented_operations(routes).items():
         item = {m: _operation(path, m, d, kw, secured) for m, (d, kw) in methods.items()}
@@ -537,11 +563,20 @@ def build_openapi(routes: Iterable[Route], *, secured: bool = False) -> dict[str
     schemas: dict[str, Any] = {"Error": _ERROR}
     for kind, title in TITLES.items():
         schemas[title] = J.entity_response(kind)
-        schemas[f"{title}Create"] = J.entity_request(kind, create=True)
-        schemas[f"{title}Valid"] = J.entity_request(kind, create=True, validate=True)
-        schemas[f"{title}Replace"] = J.entity_request(kind, create=True, endpoint_key_in_url=True)
-        schemas[f"{title}Update"] = J.entity_request(kind, create=False)
+        schemas[f"{title}Create"] = J.entity_request(kind, create=True, plugins=plugins)
+        schemas[f"{title}Valid"] = J.entity_request(kind, create=True, validate=True,
+                                                    plugins=plugins)
+        schemas[f"{title}Replace"] = J.entity_request(kind, create=True, endpoint_key_in_url=True,
+                                                      plugins=plugins)
+        schemas[f"{title}Update"] = J.entity_request(kind, create=False, plugins=plugins)
         schemas[f"{title}List"] = _list_schema(_ref(title))
+    consumer_scoped = [p for p in plugins if p not in J.CONSUMERLESS_PLUGINS]
+    schemas[f"PluginCreate{_FOR_CONSUMER}"] = J.entity_request(
+        "plugins", create=True, plugins=consumer_scoped)
+    schemas[f"PluginReplace{_FOR_CONSUMER}"] = J.entity_request(
+        "plugins", create=True, endpoint_key_in_url=True, plugins=consumer_scoped)
+    schemas[f"PluginUpdate{_FOR_CONSUMER}"] = J.entity_request(
+        "plugins", create=False, plugins=consumer_scoped)
     for collection, title in CREDENTIAL_TITLES.items():
         schemas[title] = J.credential_response(collection)
         schemas[f"{title}Create"] = J.credential_request(collection, create=True)
@@ -557,6 +592,9 @@ def build_openapi(routes: Iterable[Route], *, secured: bool = False) -> dict[str
     schemas["Health"] = {"type": "object", "required": ["data", "node_id"], "properties": {
         "data": {"type": ["array", "object"]}, "next": {"type": ["string", "null"]},
         "node_id": {"type": "string"}}}
+    for item in paths.values():
+        for op in item.values():
+            _body_required(op, schemas)
     security = {name.replace("-", "").replace("AdminToken", "") .lower() + "AdminToken": {
         "type": "apiKey", "in": "header", "name": name} for name in _TOKEN_HEADERS}
     return {
