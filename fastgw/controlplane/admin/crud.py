@@ -185,16 +185,15 @@ def _cross_workspace(call: Call, kind: str, entity: Entity) -> None:
     """Refuse what would be ambiguous in the shared data plane (409 with the reason)."""
     state = call.api.store.state
     for ws, cfg in state.configs.items():
-        for other_kind in E.KINDS:
-            if (ws, other_kind) != (call.ws, kind) and \
-                    any(e.id == entity.id for e in getattr(cfg, other_kind)):
-                # Ids are unique across kinds and workspaces in the shared data plane.
-                raise HTTPError(400, {"code": 3, "name": "primary key violation",
-                                      "message": "primary key violation on key "
-                                                 f"'{E.lua_table({'id': entity.id})}'",
-                                      "fields": {"id": entity.id}})
         if ws == call.ws:
             continue
+        if any(e.id == entity.id for e in getattr(cfg, kind)):
+            # One table per kind across workspaces (Kong EE; one merged data plane here):
+            # the id is taken. Another kind may use it (another table).
+            raise HTTPError(400, {"code": 3, "name": "primary key violation",
+                                  "message": "primary key violation on key "
+                                             f"'{E.lua_table({'id': entity.id})}'",
+                                  "fields": {"id": entity.id}})
         if kind == "snis" and any(s.name == getattr(entity, "name") for s in cfg.snis):
             raise HTTPError(409, {"code": 5, "name": "unique constraint violation",
                                   "message": f"sni '{getattr(entity, 'name')}' is already used "
