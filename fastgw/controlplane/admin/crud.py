@@ -19,7 +19,7 @@ from fastgw.controlplane.admin.call import Call
 from fastgw.controlplane.admin.forms import parse_body
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response
 from fastgw.config import ConfigError
-from fastgw.config.model import Config, Entity, tag_error
+from fastgw.config.model import SNI, Config, Entity, tag_error
 from fastgw.config.validate import SCHEMAS
 from fastgw.config.workspaces import route_collision
 
@@ -194,11 +194,11 @@ def _cross_workspace(call: Call, kind: str, entity: Entity) -> None:
                                   "message": "primary key violation on key "
                                              f"'{E.lua_table({'id': entity.id})}'",
                                   "fields": {"id": entity.id}})
-        if kind == "snis" and any(s.name == getattr(entity, "name") for s in cfg.snis):
+        if isinstance(entity, SNI) and any(s.name == entity.name for s in cfg.snis):
             raise HTTPError(409, {"code": 5, "name": "unique constraint violation",
-                                  "message": f"sni '{getattr(entity, 'name')}' is already used "
+                                  "message": f"sni '{entity.name}' is already used "
                                              f"in workspace '{ws}'",
-                                  "fields": {"name": getattr(entity, "name")}})
+                                  "fields": {"name": entity.name}})
         if kind == "upstreams":
             name = getattr(entity, "name")
             if any(u.name == name for u in cfg.upstreams):

@@ -13,7 +13,8 @@ differ, a certificate that must parse and match its key, a plugin's own entity c
 
 from __future__ import annotations
 
-from typing import Any, Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from typing import Any
 
 from fastgw.config import model as _m
 from fastgw.config import plugins as _plugins
@@ -22,8 +23,18 @@ from fastgw.config.plugins import PLUGIN_SCHEMAS, PLUGINS
 from fastgw.config.schema import MISSING, Field
 from fastgw.config.validate import KONG_ONLY, SCHEMAS
 
-__all__ = ["VALUE_PATTERNS", "UUID_PATTERN", "entity_request", "entity_response", "value_schema",
-           "key_schema", "unpatterned_validators", "CONSUMERLESS_PLUGINS", "credential_request", "credential_response"]
+__all__ = [
+    "CONSUMERLESS_PLUGINS",
+    "UUID_PATTERN",
+    "VALUE_PATTERNS",
+    "credential_request",
+    "credential_response",
+    "entity_request",
+    "entity_response",
+    "key_schema",
+    "unpatterned_validators",
+    "value_schema",
+]
 
 Schema = dict[str, Any]
 
@@ -387,7 +398,7 @@ def entity_request(kind: str, *, create: bool, endpoint_key_in_url: bool = False
     if kind == "plugins":
         rules = _plugin_rules(plugins)
     else:
-        rules = [] if (kind == "consumers" and key) else _RULES.get(kind, lambda: [])()
+        rules = [] if (kind == "consumers" and key) else _RULES.get(kind, list)()
     if rules:
         schema["allOf"] = schema.get("allOf", []) + rules
     return schema

@@ -24,7 +24,8 @@ entities deleted without ``cascade``.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 from fastgw import __version__
 from fastgw.config.model import name_error
