@@ -100,7 +100,8 @@ def _matches(schema: dict[str, Any], value: str) -> bool:
 
 # (check, value): the pattern and the check must agree on each.
 _CASES = [
-    (m.uuid_error, v) for v in ("0b9f0e34-2f7c-4c55-9b8e-7cbf7d0f3a51", "0b9f0e342f7c4c559b8e7cbf7d0f3a51",
+    (m.uuid_error, v) for v in ("0b9f0e34-2f7c-4c55-9b8e-7cbf7d0f3a51",
+                                "0b9f0e342f7c4c559b8e7cbf7d0f3a51",
                                 "{0b9f0e34-2f7c-4c55-9b8e-7cbf7d0f3a51}", "x")
 ] + [
     (m.name_error, v) for v in ("svc-1", "über", "a b", "a\n", "a/b", "~._-")
@@ -131,7 +132,8 @@ _CASES = [
 ] + [
     (m.cidr_error, v) for v in ("10.0.0.0/8", "10.0.0.1", "::1", "10.0.0.0/33", "x")
 ] + [
-    (plugins._http_url_error, v) for v in ("http://a", "http://a:80/x?y", "http://[::1]:8/", "http://[0]", "http://[1::2:3]/",
+    (plugins._http_url_error, v) for v in ("http://a", "http://a:80/x?y", "http://[::1]:8/",
+                                           "http://[0]", "http://[1::2:3]/",
                                            "http://[1:2:3:4:5:6:7:8]", "http://[1:2:3:4:5:6:7:8:9]",
                                            "http://a b", "http://a:65536", "https://a",
                                            "http://", "ftp://a", "x", "http://a/\u00e9")

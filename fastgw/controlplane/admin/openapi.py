@@ -335,7 +335,8 @@ def _post_config(kw: dict[str, Any]) -> Schema:
         "_format_version": {"type": "string", "enum": ["1.1", "2.1", "3.0"]},
         **{kind: collection for kind in SCHEMAS}}}
     return {"summary": "Replace the whole declarative configuration",
-            "parameters": [_query("check_hash", {"type": "string", "enum": ["0", "1", "true", "false"]}),
+            "parameters": [_query("check_hash", {"type": "string",
+                                                 "enum": ["0", "1", "true", "false"]}),
                            {"name": "If-Match", "in": "header", "required": False,
                             "schema": {"type": "string"}}],
             "requestBody": _body(doc, required=True),
