@@ -425,7 +425,12 @@ def entity_to_dict(entity: Entity) -> dict[str, Any]:
 # Canonical forms of values stored in entities (shared by validation, router, balancer).
 
 _HOSTNAME_RE = re.compile(r"^[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
-_IPV4ISH_RE = re.compile(r"^[\d.]+$")
+_IPV4ISH_RE = re.compile(r"[0-9.]+")
+
+
+def _is_port_digits(text: str) -> bool:
+    # ASCII only: str.isdigit() also takes other scripts' digits, which Kong refuses.
+    return text.isascii() and text.isdigit()
 
 
 def normalize_host(value: str) -> tuple[str, str, int | None] | None:
@@ -441,7 +446,7 @@ def normalize_host(value: str) -> tuple[str, str, int | None] | None:
             return None
         host, rest = value[1:end], value[end + 1:]
         if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
+            if not rest.startswith(":") or not _is_port_digits(rest[1:]):
                 return None
             port = rest[1:]
         try:
@@ -458,16 +463,16 @@ def normalize_host(value: str) -> tuple[str, str, int | None] | None:
     else:
         host, _, p = value.partition(":")
         if _:
-            if not p.isdigit():
+            if not _is_port_digits(p):
                 return None
             port = p
-        if _IPV4ISH_RE.match(host):
+        if _IPV4ISH_RE.fullmatch(host):
             try:
                 ipaddress.IPv4Address(host)
             except ValueError:
                 return None
             kind = "ipv4"
-        elif _HOSTNAME_RE.match(host) and ".." not in host:
+        elif _HOSTNAME_RE.fullmatch(host) and ".." not in host:
             kind = "name"
         else:
             return None
@@ -543,7 +548,7 @@ def path_chars_error(path: str) -> str | None:
     """typedefs.path custom validator: RFC 3986 characters and valid %-encoding."""
     if _PCT_RE.search(path):
         return f"invalid url-encoded value: '{path}'"
-    if not _PATH_CHARS_RE.match(path):
+    if not _PATH_CHARS_RE.fullmatch(path):
         return f"invalid path: '{path}' (characters outside of the reserved list of RFC 3986 found)"
     return None
 
@@ -552,10 +557,13 @@ def path_chars_error(path: str) -> str | None:
 # Each returns Kong's error text for a bad value, or None. Used by the schema tables in
 # validate.py (like kong/db/schema/typedefs.lua next to the entity definitions).
 
+_UUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-"
+                      r"[0-9a-fA-F]{12}")
+
+
 def uuid_error(v: str) -> str | None:
-    try:
-        uuid.UUID(v)
-    except (ValueError, AttributeError):
+    # Kong's is_valid_uuid: the dashed form only (uuid.UUID also takes braces, "urn:"...).
+    if not isinstance(v, str) or not _UUID_RE.fullmatch(v):
         return "expected a valid UUID"
     return None
 
@@ -566,7 +574,7 @@ _COOKIE_BAD_RE = re.compile(r"[\x00-\x20\x7f()<>@,;:\\\"/?={}\[\]]")
 
 
 def name_error(v: str) -> str | None:
-    if not _UTF8_NAME_RE.match(v):
+    if not _UTF8_NAME_RE.fullmatch(v):
         return (f"invalid value '{v}': the only accepted ascii characters are "
                 "alphanumerics or ., -, _, and ~")
     return None
@@ -627,7 +635,7 @@ def router_path_error(v: str) -> str | None:
 
 
 def header_name_error(v: str) -> str | None:
-    if not _HEADER_NAME_RE.match(v):
+    if not _HEADER_NAME_RE.fullmatch(v):
         return f"bad header name '{v}', allowed characters are A-Z, a-z, 0-9, '_', and '-'"
     return None
 

@@ -18,10 +18,10 @@ as is, plus fastgw's ``hash: "cookie"`` with ``hash_cookie`` (the cookie's name)
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
-from urllib.parse import urlsplit
 
 from fastgw.config import model as _m
 from fastgw.config.schema import Errors, Field, join
@@ -336,18 +336,33 @@ def _filename_error(value: str) -> str | None:
     return "not a valid filename" if any(c in value for c in "*&%\\`") else None
 
 
+# http://host[:port][/path][?query]: the endpoints fastgw's http-log can reach. One
+# expression (ECMA-262 and Python alike) so that /openapi.json states exactly this check.
+_H16 = "[0-9A-Fa-f]{1,4}"
+IPV6_PATTERN = ("(?:" + "|".join((
+    f"(?:{_H16}:){{7}}{_H16}", f"(?:{_H16}:){{1,7}}:",
+    *(f"(?:{_H16}:){{1,{n}}}(?::{_H16}){{1,{7 - n}}}" for n in range(6, 0, -1)),
+    f":(?:(?::{_H16}){{1,7}}|:)")) + ")")
+HTTP_URL_PATTERN = (rf"http://(?:\[{IPV6_PATTERN}\]|[A-Za-z0-9._~-]+)"
+                    r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
+                    r"|655[0-2][0-9]|6553[0-5]))?(?:[/?][\x21-\x7e]*)?")
+_HTTP_URL_RE = re.compile(HTTP_URL_PATTERN)
+
+
 def _http_url_error(value: str) -> str | None:
-    """typedefs.url for an endpoint fastgw can reach: http://host[:port][/path]."""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "missing host in url" if parts.scheme else "missing scheme in url"
-    if parts.scheme == "https":
+    """typedefs.url for an endpoint fastgw can reach (``HTTP_URL_PATTERN``)."""
+    if _HTTP_URL_RE.fullmatch(value):
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        return "missing scheme in url"
+    if scheme.lower() == "https":
         return "'https' endpoints are not supported by fastgw yet"
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        return "invalid port in url"
-    return None
+    if scheme.lower() != "http":
+        return f"'{scheme}' endpoints are not supported by fastgw"
+    if not rest.split("/", 1)[0].split("?", 1)[0]:
+        return "missing host in url"
+    return "invalid url: expected http://host[:port][/path] (visible ASCII characters only)"
 
 
 def _no_lua(config: dict[str, Any], path: str, errors: Errors) -> None:

@@ -242,7 +242,9 @@ def _apply_shorthands(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
     d = dict(data)
     if kind == "services" and "url" in d:
         url = d.pop("url")
-        if isinstance(url, str):
+        if url is None:
+            pass  # null: unset, like any field
+        elif isinstance(url, str):
             d.update(_m.parse_service_url(url))
         else:
             d["url"] = url  # reported below as a type error
@@ -250,7 +252,9 @@ def _apply_shorthands(kind: str, data: Mapping[str, Any]) -> dict[str, Any]:
         # Kong shorthand coupling: a real hash_on implies consistent-hashing,
         # hash_on=none undoes it; least-connections/latency never hash.
         h, alg = d.get("hash_on"), d.get("algorithm")
-        if isinstance(h, str) and h != "none":
+        if alg is not None and alg not in _m.ALGORITHMS:
+            pass  # reported as such below, never hidden by the coupling
+        elif isinstance(h, str) and h != "none":
             d["algorithm"] = "consistent-hashing"
         elif h == "none" and alg == "consistent-hashing":
             d["algorithm"] = "round-robin"

@@ -11,7 +11,8 @@ silently ambiguous, so they are refused with the reason instead:
   of criteria, overlapping values in every one of them) would tie in the router and one
   workspace would silently steal the other's traffic. A route that is strictly more
   specific (it has a criterion the other lacks) wins deterministically and is allowed.
-- **Ids.** Merged into one snapshot, ids must be unique across workspaces.
+- **Ids.** Merged into one snapshot, an entity's id must be unique across workspaces
+  among its kind (another kind may use it: Kong has a table per kind).
 
 The default workspace is the top level of config.json; the others live under its
 ``workspaces`` key (see ``fastgw.controlplane.store``).
@@ -215,7 +216,7 @@ def cross_workspace_errors(configs: Mapping[str, Config]) -> Errors:
     """Everything that would make the shared data plane ambiguous (see module doc)."""
     errors: Errors = []
     seen_up: dict[str, str] = {}
-    seen_id: dict[str, str] = {}
+    seen_id: dict[tuple[str, str], str] = {}  # (kind, id): a table per kind, as in Kong
     seen_sni: dict[str, str] = {}
     buckets: dict[str, list[tuple[str, Route]]] = {}
     for ws, cfg in configs.items():
@@ -236,11 +237,11 @@ def cross_workspace_errors(configs: Mapping[str, Config]) -> Errors:
             seen_sni.setdefault(sni.name, ws)
         for kind in KINDS:
             for i, ent in enumerate(getattr(cfg, kind)):
-                other = seen_id.get(ent.id)
+                other = seen_id.get((kind, ent.id))
                 if other is not None:
                     errors.append((f"{prefix}{kind}[{i}].id", f"id '{ent.id}' is already used "
                                    f"in workspace '{other}'"))
-                seen_id.setdefault(ent.id, ws)
+                seen_id.setdefault((kind, ent.id), ws)
         for i, route in enumerate(cfg.routes):
             for anchor in _anchors(route):
                 for other_ws, other_route in buckets.get(anchor, ()):

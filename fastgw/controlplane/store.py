@@ -391,10 +391,11 @@ class FileConfigStore:
                                body_hash: str | None = None) -> StoreState:
         """``POST /config``: replace every entity (node settings are kept)."""
         async with self.lock:
-            if if_match is not None and if_match.strip('"') not in ("*", self.state.etag):
-                raise PreconditionFailed(self.state.etag)
+            # An invalid document is refused as such (400) whatever If-Match says.
             ws, cfgs, _ = parse_document(doc, env=self.env, overrides=self.overrides,
                                          gateway_raw=self.state.gateway_raw, keep_gateway=True)
+            if if_match is not None and if_match.strip('"') not in ("*", self.state.etag):
+                raise PreconditionFailed(self.state.etag)
             new = await self._save_and_publish(self.validate(ws, cfgs))
             self.posted_hash = body_hash
             return new

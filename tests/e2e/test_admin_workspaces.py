@@ -95,3 +95,37 @@ def test_workspace_traffic_and_persistence(iris_pair: tuple[IrisProcess, IrisPro
     finally:
         gw.stop()
         gw._dir.cleanup()
+
+
+def test_ids_are_unique_per_kind_across_workspaces(gw: GatewayProcess) -> None:
+    """Regressions found by schemathesis: ids were compared across kinds once a second
+    workspace existed, and a workspace created by PUT with another's id made the next
+    rename replace both (every later write then failed)."""
+    api = gw.admin_url
+    shared = "0b9f0e34-2f7c-4c55-9b8e-7cbf7d0f3a51"
+    team_b = requests.post(api + "/workspaces", json={"name": "team-b"}).json()
+    assert requests.post(api + "/services", json={"id": shared, "name": "s", "host": "h"}) \
+        .status_code == 201
+    # Another kind may use the same id (Kong: a table per kind).
+    r = requests.post(api + "/routes", json={"id": shared, "paths": ["/x"],
+                                             "service": {"id": shared}})
+    assert r.status_code == 201, r.text
+    # The same kind in another workspace may not: one merged data plane.
+    r = requests.post(api + "/team-b/services", json={"id": shared, "name": "s", "host": "h"})
+    assert r.status_code == 400 and r.json()["code"] == 3, r.text
+
+    r = requests.put(api + "/workspaces/team-c", json={"id": team_b["id"]})
+    assert r.status_code == 400 and r.json()["code"] == 3, r.text
+    r = requests.patch(api + "/workspaces/team-b", json={"name": "team-d"})
+    assert r.status_code == 200 and r.json()["id"] == team_b["id"], r.text
+    names = [w["name"] for w in requests.get(api + "/workspaces").json()["data"]]
+    assert names == ["default", "team-d"]
+    assert requests.post(api + "/team-d/services", json={"name": "t", "host": "h"}) \
+        .status_code == 201
+
+    # PUT by name: the URL's name is the entity's, whatever the body says (Kong's upsert_by).
+    r = requests.put(api + "/services/named", json={"name": "other", "host": "h"})
+    assert r.status_code == 200 and r.json()["name"] == "named", r.text
+    # A key that is neither an id nor a valid name: Kong's 400 "invalid unique name".
+    r = requests.get(api + "/services/a%20b")
+    assert r.status_code == 400 and r.json()["code"] == 10, r.text

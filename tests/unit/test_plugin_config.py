@@ -54,7 +54,12 @@ def errors_of(document: dict[str, Any]) -> list[tuple[str, str]]:
     ({"name": "response-transformer", "config": {"add": {"json": ["a:b"]}}},
      ("plugins[0].config.add.json", "JSON body edits are not supported by fastgw yet")),
     ({"name": "http-log", "config": {"http_endpoint": "ftp://x"}},
+     ("plugins[0].config.http_endpoint", "'ftp' endpoints are not supported by fastgw")),
+    ({"name": "http-log", "config": {"http_endpoint": "http:///a"}},
      ("plugins[0].config.http_endpoint", "missing host in url")),
+    ({"name": "http-log", "config": {"http_endpoint": "http://a:70000/"}},
+     ("plugins[0].config.http_endpoint",
+      "invalid url: expected http://host[:port][/path] (visible ASCII characters only)")),
     ({"name": "file-log", "config": {"path": "/tmp/a*b"}},
      ("plugins[0].config.path", "not a valid filename")),
 ])

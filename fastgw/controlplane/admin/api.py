@@ -171,7 +171,7 @@ class AdminAPI:
             (("openapi.json",), {"GET": self._openapi}),
             *WORKSPACE_ROUTES,
         ]
-        self._openapi_doc: bytes | None = None
+        self._openapi_doc: tuple[frozenset[str], bytes] | None = None
 
     @property
     def cors(self) -> CorsPolicy:
@@ -269,9 +269,13 @@ class AdminAPI:
                 "memory": memory_block(runtime.get("workers", []), unit, scale)}
 
     async def _openapi(self, call: crud.Call) -> Response:
-        if self._openapi_doc is None:
-            self._openapi_doc = orjson.dumps(build_openapi())
-        return Response(200, self._openapi_doc)
+        # Rebuilt when a reload changes the enabled plugins (the names a plugin may have).
+        plugins = enabled_plugins(self.store.state.merged.gateway)
+        if self._openapi_doc is None or self._openapi_doc[0] != plugins:
+            routes = self.node_routes + self.entity_routes
+            self._openapi_doc = plugins, orjson.dumps(build_openapi(
+                routes, secured=self.admin_token is not None, plugins=plugins))
+        return Response(200, self._openapi_doc[1])
 
     async def _get_config(self, call: crud.Call) -> Response:
         state = self.store.state
@@ -290,6 +294,10 @@ class AdminAPI:
 
     async def _post_config(self, call: crud.Call) -> Response:
         req = call.req
+        check_hash = req.arg("check_hash")
+        if check_hash not in (None, "0", "1", "true", "false"):
+            raise HTTPError(400, {"code": 11, "name": "invalid options",
+                                  "message": "invalid option (check_hash: expected a boolean)"})
         doc: Any
         if media_type(req) in _YAML_TYPES:  # the body is the document (kong.yml)
             doc = _parse_document(req.body)
@@ -299,7 +307,7 @@ class AdminAPI:
             if isinstance(body.get("config"), str):  # -F config=@kong.yml
                 doc = _parse_document(body["config"])
         body_hash = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        if req.arg("check_hash") in ("1", "true") and body_hash == self.store.posted_hash:
+        if check_hash in ("1", "true") and body_hash == self.store.posted_hash:
             return Response(304, content_type=None)
         try:
             state = await self.store.replace_document(doc, if_match=req.headers.get("if-match"),

@@ -175,6 +175,7 @@ async def _get_consumer(call: crud.Call, kind: CredentialKind) -> Response:
 
 async def _update(call: crud.Call, kind: CredentialKind, nested: bool, merge: bool) -> Response:
     body = _body(call, kind)
+    E.check_body_id(body)  # the URL's credential is updated; a body id is still checked
 
     def change(cfg: Config) -> tuple[Config, str]:
         found = _find(cfg, kind, call.params["id"], _consumer(call, cfg) if nested else None)

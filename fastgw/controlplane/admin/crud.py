@@ -19,7 +19,7 @@ from fastgw.controlplane.admin.call import Call
 from fastgw.controlplane.admin.forms import parse_body
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response
 from fastgw.config import ConfigError
-from fastgw.config.model import Config, Entity, tag_error
+from fastgw.config.model import SNI, Config, Entity, tag_error
 from fastgw.config.validate import SCHEMAS
 from fastgw.config.workspaces import route_collision
 
@@ -66,10 +66,9 @@ def _page_size(req: Request) -> int:
     raw = req.arg("size")
     if raw is None:
         return DEFAULT_PAGE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise _bad(9, "invalid size", "size must be a number") from None
+    if not raw.isascii() or not raw.lstrip("+-").isdigit():
+        raise _bad(9, "invalid size", "size must be a number")
+    size = int(raw)
     if not 1 <= size <= MAX_PAGE:
         raise _bad(9, "invalid size", f"size must be an integer between 1 and {MAX_PAGE}")
     return size
@@ -84,7 +83,7 @@ def _start_index(req: Request, items: list[Any], numeric: bool) -> int:
     if raw is None:
         return 0
     if numeric:  # targets: plain numeric offsets, as in Kong
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):
             raise _bad(7, "invalid offset", f"'{raw}' is not a valid offset: bad number")
         return int(raw)
     try:
@@ -120,8 +119,16 @@ def paginate(req: Request, items: list[Any], render: Callable[[Any], dict[str, A
     return out
 
 
+def _key(call: Call, kind: str, param: str) -> str:
+    """The path's key for ``kind``, refused as Kong refuses it (400) when it is neither
+    an id nor a valid value of the endpoint key."""
+    key = call.params[param]
+    E.check_key(kind, key)
+    return key
+
+
 def _parent(call: Call, kind: str, param: str) -> Entity:
-    parent = E.find(call.config, kind, call.params[param])
+    parent = E.find(call.config, kind, _key(call, kind, param))
     if parent is None:
         raise E.not_found()
     return parent
@@ -145,7 +152,7 @@ async def list_entities(call: Call, kind: str, nested: tuple[str, str, str] | No
 
 async def get_entity(call: Call, kind: str, param: str,
                      nested: tuple[str, str, str] | None = None) -> Response:
-    entity = E.find(call.config, kind, call.params[param], scope=_scope(call, nested))
+    entity = E.find(call.config, kind, _key(call, kind, param), scope=_scope(call, nested))
     if entity is None:
         raise E.not_found()
     return json_response(200, E.to_dict(entity, call.config))
@@ -180,6 +187,18 @@ def _cross_workspace(call: Call, kind: str, entity: Entity) -> None:
     for ws, cfg in state.configs.items():
         if ws == call.ws:
             continue
+        if any(e.id == entity.id for e in getattr(cfg, kind)):
+            # One table per kind across workspaces (Kong EE; one merged data plane here):
+            # the id is taken. Another kind may use it (another table).
+            raise HTTPError(400, {"code": 3, "name": "primary key violation",
+                                  "message": "primary key violation on key "
+                                             f"'{E.lua_table({'id': entity.id})}'",
+                                  "fields": {"id": entity.id}})
+        if isinstance(entity, SNI) and any(s.name == entity.name for s in cfg.snis):
+            raise HTTPError(409, {"code": 5, "name": "unique constraint violation",
+                                  "message": f"sni '{entity.name}' is already used "
+                                             f"in workspace '{ws}'",
+                                  "fields": {"name": entity.name}})
         if kind == "upstreams":
             name = getattr(entity, "name")
             if any(u.name == name for u in cfg.upstreams):
@@ -237,11 +256,12 @@ async def post_entity(call: Call, kind: str, nested: tuple[str, str, str] | None
 
 async def put_entity(call: Call, kind: str, param: str,
                      nested: tuple[str, str, str] | None = None) -> Response:
+    key = _key(call, kind, param)
     body = _body(call, kind)
     names = _snis(kind, body)
 
     def change(cfg: Config) -> tuple[Config, tuple[Entity, bool]]:
-        new, entity, created = E.upsert(cfg, kind, call.params[param], body, _scope(call, nested))
+        new, entity, created = E.upsert(cfg, kind, key, body, _scope(call, nested))
         _cross_workspace(call, kind, entity)
         return _with_snis(new, entity, names), (entity, created)
 
@@ -251,11 +271,12 @@ async def put_entity(call: Call, kind: str, param: str,
 
 async def patch_entity(call: Call, kind: str, param: str,
                        nested: tuple[str, str, str] | None = None) -> Response:
+    key = _key(call, kind, param)
     body = _body(call, kind)
     names = _snis(kind, body)
 
     def change(cfg: Config) -> tuple[Config, Entity]:
-        existing = E.find(cfg, kind, call.params[param], scope=_scope(call, nested))
+        existing = E.find(cfg, kind, key, scope=_scope(call, nested))
         if existing is None:
             raise E.not_found()
         new, entity = E.update(cfg, kind, existing, body)
@@ -268,8 +289,10 @@ async def patch_entity(call: Call, kind: str, param: str,
 
 async def delete_entity(call: Call, kind: str, param: str,
                         nested: tuple[str, str, str] | None = None) -> Response:
+    key = _key(call, kind, param)
+
     def change(cfg: Config) -> tuple[Config, None]:
-        existing = E.find(cfg, kind, call.params[param], scope=_scope(call, nested))
+        existing = E.find(cfg, kind, key, scope=_scope(call, nested))
         if existing is None:
             if nested is not None:
                 raise E.not_found()
@@ -291,7 +314,7 @@ class _NothingToDo(Exception):
 
 async def get_parent(call: Call, kind: str, param: str, fk: str) -> Response:
     """``GET /routes/{r}/service`` and the like."""
-    child = E.find(call.config, kind, call.params[param])
+    child = E.find(call.config, kind, _key(call, kind, param))
     if child is None or getattr(child, fk) is None:
         raise E.not_found()
     parent = E.find(call.config, E.KINDS[kind].foreign[fk], getattr(child, fk))
@@ -302,10 +325,11 @@ async def get_parent(call: Call, kind: str, param: str, fk: str) -> Response:
 
 async def patch_parent(call: Call, kind: str, param: str, fk: str) -> Response:
     parent_kind = E.KINDS[kind].foreign[fk]
+    key = _key(call, kind, param)
     body = _body(call, parent_kind)
 
     def change(cfg: Config) -> tuple[Config, Entity]:
-        child = E.find(cfg, kind, call.params[param])
+        child = E.find(cfg, kind, key)
         parent = E.find(cfg, parent_kind, getattr(child, fk)) if child and getattr(child, fk) else None
         if parent is None:
             raise E.not_found()
@@ -319,10 +343,11 @@ async def put_parent(call: Call, kind: str, param: str, fk: str) -> Response:
     """``PUT /routes/{r}/service``: replace the route's service with the body (Kong's upsert
     of the foreign entity); a route without one gets a new service, associated with it."""
     parent_kind = E.KINDS[kind].foreign[fk]
+    key = _key(call, kind, param)
     body = _body(call, parent_kind)
 
     def change(cfg: Config) -> tuple[Config, Entity]:
-        child = E.find(cfg, kind, call.params[param])
+        child = E.find(cfg, kind, key)
         if child is None:
             raise E.not_found()
         current = getattr(child, fk)
@@ -339,7 +364,7 @@ async def put_parent(call: Call, kind: str, param: str, fk: str) -> Response:
 async def delete_parent(call: Call, kind: str, param: str, fk: str) -> Response:
     """``DELETE /routes/{r}/service``: Kong refuses (405) to delete a foreign entity
     through its child; 404 when there is none."""
-    child = E.find(call.config, kind, call.params[param])
+    child = E.find(call.config, kind, _key(call, kind, param))
     if child is None or getattr(child, fk) is None:
         raise E.not_found()
     return json_response(405, {"message": "Method not allowed"})

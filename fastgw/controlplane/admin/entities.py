@@ -17,7 +17,6 @@ Kong rules implemented here (``kong/api/endpoints.lua``, ``kong/db/dao``):
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -33,11 +32,13 @@ from fastgw.config.model import (
     Config,
     Entity,
     sni_error,
+    uuid_error,
 )
-from fastgw.config.validate import SCHEMAS
+from fastgw.config.validate import SCHEMAS, check_value
 
 __all__ = ["Kind", "KINDS", "find", "select", "create", "upsert", "update", "delete", "link",
-           "schema_error", "not_found", "lua_table", "to_dict", "certificate_snis"]
+           "schema_error", "not_found", "lua_table", "to_dict", "certificate_snis", "check_key",
+           "check_body_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,11 +114,25 @@ def _fk_error(fk: str, target_kind: str, ref: str) -> HTTPError:
 # --------------------------------------------------------------------------- lookups
 
 def _is_uuid(key: str) -> bool:
-    try:
-        uuid.UUID(key)
-    except ValueError:
-        return False
-    return True
+    return uuid_error(key) is None
+
+
+def check_key(kind: str, key: str) -> None:
+    """Kong's checks of the key in ``/{kind}/{key}`` (kong/db/dao: ``select_by_*``,
+    ``upsert_by_*``...): an id, or a valid value of the endpoint key; 400 otherwise."""
+    if _is_uuid(key):
+        return
+    ek = KINDS[kind].endpoint_key
+    if ek is None:
+        raise HTTPError(400, {"code": 1, "name": "invalid primary key",
+                              "message": "invalid primary key: '{id=\"expected a valid "
+                                         "UUID\"}'", "fields": {"id": "expected a valid UUID"}})
+    errors: list[tuple[str, str]] = []
+    check_value(SCHEMAS[kind][ek], key, ek, errors)
+    if errors:
+        why = errors[0][1]
+        raise HTTPError(400, {"code": 10, "name": f"invalid unique {ek}",
+                              "message": f"invalid unique {ek}: {why}", "fields": {ek: why}})
 
 
 def find(cfg: Config, kind: str, key: str, *, scope: tuple[str, str] | None = None) -> Entity | None:
@@ -234,11 +249,23 @@ def _scoped(data: dict[str, Any], scope: tuple[str, str] | None) -> dict[str, An
     return data
 
 
+def _without_timestamps(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The body without ``created_at``/``updated_at``: the server sets them (Kong's
+    auto_timestamp), but a value of the wrong type is still refused."""
+    errors: list[tuple[str, str]] = []
+    data = dict(body)
+    for ts in ("created_at", "updated_at"):
+        if data.get(ts) is not None:
+            check_value(SCHEMAS[kind][ts], data[ts], ts, errors)
+        data.pop(ts, None)
+    if errors:
+        raise schema_error(ConfigError(errors))
+    return data
+
+
 def create(cfg: Config, kind: str, body: Mapping[str, Any],
            scope: tuple[str, str] | None = None) -> tuple[Config, Entity]:
-    data = _scoped(dict(body), scope)
-    for ts in ("created_at", "updated_at"):
-        data.pop(ts, None)  # server-assigned, like Kong's auto_timestamp
+    data = _scoped(_without_timestamps(kind, body), scope)
     entity = _build(cfg, kind, data)
     _check_unique(cfg, kind, entity, new=True)
     return _store(cfg, kind, entity), entity
@@ -248,20 +275,16 @@ def upsert(cfg: Config, kind: str, key: str, body: Mapping[str, Any],
            scope: tuple[str, str] | None = None) -> tuple[Config, Entity, bool]:
     """PUT: replace the entity at ``key`` (or create it there). Returns (cfg, entity, created)."""
     existing = find(cfg, kind, key, scope=scope)
-    data = _scoped(dict(body), scope)
-    for ts in ("created_at", "updated_at"):
-        data.pop(ts, None)
+    check_body_id(body)
+    data = _scoped(_without_timestamps(kind, body), scope)
     spec = KINDS[kind]
     if existing is not None:
         data["id"] = existing.id
     elif _is_uuid(key):
         data["id"] = key
     if not _is_uuid(key) and spec.endpoint_key is not None:
-        # PUT /services/{name}: the name in the URL is part of the entity.
-        given = data.get(spec.endpoint_key)
-        if given is not None and given != key:
-            raise schema_error(ConfigError([(spec.endpoint_key,
-                                             f"must match the value in the URL ('{key}')")]))
+        # PUT /services/{name}: the name in the URL is the entity's, whatever the body
+        # says (Kong's upsert_by_*: entity_to_upsert[name] = unique_value).
         data[spec.endpoint_key] = key
     entity = _build(cfg, kind, data)
     if existing is not None:
@@ -271,14 +294,23 @@ def upsert(cfg: Config, kind: str, key: str, body: Mapping[str, Any],
     return _store(cfg, kind, entity), entity, existing is None
 
 
+def check_body_id(body: Mapping[str, Any]) -> None:
+    """PUT and PATCH address the entity by URL; a body ``id`` is still checked as a UUID
+    (Kong validates it), then the URL's entity wins."""
+    given = body.get("id")
+    if given is not None and (not isinstance(given, str) or not _is_uuid(given)):
+        raise schema_error(ConfigError([("id", "expected a valid UUID")]))
+
+
 def update(cfg: Config, kind: str, existing: Entity, body: Mapping[str, Any]) -> tuple[Config, Entity]:
     """PATCH: merge ``body`` into ``existing``."""
+    check_body_id(body)
     base = entity_to_dict(existing)
     if kind == "services" and "url" in body:
         for f in ("protocol", "host", "port", "path"):
             base.pop(f, None)  # the url shorthand replaces all four
     records = [k for k, f in SCHEMAS[kind].items() if f.type == "record"]
-    data = _deep_merge(base, body, records)
+    data = _deep_merge(base, _without_timestamps(kind, body), records)
     data["id"] = existing.id
     data.pop("created_at", None)
     data.pop("updated_at", None)

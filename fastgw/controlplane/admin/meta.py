@@ -16,7 +16,7 @@ from fastgw.config.model import Config
 from fastgw.controlplane.admin import crud
 from fastgw.controlplane.admin.http import Response, json_response
 
-__all__ = ["META_ROUTES", "TAGGED_KINDS", "tag_rows", "endpoint_paths"]
+__all__ = ["META_ROUTES", "TAGGED_KINDS", "tag_rows", "endpoint_path", "endpoint_paths"]
 
 TAGGED_KINDS = ("services", "routes", "upstreams", "targets", "consumers", "plugins")
 # A parameter right after one of these segments addresses that collection.
@@ -43,17 +43,20 @@ async def list_tag(call: crud.Call) -> Response:
     return json_response(200, crud.paginate(call.req, rows, dict, numeric=True))
 
 
+def endpoint_path(pattern: tuple[str, ...]) -> str:
+    """``("services", "{id}", "routes")`` -> ``/services/{services}/routes``."""
+    segs: list[str] = []
+    for i, seg in enumerate(pattern):
+        before = pattern[i - 1] if i else ""
+        if seg.startswith("{") and before in _COLLECTIONS and pattern[0] != "schemas":
+            seg = "{" + before + "}"
+        segs.append(seg)
+    return "/" + "/".join(segs)
+
+
 def endpoint_paths(patterns: Iterable[tuple[str, ...]]) -> list[str]:
-    """``("services", "{id}", "routes")`` -> ``/services/{services}/routes``, sorted."""
-    paths: set[str] = set()
-    for pattern in patterns:
-        segs: list[str] = []
-        for i, seg in enumerate(pattern):
-            before = pattern[i - 1] if i else ""
-            if seg.startswith("{") and before in _COLLECTIONS and pattern[0] != "schemas":
-                seg = "{" + before + "}"
-            segs.append(seg)
-        paths.add("/" + "/".join(segs))
+    """Every pattern's ``endpoint_path``, sorted as Kong sorts them."""
+    paths = {endpoint_path(p) for p in patterns}
     # Kong sorts with "/" as the lowest character: /a, /a/z, /ab (segment by segment).
     return sorted(paths, key=lambda p: p.replace("/", "\x00"))
 

@@ -68,20 +68,20 @@ def bytes_to_str(n: int, unit: str, scale: int) -> str:
 
 
 def memory_options(req: Request) -> tuple[str, int]:
-    """``?unit=`` (default ``m``) and ``?scale=`` (default 2) as Kong reads them: a scale
-    that is not a number is ignored; a bad unit or a negative scale is a 400."""
+    """``?unit=`` (default ``m``) and ``?scale=`` (default 2): a bad unit, or a scale that
+    is not a whole number from 0 to 99, is a 400 (Kong's message for a negative one; Lua's
+    string.format takes no precision above 99)."""
     unit = req.arg("unit") or "m"
     scale = 2
     raw = req.arg("scale")
     if raw:
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None  # Kong: tonumber() gives nil, the default applies
-        if value is not None:
-            if not value.is_integer() or value < 0:
-                raise HTTPError(400, {"message": "scale must be equal or greater than 0"})
-            scale = int(value)
+        if not (raw.isascii() and raw.lstrip("+-").isdigit()):
+            raise HTTPError(400, {"message": "scale must be an integer"})
+        scale = int(raw)
+        if scale < 0:
+            raise HTTPError(400, {"message": "scale must be equal or greater than 0"})
+        if scale > 99:
+            raise HTTPError(400, {"message": "scale must be at most 99"})
     try:
         bytes_to_str(0, unit, scale)
     except ValueError as err:

@@ -70,6 +70,17 @@ def _build(body: dict[str, Any], existing: Workspace | None = None) -> Workspace
         raise E.schema_error(err) from None
 
 
+def _check_new(wss: tuple[Workspace, ...], ws: Workspace) -> None:
+    """A new workspace's name and id must both be unused (an id shared by two workspaces
+    would make a later rename replace both)."""
+    if any(w.name == ws.name for w in wss):
+        raise _unique(ws.name)
+    if any(w.id == ws.id for w in wss):
+        raise HTTPError(400, {"code": 3, "name": "primary key violation",
+                              "message": f"primary key violation on key '{{id=\"{ws.id}\"}}'",
+                              "fields": {"id": ws.id}})
+
+
 def _empty(cfgs: dict[str, Config]) -> Config:
     # A new workspace shares the node's settings and starts with no entities.
     return Config(gateway=cfgs[DEFAULT_WORKSPACE].gateway)
@@ -80,12 +91,7 @@ async def post_workspace(call: crud.Call) -> Response:
 
     def change(wss: tuple[Workspace, ...], cfgs: dict[str, Config]) -> Any:
         ws = _build(body)
-        if any(w.name == ws.name for w in wss):
-            raise _unique(ws.name)
-        if any(w.id == ws.id for w in wss):
-            raise HTTPError(400, {"code": 3, "name": "primary key violation",
-                                  "message": f"primary key violation on key '{{id=\"{ws.id}\"}}'",
-                                  "fields": {"id": ws.id}})
+        _check_new(wss, ws)
         cfgs[ws.name] = _empty(cfgs)
         return (*wss, ws), cfgs, ws
 
@@ -106,6 +112,7 @@ def _rename(wss: tuple[Workspace, ...], cfgs: dict[str, Config], old: Workspace,
 
 async def patch_workspace(call: crud.Call) -> Response:
     body = parse_body(call.req, WORKSPACE_SCHEMA)
+    E.check_body_id(body)
 
     def change(wss: tuple[Workspace, ...], cfgs: dict[str, Config]) -> Any:
         old = next((w for w in wss if call.params["w"] in (w.id, w.name)), None)
@@ -122,6 +129,7 @@ async def patch_workspace(call: crud.Call) -> Response:
 
 async def put_workspace(call: crud.Call) -> Response:
     body = parse_body(call.req, WORKSPACE_SCHEMA)
+    E.check_body_id(body)
     key = call.params["w"]
 
     def change(wss: tuple[Workspace, ...], cfgs: dict[str, Config]) -> Any:
@@ -136,13 +144,9 @@ async def put_workspace(call: crud.Call) -> Response:
         if E._is_uuid(key):
             data["id"] = key
         else:
-            if data.get("name") not in (None, key):
-                raise E.schema_error(ConfigError([("name", "must match the value in the URL "
-                                                           f"('{key}')")]))
-            data["name"] = key
+            data["name"] = key  # the URL's name wins, as Kong's upsert_by_name
         new = _build(data)
-        if any(w.name == new.name for w in wss):
-            raise _unique(new.name)
+        _check_new(wss, new)
         cfgs[new.name] = _empty(cfgs)
         return (*wss, new), cfgs, (new, True)
 
@@ -151,7 +155,11 @@ async def put_workspace(call: crud.Call) -> Response:
 
 
 async def delete_workspace(call: crud.Call) -> Response:
-    cascade = call.req.arg("cascade") in ("1", "true")
+    raw = call.req.arg("cascade")
+    if raw not in (None, "1", "0", "true", "false"):
+        raise HTTPError(400, {"code": 11, "name": "invalid options",
+                              "message": "invalid option (cascade: expected a boolean)"})
+    cascade = raw in ("1", "true")
 
     def change(wss: tuple[Workspace, ...], cfgs: dict[str, Config]) -> Any:
         ws = next((w for w in wss if call.params["w"] in (w.id, w.name)), None)
