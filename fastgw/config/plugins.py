@@ -411,6 +411,14 @@ HTTP_LOG: dict[str, Field] = {
 # fastgw's memory strategy is a per-worker LRU bounded by the node setting
 # ``proxy_cache_size`` (Kong's shared dict ``memory.dictionary_name`` has no equivalent: the
 # name is kept and not used).
+def _strategy_error(value: str) -> str | None:
+    # A cache that is configured but never filled would be configuration not enforced.
+    if value == "redis":
+        return _unsupported_value("redis") + " (use 'memory': a per-worker cache bounded by " \
+                                             "proxy_cache_size)"
+    return None
+
+
 PROXY_CACHE: dict[str, Field] = {
     "response_code": Field("array", required=True, default=[200, 301, 404], len_min=1,
                            elements=Field("integer", between=(100, 900))),
@@ -420,7 +428,8 @@ PROXY_CACHE: dict[str, Field] = {
     "content_type": Field("array", required=True, default=["text/plain", "application/json"],
                           elements=Field("string")),
     "cache_ttl": Field("integer", default=300, gt=0),
-    "strategy": Field("string", required=True, one_of=("memory", "redis")),
+    "strategy": Field("string", required=True, one_of=("memory", "redis"),
+                      validator=_strategy_error),
     "cache_control": Field("boolean", required=True, default=False),
     "ignore_uri_case": Field("boolean", default=False),
     "storage_ttl": Field("integer"),
@@ -433,14 +442,6 @@ PROXY_CACHE: dict[str, Field] = {
         "X-Cache-Status": Field("boolean", default=True),
         "X-Cache-Key": Field("boolean", default=True)}),
 }
-
-
-def _check_proxy_cache(config: dict[str, Any], path: str, errors: Errors) -> None:
-    if config.get("strategy") == "redis":
-        # A cache that is configured but never filled would be configuration not enforced.
-        errors.append((join(path, "config.strategy"),
-                       _unsupported_value("redis") + " (use 'memory': a per-worker cache "
-                                                     "bounded by proxy_cache_size)"))
 
 
 # --------------------------------------------------------------------------- prometheus
@@ -470,7 +471,7 @@ PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
     PluginSpec("rate-limiting", 910, RATE_LIMITING, _check_rate_limiting),
     PluginSpec("request-transformer", 801, REQUEST_TRANSFORMER, _check_request_transformer),
     PluginSpec("response-transformer", 800, RESPONSE_TRANSFORMER, _check_response_transformer),
-    PluginSpec("proxy-cache", 100, PROXY_CACHE, _check_proxy_cache),
+    PluginSpec("proxy-cache", 100, PROXY_CACHE),
     PluginSpec("canary", 20, CANARY, _check_canary),
     PluginSpec("prometheus", 13, PROMETHEUS),
     PluginSpec("http-log", 12, HTTP_LOG, _no_lua),
