@@ -14,20 +14,12 @@ import orjson
 import pytest
 import requests
 
-from tests.support.admin import wait_ready
+from tests.support.admin import wait_ready, wait_until
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.procs import IrisProcess
 
 T = 10  # seconds: every HTTP call of these tests is bounded
 PATH = "/_emulator/cacheable"
-
-
-def until(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def config(iris_url: str) -> dict[str, Any]:
@@ -71,8 +63,8 @@ class Node:
         assert r.status_code == 201, r.text
         self.plugins.append(r.json()["id"])
         path = f"{PATH}/{name}"
-        until(lambda: self._cached(path + "?probe") if quiet
-              else "X-Cache-Status" in self.get(path + "?probe").headers)
+        wait_until(lambda: self._cached(path + "?probe") if quiet
+              else "X-Cache-Status" in self.get(path + "?probe").headers, timeout=10)
         return path
 
     def _cached(self, path: str) -> bool:
@@ -314,7 +306,7 @@ def test_two_workers_hit_and_purges_reach_every_worker() -> None:
                 """Fresh connections until both workers hold the entry; the backend's
                 count when they do."""
                 start = node.backend_count()
-                until(lambda: node.get(path, fresh=True).status_code == 200
+                wait_until(lambda: node.get(path, fresh=True).status_code == 200
                       and node.backend_count() - start >= 2, timeout=20)
                 return node.backend_count()
 
@@ -332,7 +324,9 @@ def test_two_workers_hit_and_purges_reach_every_worker() -> None:
             refilled = responses(40)
             stale = [r.json() for r in refilled if r.json()["n"] <= filled]
             assert not stale, stale
-            assert node.backend_count() - filled in (1, 2)  # one Miss per worker at most
+            # Fetched again (concurrent misses on one worker each go to the backend:
+            # there is no request collapsing, as in Kong).
+            assert node.backend_count() > filled
             filled = node.backend_count()
             assert all(r.headers["X-Cache-Status"] == "Hit" for r in responses(20))
             assert requests.delete(f"{admin}/proxy-cache", timeout=T).status_code == 204
