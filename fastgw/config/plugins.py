@@ -7,7 +7,8 @@ plugin not enabled on the node, by the Admin API, ``fastgw check`` and ``fastgw 
 
 Each schema is Kong 3.x's (``kong/plugins/<name>/schema.lua``): field names, types,
 defaults, ``entity_checks``; priorities are the handlers' ``PRIORITY``. Where Kong has a
-value fastgw does not run (a ``redis`` or ``cluster`` rate-limiting policy, templates in
+value fastgw does not run (a ``redis`` or ``cluster`` rate-limiting policy, proxy-cache's
+``redis`` strategy, templates in
 transformer values, JSON body edits of response-transformer), the value is refused by
 name instead of being stored and ignored; the fields themselves are kept and checked so
 that a later implementation needs no migration.
@@ -404,6 +405,45 @@ HTTP_LOG: dict[str, Field] = {
 }
 
 
+# --------------------------------------------------------------------------- proxy-cache
+
+# Kong 3.4's kong/plugins/proxy-cache/schema.lua. ``strategy`` has no default there either.
+# fastgw's memory strategy is a per-worker LRU bounded by the node setting
+# ``proxy_cache_size`` (Kong's shared dict ``memory.dictionary_name`` has no equivalent: the
+# name is kept and not used).
+def _strategy_error(value: str) -> str | None:
+    # A cache that is configured but never filled would be configuration not enforced.
+    if value == "redis":
+        return _unsupported_value("redis") + " (use 'memory': a per-worker cache bounded by " \
+                                             "proxy_cache_size)"
+    return None
+
+
+PROXY_CACHE: dict[str, Field] = {
+    "response_code": Field("array", required=True, default=[200, 301, 404], len_min=1,
+                           elements=Field("integer", between=(100, 900))),
+    "request_method": Field("array", required=True, default=["GET", "HEAD"],
+                            elements=Field("string",
+                                           one_of=("HEAD", "GET", "POST", "PATCH", "PUT"))),
+    "content_type": Field("array", required=True, default=["text/plain", "application/json"],
+                          elements=Field("string")),
+    "cache_ttl": Field("integer", default=300, gt=0),
+    "strategy": Field("string", required=True, one_of=("memory", "redis"),
+                      validator=_strategy_error),
+    "cache_control": Field("boolean", required=True, default=False),
+    "ignore_uri_case": Field("boolean", default=False),
+    "storage_ttl": Field("integer"),
+    "memory": Field("record", fields={
+        "dictionary_name": Field("string", required=True, default="kong_db_cache")}),
+    "vary_query_params": Field("array", elements=Field("string")),
+    "vary_headers": Field("array", elements=Field("string")),
+    "response_headers": Field("record", fields={
+        "age": Field("boolean", default=True),
+        "X-Cache-Status": Field("boolean", default=True),
+        "X-Cache-Key": Field("boolean", default=True)}),
+}
+
+
 # --------------------------------------------------------------------------- prometheus
 
 # Kong 3.x's toggles. fastgw's metrics are node-wide (one /metrics, every route): the node
@@ -431,6 +471,7 @@ PLUGINS: dict[str, PluginSpec] = {s.name: s for s in (
     PluginSpec("rate-limiting", 910, RATE_LIMITING, _check_rate_limiting),
     PluginSpec("request-transformer", 801, REQUEST_TRANSFORMER, _check_request_transformer),
     PluginSpec("response-transformer", 800, RESPONSE_TRANSFORMER, _check_response_transformer),
+    PluginSpec("proxy-cache", 100, PROXY_CACHE),
     PluginSpec("canary", 20, CANARY, _check_canary),
     PluginSpec("prometheus", 13, PROMETHEUS),
     PluginSpec("http-log", 12, HTTP_LOG, _no_lua),

@@ -47,6 +47,9 @@ class GatewaySettings:
     max_body_size: int = 0  # 0 = unlimited (Kong's client_max_body_size); else 413
     client_body_buffer_size: int = 8192  # request body bytes in memory, then a temp file
     client_body_temp_path: str | None = None  # None: <system temp>/fastgw-client-body
+    # proxy-cache's memory strategy: bytes of cached responses each worker keeps (an LRU;
+    # Kong's shared dict, kong_db_cache, is its mem_cache_size: 128m for the whole node).
+    proxy_cache_size: int = 64 << 20
     keepalive_requests: int = 1000  # requests per client connection (nginx's default)
     underscores_in_headers: bool = False  # off: fields with "_" are dropped (nginx)
     allow_trace: bool = False  # off: TRACE gets 405
@@ -167,7 +170,8 @@ _FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in fields(GatewaySettings) if
 SETTING_NAMES = _FIELD_NAMES  # every node setting (the CLI derives its flags from these)
 _LISTENS = ("proxy_listen", "admin_listen", "status_listen")
 _INTS_POS = ("upstream_keepalive_pool_size", "max_request_line_size", "max_header_size",
-             "max_header_count", "client_body_buffer_size", "keepalive_requests")
+             "max_header_count", "client_body_buffer_size", "keepalive_requests",
+             "proxy_cache_size")
 _INTS_NONNEG = ("upstream_keepalive_max_requests", "max_body_size", "upstream_tls_verify_depth")
 _FLOATS = (
     "upstream_keepalive_idle_timeout",

@@ -70,6 +70,7 @@ from fastgw.controlplane.publisher import ConfigPublisher
 from fastgw.controlplane.respawn import CrashLoopPolicy
 from fastgw.controlplane.store import FileConfigStore, StoreState
 from fastgw.controlplane.workers import WorkerHandle
+from fastgw.controlplane.cache_admin import WorkerCaches
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.plugins.counters import (
     create_node_lock,
@@ -139,8 +140,10 @@ class Supervisor:
         # One health state per node: active probes here, passive batches from workers.
         self.health = HealthService(self._send_health)
         self.publisher = ConfigPublisher(self.health.full_message)
+        # proxy-cache purges and look-ups, asked of every worker (each has its cache).
+        self.caches = WorkerCaches(self.workers.values)
         self.api = AdminAPI(store, self, admin_token=self.settings.admin_token,
-                            health=self.health)
+                            health=self.health, caches=self.caches)
         self.status_api = StatusAPI(self.api.status_body, self.readiness)
         self.metrics = MetricsHub(self)  # /metrics on both listeners, worker stats over IPC
         self.metrics.install()
@@ -323,6 +326,8 @@ class Supervisor:
                 self.metrics.on_stats(w, msg)
             elif kind == "passive":
                 self.health.on_passive(msg)
+            elif kind == "proxy-cache":
+                self.caches.on_answer(w, msg)
 
     async def _watch(self, w: WorkerHandle) -> None:
         code = await w.proc.wait()

@@ -674,6 +674,9 @@ class Exchange(ResponseSink):
             self.client_write_paused(True)
 
     def on_response_body(self, data: bytes) -> None:
+        call = self.call
+        if call is not None and call.tee is not None:
+            call.tee.feed(data)  # proxy-cache keeps a copy (dataplane.plugins.phases)
         pending = self.pending
         if pending is None:
             self.pending = pending = []
@@ -761,6 +764,9 @@ class Exchange(ResponseSink):
             conn.pool.release(conn, self.t_end)  # its own pool (TLS pools are per profile)
         else:
             conn.close()
+        call = self.call
+        if call is not None and call.tee is not None:
+            call.tee.complete()
         if self.rechunk:
             if self.pending is None:
                 self.pending = []

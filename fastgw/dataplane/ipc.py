@@ -38,6 +38,12 @@ metrics (fastgw.controlplane.exporter)
     ``fastgw.dataplane.stats.WorkerStats`` snapshot), and sends one more with ``"final": true``
     after draining, so the node's totals keep what it served.
 
+proxy-cache (fastgw.controlplane.cache_admin)
+    supervisor -> worker ``{"type": "proxy-cache", "seq": n, "op": "flush"|"purge"|"get",
+    "key": k}`` (the Admin API's ``/proxy-cache`` endpoints; each worker has its own
+    cache); the worker answers ``{"type": "proxy-cache", "seq": n, "pid": P, "found":
+    bool, "entry": <Kong's stored object, for "get"> | null}``.
+
 Drain and stop stay signals (SIGTERM), as for any process; EOF on the socket means the
 other side is gone (a worker whose supervisor died drains and exits).
 """

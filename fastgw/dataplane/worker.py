@@ -25,16 +25,18 @@ import logging
 import os
 import signal
 import socket
+import time
 from typing import Any, Callable
 
 from fastgw.build import describe
 from fastgw.config import ConfigError
+from fastgw.core.plugins.proxycache import ResponseCache
 from fastgw.dataplane.ipc import Channel
 from fastgw.dataplane.reconfigure import Reconfigurer, config_from_snapshot
 from fastgw.dataplane.server import ProxyServer, install_uvloop
 from fastgw.dataplane.tls import CertPair
 
-__all__ = ["Heartbeat", "Worker", "main", "stats_reply"]
+__all__ = ["Heartbeat", "Worker", "main", "stats_reply", "cache_reply"]
 
 log = logging.getLogger("fastgw.worker")
 
@@ -164,6 +166,28 @@ class Worker:
                 server.health.update(message)  # node health (fastgw.controlplane.prober)
             elif kind == "config":
                 reconfigurer.submit(message)
+            elif kind == "proxy-cache":
+                channel.send(cache_reply(server.plugin_runtime.response_cache, message))
+
+
+def cache_reply(cache: ResponseCache, request: dict[str, Any]) -> dict[str, Any]:
+    """The worker's answer to a ``proxy-cache`` message (Admin API purges and look-ups)."""
+    op = request.get("op")
+    key = request.get("key")
+    found = False
+    entry: dict[str, Any] | None = None
+    if op == "flush":
+        found = cache.flush() > 0
+    elif isinstance(key, str):
+        hit = cache.get(key, time.time())
+        found = hit is not None
+        if hit is not None:
+            if op == "purge":
+                cache.purge(key)
+            else:
+                entry = hit.metadata()
+    return {"type": "proxy-cache", "seq": request.get("seq"), "pid": os.getpid(),
+            "found": found, "entry": entry}
 
 
 def stats_reply(server: ProxyServer, request: dict[str, Any], *,

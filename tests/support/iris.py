@@ -124,10 +124,12 @@ class IrisStats:
     connections_accepted: int = 0
     active_connections: int = 0
     requests: int = 0
+    cacheable: int = 0  # requests to /_emulator/cacheable (proxy-cache tests count them)
 
     def as_dict(self) -> dict[str, int]:
         return {"connections_accepted": self.connections_accepted,
-                "active_connections": self.active_connections, "requests": self.requests}
+                "active_connections": self.active_connections, "requests": self.requests,
+                "cacheable": self.cacheable}
 
 
 @dataclass(slots=True)
@@ -830,6 +832,26 @@ class IrisProtocol(asyncio.Protocol):
             self._emit_stream(hdr, 0 if head else n, not keep, size if chunked else 0)
         elif what == "sink":
             self._respond(200, orjson.dumps({"received": self._body_len}), method, keep)
+        elif what == "cacheable" or what.startswith("cacheable/"):
+            # cacheable[/...]?cc=<Cache-Control>&ct=<Content-Type>&status=N&chunked=1: a
+            # response numbered by how many this server answered (proxy-cache tests).
+            qs = parse_qs(query)
+            srv.stats.cacheable += 1
+            body = orjson.dumps({"id": srv.id, "n": srv.stats.cacheable, "path": raw})
+            ctype = qs.get("ct", ["application/json"])[0].encode("latin-1")
+            extra = b"".join(b"Cache-Control: %s\r\n" % v.encode("latin-1")
+                             for v in qs.get("cc", []))
+            status = int(qs.get("status", ["200"])[0])
+            if qs.get("chunked"):
+                hdr = b"".join((_status_line(status), b"Content-Type: %s\r\n" % ctype,
+                                srv._common, extra, b"Transfer-Encoding: chunked\r\n",
+                                b"Connection: keep-alive\r\n\r\n"))
+                half = len(body) // 2
+                chunks = b"" if head else b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (
+                    half, body[:half], len(body) - half, body[half:])
+                self._emit(hdr + chunks, not keep)
+            else:
+                self._respond(status, body, method, keep, extra=extra, ctype=ctype)
         elif what == "stats":
             body = orjson.dumps({"id": srv.id, **srv.stats.as_dict()})
             self._respond(200, body, method, keep)

@@ -28,7 +28,11 @@ def errors_of(document: dict[str, Any]) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize("plugin,error", [
     ({"name": "rate-limting"}, ("plugins[0].name", NOT_ENABLED.format("rate-limting"))),
-    ({"name": "proxy-cache"}, ("plugins[0].name", NOT_ENABLED.format("proxy-cache"))),
+    ({"name": "request-termination"},
+     ("plugins[0].name", NOT_ENABLED.format("request-termination"))),
+    ({"name": "proxy-cache", "config": {"strategy": "redis"}},
+     ("plugins[0].config.strategy", "'redis' is not supported by fastgw yet (use "
+                                    "'memory': a per-worker cache bounded by proxy_cache_size)")),
     ({"name": "rate-limiting", "config": {"minute": "5"}},
      ("plugins[0].config.minute", "expected a number")),
     ({"name": "rate-limiting", "config": {"minute": 0}},

@@ -33,6 +33,7 @@ from fastgw.controlplane.admin.cors import CorsPolicy, allow_list
 from fastgw.controlplane.admin.health import HealthSource, ManualHealth, get_health, set_health
 from fastgw.controlplane.admin.http import HTTPError, Request, Response, json_response, split_path
 from fastgw.controlplane.admin.meta import META_ROUTES, endpoint_paths
+from fastgw.controlplane.admin.proxy_cache import PROXY_CACHE_ROUTES, CacheSource, NoWorkerCaches
 from fastgw.controlplane.admin.node_info import configuration_block, plugins_block
 from fastgw.controlplane.admin.openapi import build_openapi
 from fastgw.controlplane.admin.schemas import SCHEMA_ROUTES
@@ -60,7 +61,8 @@ KONG_API_VERSION = "3.4.0"
 Route = crud.Route
 ENTITY_ROOTS = ("services", "routes", "upstreams", "consumers", "plugins", "certificates",
                 "snis", "ca_certificates")
-_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "endpoints"})
+_NODE_ROOTS = frozenset({"workspaces", "config", "status", "openapi.json", "metrics", "endpoints",
+                         "proxy-cache"})
 # What may follow a /{workspace} prefix: the entities and the per-workspace endpoints.
 _SCOPED_ROOTS = frozenset(ENTITY_ROOTS) | CREDENTIAL_ROOTS | {"schemas", "tags"}
 
@@ -153,12 +155,14 @@ def _match(routes: list[Route], segs: list[str]) -> tuple[dict[str, Any], dict[s
 
 class AdminAPI:
     def __init__(self, store: FileConfigStore, runtime: RuntimeInfo, *,
-                 admin_token: str | None = None, health: HealthSource | None = None) -> None:
+                 admin_token: str | None = None, health: HealthSource | None = None,
+                 caches: CacheSource | None = None) -> None:
         self.store = store
         self.runtime = runtime
         self.node_id = runtime.node_id
         self.admin_token = admin_token.encode() if admin_token else None
         self.health: HealthSource = health or ManualHealth()
+        self.caches: CacheSource = caches or NoWorkerCaches()  # proxy-cache purges
         self.entity_routes = _entity_routes()
         self._cors = CorsPolicy()
         self.portal = PortalFiles()
@@ -170,6 +174,7 @@ class AdminAPI:
             (("config", "reload"), {"POST": self._reload_config}),
             (("openapi.json",), {"GET": self._openapi}),
             *WORKSPACE_ROUTES,
+            *PROXY_CACHE_ROUTES,
         ]
         self._openapi_doc: tuple[frozenset[str], bytes] | None = None
 

@@ -8,13 +8,13 @@ API that routes to it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastgw.config.model import Config, Target, Upstream
 from fastgw.controlplane.admin.http import Request
 from fastgw.controlplane.store import FileConfigStore
 
-__all__ = ["AdminContext", "Call", "HealthSource"]
+__all__ = ["AdminContext", "CacheSource", "Call", "HealthSource"]
 
 
 class HealthSource(Protocol):
@@ -27,9 +27,16 @@ class HealthSource(Protocol):
         ...
 
 
+class CacheSource(Protocol):
+    async def ask(self, op: str, key: str | None = None) -> list[dict[str, Any]]:
+        """proxy-cache: ``op`` (flush, purge, get) sent to every worker; their answers."""
+        ...
+
+
 class AdminContext(Protocol):
     store: FileConfigStore
     health: HealthSource
+    caches: CacheSource
     node_id: str
 
 

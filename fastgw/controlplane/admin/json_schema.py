@@ -94,6 +94,7 @@ VALUE_PATTERNS: dict[Callable[[str], str | None], Schema] = {
     _plugins._filename_error: _p("^[^*&%\\\\`]+$"),
     _plugins._colon_pairs: _p(":"),
     _plugins._http_url_error: _p(f"^{_plugins.HTTP_URL_PATTERN}$"),
+    _plugins._strategy_error: _p("^memory$"),  # proxy-cache: redis is refused
 }
 
 

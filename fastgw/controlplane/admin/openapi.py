@@ -418,6 +418,29 @@ def _enabled_plugins(kw: dict[str, Any]) -> Schema:
         "properties": {"enabled_plugins": {"type": "array", "items": {"type": "string"}}}})}
 
 
+_CACHED: Schema = {"type": "object", "required": ["status", "headers", "body", "timestamp"],
+                   "properties": {
+                       "status": {"type": "integer"}, "headers": {"type": "object"},
+                       "body": {"type": "string"}, "body_len": {"type": "integer"},
+                       "timestamp": {"type": "integer"}, "ttl": {"type": "number"},
+                       "version": {"type": "integer"}}}
+
+
+def _flush_caches(kw: dict[str, Any]) -> Schema:
+    return {"summary": "proxy-cache: empty every worker's cache",
+            "responses": _ok(204, None, "emptied")}
+
+
+def _get_cached(kw: dict[str, Any]) -> Schema:
+    return {"summary": "proxy-cache: the stored response of a cache key (X-Cache-Key)",
+            "responses": {**_ok(200, _CACHED), **_errors(404)}}
+
+
+def _purge_cached(kw: dict[str, Any]) -> Schema:
+    return {"summary": "proxy-cache: purge a cache key from every worker's cache",
+            "responses": {**_ok(204, None, "purged"), **_errors(404)}}
+
+
 # Handler (module and qualified name) -> describer: bound methods of the API, partials and
 # closures are found alike, and a new handler without a description is an error.
 _ADMIN = "fastgw.controlplane.admin."
@@ -430,6 +453,9 @@ _OPERATIONS: dict[str, Describe] = {
     _ADMIN + "health.get_health": _health,
     _ADMIN + "api._health": _set_health,
     _ADMIN + "api._enabled_plugins": _enabled_plugins,
+    _ADMIN + "proxy_cache.flush_caches": _flush_caches,
+    _ADMIN + "proxy_cache.get_cached": _get_cached,
+    _ADMIN + "proxy_cache.purge_cached": _purge_cached,
     **{_ADMIN + "schemas." + name: d for name, d in {
         "get_schema": _get_schema, "validate_schema": _validate_schema,
         "validate_plugin": lambda kw: _validate_schema({"kind": "plugins"}),

@@ -18,6 +18,10 @@ makes one `PluginCall` (the request's plugin state) and runs the phases:
                  (`response_fields`, same shape), lines added (`response_extra`), and
                  the `header_filter` of plugins that need the response's own fields.
                  Gateway answers made by plugins get the fields of the plugins that ran.
+  body           a plugin that keeps the response (proxy-cache) sets `call.tee` (a
+                 `BodyTee`) in access or header_filter: every body chunk is handed to it
+                 as it goes to the client (decoded: never the chunked framing), then
+                 `complete()` once the response was read whole. Nothing is held back.
   log            after the response, for plugins that report requests (`log_plugins`).
 
 Consumers. An auth plugin sets `consumer` and `credential`; when the consumer has
@@ -40,21 +44,26 @@ from fastgw.core.http.fields import SERVER_TOKEN
 from fastgw.core.http.gateway_fields import GatewayFields
 from fastgw.core.http.request import RequestHead
 
-__all__ = ["PhasePlugin", "PluginCall", "PluginChain", "PluginReply", "render_reply"]
+__all__ = ["BodyTee", "PhasePlugin", "PluginCall", "PluginChain", "PluginReply",
+           "render_reply"]
 
 CRLF: Final = b"\r\n"
 
 
 class PluginReply:
     """A plugin answers the request itself: status, a JSON ``message`` (Kong's
-    ``kong.response.error`` shape) or a raw body, and response fields to add."""
+    ``kong.response.error`` shape) or a raw body, and response fields to add;
+    ``length`` >= 0: the Content-Length to send instead of the body's (a cached answer to
+    HEAD)."""
 
     def __init__(self, status: int, message: str | None = None,
-                 lines: list[bytes] | None = None, body: bytes | None = None) -> None:
+                 lines: list[bytes] | None = None, body: bytes | None = None,
+                 length: int = -1) -> None:
         self.status = status
         self.message = message
         self.body = body
         self.lines: list[bytes] = lines if lines is not None else []
+        self.length = length
 
 
 def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, head_only: bool,
@@ -69,7 +78,7 @@ def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, he
     parts = [status_line(reply.status), DATE.value]
     if reply.message is not None:
         parts.append(b"Content-Type: application/json; charset=utf-8\r\n")
-    parts.append(b"Content-Length: %d\r\n" % len(body))
+    parts.append(b"Content-Length: %d\r\n" % (len(body) if reply.length < 0 else reply.length))
     if fields.server:
         parts.append(b"Server: " + SERVER_TOKEN + CRLF)
     parts += reply.lines
@@ -83,6 +92,16 @@ def render_reply(reply: PluginReply, extra: list[bytes], *, keep_alive: bool, he
     if not head_only:
         parts.append(body)
     return b"".join(parts)
+
+
+class BodyTee:
+    """Takes a copy of the response body as it is relayed (see ``body`` above)."""
+
+    def feed(self, data: bytes) -> None:
+        """A decoded body chunk, as it goes to the client."""
+
+    def complete(self) -> None:
+        """The response was read whole (never called for one cut short)."""
 
 
 class PluginCall:
@@ -111,6 +130,7 @@ class PluginCall:
         # Response changes (header_filter).
         self.response_fields: dict[bytes, bytes] | None = None
         self.response_extra: list[bytes] | None = None
+        self.tee: BodyTee | None = None  # keeps the response body (proxy-cache)
         self.ran: list[PhasePlugin] = []  # plugins whose access phase ran, in order
         self.chain = chain  # the consumer's chain once one is identified
         self.body_limit = 0  # request-size-limiting: bytes (0: the node's limit only)

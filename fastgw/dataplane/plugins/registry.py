@@ -23,6 +23,8 @@ from typing import Any, Callable
 import orjson
 
 from fastgw.config.plugins import PLUGINS
+from fastgw.config.settings import GatewaySettings
+from fastgw.core.plugins.proxycache import ResponseCache
 from fastgw.core.plugins.chain import consumers_with_plugins, resolve
 from fastgw.dataplane.plugins.auth import Acl, BasicAuth, Consumers, KeyAuth
 from fastgw.dataplane.accesslog import AccessLog
@@ -35,6 +37,7 @@ from fastgw.dataplane.plugins.headers import (
 )
 from fastgw.dataplane.plugins.logs import FileLog, HttpLog, HttpLogQueue
 from fastgw.dataplane.plugins.phases import PhasePlugin, PluginChain
+from fastgw.dataplane.plugins.proxycache import ProxyCache
 from fastgw.dataplane.plugins.traffic import IpRestriction, RateLimiting, RequestSizeLimiting
 
 __all__ = ["PluginRuntime", "build_chains", "counts_consumers", "COUNTERS_ENV"]
@@ -55,7 +58,8 @@ def counts_consumers(config: Any) -> bool:
 
 class PluginRuntime:
     """A worker's plugin state that outlives snapshots: the node's rate-limit counters,
-    file-log writers by path, http-log queues by instance and config."""
+    file-log writers by path, http-log queues by instance and config, proxy-cache's
+    responses (one store per worker, as Kong's one shared dict per node)."""
 
     def __init__(self, path: str | None = None,
                  loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -64,6 +68,7 @@ class PluginRuntime:
         self._counters: SharedCounters | None = None
         self.files: dict[str, AccessLog] = {}
         self.queues: dict[tuple[str, bytes], HttpLogQueue] = {}
+        self.response_cache = ResponseCache(GatewaySettings().proxy_cache_size)
 
     def file_sink(self, path: str) -> AccessLog:
         sink = self.files.get(path)
@@ -163,6 +168,8 @@ def _make(plugin: Any, build: _Build) -> PhasePlugin:
         return RequestTransformer(*args, config)
     if name == "response-transformer":
         return ResponseTransformer(*args, config)
+    if name == "proxy-cache":
+        return ProxyCache(*args, config, build.runtime.response_cache)
     if name == "file-log":
         return FileLog(*args, build.runtime.file_sink(config["path"]))
     if name == "http-log":
@@ -174,6 +181,7 @@ def build_chains(config: Any, routes: list[Any], services: dict[str, Any],
                  runtime: PluginRuntime) -> tuple[dict[str, PluginChain], dict[str, Any]]:
     """(route id -> its chain, for routes with plugins; route id -> its canary plugin)."""
     instances = [p for p in config.plugins if p.enabled]
+    runtime.response_cache.resize(config.gateway.proxy_cache_size)
     phased = [p for p in instances if p.name not in _NO_PHASE]
     chains: dict[str, PluginChain] = {}
     canaries: dict[str, Any] = {}
