@@ -337,14 +337,16 @@ def _filename_error(value: str) -> str | None:
     return "not a valid filename" if any(c in value for c in "*&%\\`") else None
 
 
-# http://host[:port][/path][?query]: the endpoints fastgw's http-log can reach. One
+# http(s)://[user[:password]@]host[:port][/path][?query]: the endpoints fastgw's http-log
+# can reach (userinfo becomes a basic-auth Authorization header, as Kong does). One
 # expression (ECMA-262 and Python alike) so that /openapi.json states exactly this check.
 _H16 = "[0-9A-Fa-f]{1,4}"
 IPV6_PATTERN = ("(?:" + "|".join((
     f"(?:{_H16}:){{7}}{_H16}", f"(?:{_H16}:){{1,7}}:",
     *(f"(?:{_H16}:){{1,{n}}}(?::{_H16}){{1,{7 - n}}}" for n in range(6, 0, -1)),
     f":(?:(?::{_H16}){{1,7}}|:)")) + ")")
-HTTP_URL_PATTERN = (rf"http://(?:\[{IPV6_PATTERN}\]|[A-Za-z0-9._~-]+)"
+_USERINFO = r"[A-Za-z0-9._~%!$&'()*+,;=-]+(?::[A-Za-z0-9._~%!$&'()*+,;=-]*)?@"
+HTTP_URL_PATTERN = (rf"https?://(?:{_USERINFO})?(?:\[{IPV6_PATTERN}\]|[A-Za-z0-9._~-]+)"
                     r"(?::(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
                     r"|655[0-2][0-9]|6553[0-5]))?(?:[/?][\x21-\x7e]*)?")
 _HTTP_URL_RE = re.compile(HTTP_URL_PATTERN)
@@ -357,13 +359,12 @@ def _http_url_error(value: str) -> str | None:
     scheme, sep, rest = value.partition("://")
     if not sep:
         return "missing scheme in url"
-    if scheme.lower() == "https":
-        return "'https' endpoints are not supported by fastgw yet"
-    if scheme.lower() != "http":
+    if scheme.lower() not in ("http", "https"):
         return f"'{scheme}' endpoints are not supported by fastgw"
     if not rest.split("/", 1)[0].split("?", 1)[0]:
         return "missing host in url"
-    return "invalid url: expected http://host[:port][/path] (visible ASCII characters only)"
+    return ("invalid url: expected http(s)://[user[:password]@]host[:port][/path] "
+            "(visible ASCII characters only)")
 
 
 def _no_lua(config: dict[str, Any], path: str, errors: Errors) -> None:

@@ -7,12 +7,15 @@ rate-limit exactness test runs its own `--workers 2` node.
 
 from __future__ import annotations
 
+import base64
 import http.server
+import ssl
 import subprocess
 import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 import orjson
@@ -451,6 +454,73 @@ def test_http_log_batches_and_retries(api: Api) -> None:
     assert entry["response"]["status"] == 200 and entry["route"]["name"] == "echo"
     assert entry["service"]["name"] == "echo" and "latencies" in entry
     assert _Collector.posts > len(_Collector.bodies)  # the refused batch was sent again
+
+
+class _TlsCollector(http.server.BaseHTTPRequestHandler):
+    """An https endpoint for http-log: keeps each body with its Authorization header."""
+
+    received: list[tuple[str | None, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append((self.headers.get("Authorization"), orjson.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def _https_server(cert: Any) -> Iterator[http.server.ThreadingHTTPServer]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _TlsCollector)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    cert.configure_cert(context)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_http_log_over_https_verified_with_basic_auth(tmp_path: Any) -> None:
+    """An https endpoint whose certificate the node trusts gets the entries, with the URL's
+    user and password as basic auth; one signed by an unknown CA gets nothing (the
+    certificate is verified), and the error is logged without the password."""
+    trustme = pytest.importorskip("trustme")
+    trusted, unknown = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "trusted.pem"
+    trusted.cert_pem.write_to_path(str(bundle))
+    _TlsCollector.received.clear()
+    with _https_server(trusted.issue_cert("localhost")) as good, \
+            _https_server(unknown.issue_cert("localhost")) as bad, IrisProcess("A") as iris:
+        config = base_config(iris.url)
+        queue = {"max_batch_size": 1, "max_coalescing_delay": 0.05, "max_retry_time": 0.5,
+                 "initial_retry_delay": 0.05}
+        config["plugins"] = [
+            {"name": "http-log", "route": "echo", "config": {
+                "http_endpoint": f"https://bob:s%3Acret@localhost:{good.server_port}/logs",
+                "queue": queue}},
+            {"name": "http-log", "route": "filed", "config": {
+                "http_endpoint": f"https://bob:s%3Acret@localhost:{bad.server_port}/logs",
+                "queue": queue}}]
+        with GatewayProcess(config, env={"SSL_CERT_FILE": str(bundle)}) as gw:
+            wait_ready(gw, 1)
+            assert requests.get(gw.url + "/_emulator/echo?n=1", timeout=T).status_code == 200
+            assert requests.get(gw.url + "/api/atelier/", timeout=T).status_code == 200
+            until(lambda: len(_TlsCollector.received) >= 1, timeout=10)
+            until(lambda: "entries dropped after retrying" in gw.log(), timeout=10)
+            log_text = gw.log()
+    assert len(_TlsCollector.received) == 1  # nothing from the unverified endpoint
+    authorization, entry = _TlsCollector.received[0]
+    assert authorization == "Basic " + base64.b64encode(b"bob:s:cret").decode()
+    assert entry["request"]["uri"] == "/_emulator/echo?n=1"
+    assert "CERTIFICATE_VERIFY_FAILED" in log_text or "certificate verify failed" in log_text
+    assert "s%3Acret" not in log_text and f"https://localhost:{bad.server_port}/logs" in log_text
 
 
 def test_file_log(api: Api, tmp_path: Any) -> None:

@@ -63,7 +63,12 @@ def errors_of(document: dict[str, Any]) -> list[tuple[str, str]]:
      ("plugins[0].config.http_endpoint", "missing host in url")),
     ({"name": "http-log", "config": {"http_endpoint": "http://a:70000/"}},
      ("plugins[0].config.http_endpoint",
-      "invalid url: expected http://host[:port][/path] (visible ASCII characters only)")),
+      "invalid url: expected http(s)://[user[:password]@]host[:port][/path] "
+      "(visible ASCII characters only)")),
+    ({"name": "http-log", "config": {"http_endpoint": "https://a b@host/"}},
+     ("plugins[0].config.http_endpoint",
+      "invalid url: expected http(s)://[user[:password]@]host[:port][/path] "
+      "(visible ASCII characters only)")),
     ({"name": "file-log", "config": {"path": "/tmp/a*b"}},
      ("plugins[0].config.path", "not a valid filename")),
 ])
@@ -71,6 +76,16 @@ def test_plugins_refused_with_kongs_wording(plugin: dict[str, Any],
                                             error: tuple[str, str]) -> None:
     consumers = [{"username": "alice"}]
     assert error in errors_of(doc(plugins=[plugin], consumers=consumers))
+
+
+@pytest.mark.parametrize("endpoint", [
+    "http://logs.example/x", "https://logs.example", "https://logs.example:8443/a?b=c",
+    "https://bob:s%3Acret@logs.example/logs", "http://bob@[::1]:9000/", "https://[2001:db8::1]/",
+])
+def test_http_log_endpoints_accepted(endpoint: str) -> None:
+    plugin = {"name": "http-log", "config": {"http_endpoint": endpoint}}
+    loaded = load_declarative(doc(plugins=[plugin]), env={})
+    assert loaded.plugins[0].config["http_endpoint"] == endpoint
 
 
 def test_defaults_filled_and_typed() -> None:

@@ -13,17 +13,22 @@ when the batch size is 1, else a JSON array, as Kong), waiting at most
 (no connection, a timeout, a status outside 2xx) is sent again after
 ``queue.initial_retry_delay`` seconds, doubling up to ``queue.max_retry_delay``, until
 ``queue.max_retry_time`` has passed; then it is dropped and logged. The request path only
-appends to the queue.
+appends to the queue. An ``https`` endpoint's certificate is verified against the system's
+trust store (``SSL_CERT_FILE`` / ``SSL_CERT_DIR`` point elsewhere), as Kong verifies
+against ``lua_ssl_trusted_certificate = system``; a user and password in the endpoint's
+URL are sent as a basic-auth ``Authorization`` header and never logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
+import ssl
 import time
 from collections import deque
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import orjson
 
@@ -71,12 +76,19 @@ class HttpLogQueue:
         self.first_retry = float(queue["initial_retry_delay"])
         self.max_retry = float(queue["max_retry_delay"])
         url = urlsplit(config["http_endpoint"])
+        https = url.scheme.lower() == "https"
+        self.tls: ssl.SSLContext | None = ssl.create_default_context() if https else None
         self.host = url.hostname or ""
-        self.port = url.port or 80
+        self.port = url.port or (443 if https else 80)
+        # The endpoint as logs may show it: without its password.
+        self.endpoint = url._replace(netloc=url.netloc.rsplit("@", 1)[-1]).geturl()
         self.target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.timeout = float(config["timeout"]) / 1000.0
         authority = url.netloc.rsplit("@", 1)[-1]
         extra = "".join(f"{k}: {v}\r\n" for k, v in (config.get("headers") or {}).items())
+        if url.username is not None:
+            token = f"{unquote(url.username)}:{unquote(url.password or '')}"
+            extra += f"Authorization: Basic {base64.b64encode(token.encode()).decode()}\r\n"
         self.head = (f"{config['method']} {self.target} HTTP/1.1\r\nHost: {authority}\r\n"
                      f"Content-Type: {config['content_type']}\r\nUser-Agent: fastgw\r\n"
                      f"{extra}").encode("latin-1")
@@ -123,7 +135,7 @@ class HttpLogQueue:
             await self._deliver(batch)
             if self.dropped:
                 log.warning("http-log %s: %d entries dropped (queue full)",
-                            self.config["http_endpoint"], self.dropped)
+                            self.endpoint, self.dropped)
                 self.dropped = 0
 
     async def _deliver(self, batch: list[Any]) -> None:
@@ -140,14 +152,14 @@ class HttpLogQueue:
                 why = str(exc) or type(exc).__name__
             if time.monotonic() + delay > deadline:
                 log.error("http-log %s: %d entries dropped after retrying for %ss (%s)",
-                          self.config["http_endpoint"], len(batch), self.retry_time, why)
+                          self.endpoint, len(batch), self.retry_time, why)
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_retry)
 
     async def _send(self, body: bytes) -> int:
         """One POST on a new connection; the response's status."""
-        reader, writer = await asyncio.open_connection(self.host, self.port)
+        reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self.tls)
         try:
             writer.write(self.head + b"Content-Length: %d\r\nConnection: close\r\n\r\n"
                          % len(body) + body)
