@@ -29,7 +29,11 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 def harness(pooled: int = 1, **gateway: Any) -> ProtocolHarness:
     """A harness whose worker records every exchange transition (WorkerContext.trace)."""
-    h = ProtocolHarness(atelier_config(**gateway), pooled=pooled)
+    plugins = gateway.pop("plugins", None)
+    document = atelier_config(**gateway)
+    if plugins is not None:
+        document["plugins"] = plugins
+    h = ProtocolHarness(document, pooled=pooled)
     h.server.trace = []
     return h
 
@@ -238,7 +242,51 @@ def gone_relaying(h: ProtocolHarness) -> bytes:
     return _gone(h)
 
 
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n"
+
+
+def json_rewritten(h: ProtocolHarness) -> bytes:
+    h.send(GET)
+    h.reply(JSON_HEAD + b'{"a":"b"}')
+    return h.client_bytes()
+
+
+def json_over_limit(h: ProtocolHarness) -> bytes:
+    size = ex_module.REWRITE_LIMIT + 1
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % size)
+    conn.data_received(b" " * (size - 1))
+    conn.data_received(b" ")
+    return h.client_bytes()
+
+
+def json_reset_while_collecting(h: ProtocolHarness) -> bytes:
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(JSON_HEAD + b'{"a"')
+    conn.connection_lost(None)
+    return h.client_bytes()
+
+
+def json_read_timeout_while_collecting(h: ProtocolHarness) -> bytes:
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(JSON_HEAD + b'{"a"')
+    conn.on_deadline(READ)
+    return h.client_bytes()
+
+
+def gone_collecting(h: ProtocolHarness) -> bytes:
+    h.send(GET)
+    h.busy_backend().data_received(JSON_HEAD + b'{"a"')
+    return _gone(h)
+
+
 STREAMING = {"route": {"request_buffering": False}}
+JSON_EDITS = {"plugins": [{"name": "response-transformer",
+                           "config": {"add": {"json": ["gw:fastgw"]}}}]}
 
 # row -> (scenario, harness options, what the client must get)
 ROWS: dict[tuple[str, str], tuple[Callable[[ProtocolHarness], bytes], dict[str, Any], bytes]] = {
@@ -270,6 +318,10 @@ ROWS: dict[tuple[str, str], tuple[Callable[[ProtocolHarness], bytes], dict[str, 
     ("SENDING", "GONE"): (gone_sending, STREAMING, b""),
     ("WAITING", "GONE"): (gone_waiting, {}, b""),
     ("RELAYING", "GONE"): (gone_relaying, {}, b"HTTP/1.1 200"),
+    ("RELAYING", "HOLD"): (json_rewritten, JSON_EDITS, b"HTTP/1.1 200"),
+    ("COLLECTING", "RELEASE"): (json_over_limit, JSON_EDITS, b"HTTP/1.1 200"),
+    ("COLLECTING", "REPLY"): (json_reset_while_collecting, JSON_EDITS, b"HTTP/1.1 502"),
+    ("COLLECTING", "GONE"): (gone_collecting, JSON_EDITS, b""),
 }
 
 
