@@ -262,25 +262,21 @@ def json_over_limit(h: ProtocolHarness) -> bytes:
     return h.client_bytes()
 
 
+def _collecting(h: ProtocolHarness) -> Any:
+    """A JSON response held back with part of its body in: its backend connection."""
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(JSON_HEAD + b'{"a"')
+    return conn
+
+
 def json_reset_while_collecting(h: ProtocolHarness) -> bytes:
-    h.send(GET)
-    conn = h.busy_backend()
-    conn.data_received(JSON_HEAD + b'{"a"')
-    conn.connection_lost(None)
-    return h.client_bytes()
-
-
-def json_read_timeout_while_collecting(h: ProtocolHarness) -> bytes:
-    h.send(GET)
-    conn = h.busy_backend()
-    conn.data_received(JSON_HEAD + b'{"a"')
-    conn.on_deadline(READ)
+    _collecting(h).connection_lost(None)
     return h.client_bytes()
 
 
 def gone_collecting(h: ProtocolHarness) -> bytes:
-    h.send(GET)
-    h.busy_backend().data_received(JSON_HEAD + b'{"a"')
+    _collecting(h)
     return _gone(h)
 
 
@@ -341,6 +337,16 @@ def test_row(row: tuple[str, str]) -> None:
 def test_every_row_has_a_scenario() -> None:
     table = {(STATE_NAMES[s], EVENT_NAMES[e]) for s, e in TRANSITIONS}
     assert table == set(ROWS)
+
+
+def test_read_timeout_while_collecting_answers_504() -> None:
+    h = harness(**JSON_EDITS)
+    try:
+        _collecting(h).on_deadline(READ)
+        out = h.client_bytes()
+    finally:
+        h.close()
+    assert ("COLLECTING", "REPLY") in rows(h) and out.startswith(b"HTTP/1.1 504")
 
 
 def test_an_event_without_a_row_raises() -> None:

@@ -256,23 +256,25 @@ def test_json_body_over_the_bound_is_relayed_chunked_unchanged(
     assert decoded == big * 3
 
 
-def test_backend_cut_while_collecting_gets_a_502(cleanup: list[ProtocolHarness]) -> None:
+def _collecting(cleanup: list[ProtocolHarness]) -> tuple[ProtocolHarness, Any]:
+    """A JSON response held back with part of its body in: (harness, backend connection)."""
     h = harness(JSON_EDITS)
     cleanup.append(h)
     h.send(get())
     conn = h.busy_backend()
     conn.data_received(_json_reply(b"Content-Length: 100\r\n", b'{"id":'))
+    return h, conn
+
+
+def test_backend_cut_while_collecting_gets_a_502(cleanup: list[ProtocolHarness]) -> None:
+    h, conn = _collecting(cleanup)
     conn.connection_lost(None)
     out = h.client_bytes()
     assert out.startswith(b"HTTP/1.1 502 ") and b'"id":' not in out
 
 
 def test_client_gone_while_collecting_frees_the_backend(cleanup: list[ProtocolHarness]) -> None:
-    h = harness(JSON_EDITS)
-    cleanup.append(h)
-    h.send(get())
-    conn = h.busy_backend()
-    conn.data_received(_json_reply(b"Content-Length: 100\r\n", b'{"id":'))
+    h, conn = _collecting(cleanup)
     h.client.connection_lost(None)
     assert h.client_bytes() == b"" and conn.exchange is None and conn.closed
 
