@@ -9,7 +9,7 @@ Each schema is Kong 3.x's (``kong/plugins/<name>/schema.lua``): field names, typ
 defaults, ``entity_checks``; priorities are the handlers' ``PRIORITY``. Where Kong has a
 value fastgw does not run (a ``redis`` or ``cluster`` rate-limiting policy, proxy-cache's
 ``redis`` strategy, templates in
-transformer values, JSON body edits of response-transformer), the value is refused by
+transformer values), the value is refused by
 name instead of being stored and ignored; the fields themselves are kept and checked so
 that a later implementation needs no migration.
 
@@ -268,8 +268,8 @@ CORRELATION_ID: dict[str, Field] = {
 # --------------------------------------------------------------------------- transformers
 
 def _colon_pairs(value: str) -> str | None:
-    """``name:value`` items (Kong's colon_string_array)."""
-    return None if ":" in value else f"invalid value: {value}"
+    """``name:value`` items (Kong's colon_string_array: ``^[^:]+:.*$``)."""
+    return None if value.find(":") > 0 else f"invalid value: {value}"
 
 
 def _strings(validator: Callable[[str], str | None] | None = None) -> Field:
@@ -319,15 +319,9 @@ RESPONSE_TRANSFORMER: dict[str, Field] = {
 
 
 def _check_response_transformer(config: dict[str, Any], path: str, errors: Errors) -> None:
-    for action in ("remove", "rename", "replace", "add", "append"):
-        if config[action].get("json"):
-            # JSON body edits need the response body buffered and re-framed; refused
-            # until fastgw does that, rather than stored and silently not applied.
-            errors.append((join(path, f"config.{action}.json"),
-                           "JSON body edits are not supported by fastgw yet"))
-        if action != "remove":
-            _no_templates(config[action]["headers"], join(path, f"config.{action}.headers"),
-                          errors)
+    for action in ("rename", "replace", "add", "append"):
+        _no_templates(config[action]["headers"], join(path, f"config.{action}.headers"),
+                      errors)
 
 
 # --------------------------------------------------------------------------- logging

@@ -17,6 +17,8 @@ States
   SENDING     the request head is upstream; body bytes are still going there
   WAITING     the whole request is upstream; waiting for the response head
   RELAYING    the response head went to the client; its body follows
+  COLLECTING  the response head is held back while its body is collected, to be
+              rewritten by a plugin (response-transformer's JSON edits)
   DONE        finished: response complete, error answered, aborted, or client gone
 
 Events and their rows (every row is a test in tests/protocol/test_exchange_states.py)
@@ -28,9 +30,16 @@ Events and their rows (every row is a test in tests/protocol/test_exchange_state
   SENT     SENDING -> WAITING                     the last request byte is written
   HEAD     SENDING, WAITING -> RELAYING           the response head (SENDING: an early
                                                   answer while the body still comes)
+  HOLD     RELAYING -> COLLECTING                 a plugin rewrites this body: the head
+                                                  waits for the whole body
+  RELEASE  COLLECTING -> RELAYING                 the body is in (rewritten, with its
+                                                  new Content-Length) or over the bound
+                                                  (relayed unchanged)
   END      RELAYING -> DONE                       the last response byte went out
   UPGRADE  RELAYING -> DONE                       101: the connection becomes a tunnel
-  REPLY    IDLE .. WAITING -> DONE                the gateway answers (404, 502, 504...)
+  REPLY    IDLE .. WAITING, COLLECTING -> DONE    the gateway answers (404, 502, 504...;
+                                                  COLLECTING: the backend failed mid-body,
+                                                  and the client has had no byte yet)
   ABORT    RELAYING -> DONE                       a started response cannot complete:
                                                   the client connection is cut
   GONE     any state but DONE -> DONE             the client went away
@@ -49,6 +58,12 @@ error, a timeout, or a reset before the first response byte is retried on a targ
 yet tried, up to `service.retries` times. A non-idempotent request whose bytes were
 written to a backend is never sent again (RFC 9110 §9.2.2). HTTP statuses are never
 retried.
+
+Rewritten bodies. A response whose body a plugin rewrites (`PluginCall.rewrite`, set in
+header_filter) is collected whole, up to REWRITE_LIMIT decoded bytes, before its head
+goes out with `Content-Length` (never chunked). A larger one is relayed unchanged, with
+the framing it would have had (logged once per worker). Responses without a body (HEAD,
+1xx, 204, 304) are never held.
 """
 
 from __future__ import annotations
@@ -96,6 +111,8 @@ CRLF: Final = b"\r\n"
 # The largest request body plugins read (key_in_body, body edits); larger ones are
 # forwarded as received and look empty to them.
 PLUGIN_BODY_LIMIT: Final = 8 << 20
+# The largest response body a plugin rewrites; a larger one passes unchanged.
+REWRITE_LIMIT: Final = PLUGIN_BODY_LIMIT
 SIZE_EXCEEDED: Final = "Request size limit exceeded"  # request-size-limiting's 413
 
 # -- the state machine ----------------------------------------------------------------
@@ -107,7 +124,9 @@ SENDING: Final = 3
 WAITING: Final = 4
 RELAYING: Final = 5
 DONE: Final = 6
-STATE_NAMES: Final = ("IDLE", "BUFFERING", "CONNECTING", "SENDING", "WAITING", "RELAYING", "DONE")
+COLLECTING: Final = 7
+STATE_NAMES: Final = ("IDLE", "BUFFERING", "CONNECTING", "SENDING", "WAITING", "RELAYING", "DONE",
+                      "COLLECTING")
 BUFFER: Final = 0
 CONNECT: Final = 1
 ATTACH: Final = 2
@@ -118,8 +137,10 @@ UPGRADE: Final = 6
 REPLY: Final = 7
 ABORT: Final = 8
 GONE: Final = 9
+HOLD: Final = 10
+RELEASE: Final = 11
 EVENT_NAMES: Final = ("BUFFER", "CONNECT", "ATTACH", "SENT", "HEAD", "END", "UPGRADE", "REPLY",
-               "ABORT", "GONE")
+               "ABORT", "GONE", "HOLD", "RELEASE")
 
 TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     (IDLE, BUFFER): BUFFERING,
@@ -136,6 +157,8 @@ TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     (SENDING, SENT): WAITING,
     (SENDING, HEAD): RELAYING,
     (WAITING, HEAD): RELAYING,
+    (RELAYING, HOLD): COLLECTING,
+    (COLLECTING, RELEASE): RELAYING,
     (RELAYING, END): DONE,
     (RELAYING, UPGRADE): DONE,
     (IDLE, REPLY): DONE,
@@ -143,6 +166,7 @@ TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     (CONNECTING, REPLY): DONE,
     (SENDING, REPLY): DONE,
     (WAITING, REPLY): DONE,
+    (COLLECTING, REPLY): DONE,
     (RELAYING, ABORT): DONE,
     (IDLE, GONE): DONE,
     (BUFFERING, GONE): DONE,
@@ -150,11 +174,29 @@ TRANSITIONS: Final[dict[tuple[int, int], int]] = {
     (SENDING, GONE): DONE,
     (WAITING, GONE): DONE,
     (RELAYING, GONE): DONE,
+    (COLLECTING, GONE): DONE,
 }
 # The same table as a flat tuple, indexed by state * len(EVENT_NAMES) + event (-1: no row).
-_NEXT: Final = tuple(TRANSITIONS.get((s, e), -1) for s in range(7) for e in range(10))
-_N_EVENTS: Final = 10
+_NEXT: Final = tuple(TRANSITIONS.get((s, e), -1) for s in range(8) for e in range(12))
+_N_EVENTS: Final = 12
 
+
+
+_over_limit_logged = False  # the REWRITE_LIMIT warning, once per worker
+
+
+class HeldResponse:
+    """A response held back for a body rewrite: its head's parts (``length_at``: the
+    framing field's slot, for the new Content-Length) and its decoded body so far."""
+
+    __slots__ = ("parts", "length_at", "rechunk", "chunks", "size")
+
+    def __init__(self, parts: list[bytes], length_at: int, rechunk: bool) -> None:
+        self.parts = parts
+        self.length_at = length_at
+        self.rechunk = rechunk  # the framing to use if it is relayed unchanged
+        self.chunks: list[bytes] = []
+        self.size = 0
 
 
 class IllegalTransition(Exception):
@@ -217,7 +259,7 @@ class Exchange(ResponseSink):
         "hit", "plan", "ctx", "target", "conn", "tried", "attempts", "reused", "counted",
         "status", "rechunk", "eof_body", "pending", "spool", "upstream_done",
         "request_id", "trace_id", "t0", "t_sent", "t_head", "t_end", "bytes_out", "sent_head",
-        "finished", "call",
+        "finished", "call", "held",
     )
 
     def __init__(self, client: ClientSide, head: RequestHead, keep_alive: bool) -> None:
@@ -264,6 +306,7 @@ class Exchange(ResponseSink):
         self.finished = False
         # The request's plugin state (dataplane.plugins.phases), on routes with plugins.
         self.call: PluginCall | None = None
+        self.held: HeldResponse | None = None  # COLLECTING: the head and body so far
 
     def _go(self, event: int) -> None:
         trace = self.server.trace
@@ -620,17 +663,26 @@ class Exchange(ResponseSink):
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
         call = self.call
-        first = fields.head if call is None else call.chain.response_head(call, status,
-                                                                          fields.head)
+        hold = False
+        if call is None:
+            first = fields.head
+        else:
+            first = call.chain.response_head(call, status, fields.head)
+            hold = call.rewrite is not None and framing != RESPONSE_NO_BODY
+            if hold and fields.length_line:
+                first = cut_field(first, b"Content-Length") or first  # a new one follows
         parts = [first, VIA_LINE] if added.via else [first]
+        framing_at = len(parts)  # where a held response's Content-Length goes
         if framing == RESPONSE_LENGTH:
-            if not fields.length_line:
+            if not fields.length_line or hold:
                 parts.append(b"Content-Length: %d\r\n" % fields.content_length)
         elif framing == RE_CHUNK:
-            self.rechunk = True
+            self.rechunk = not hold
             parts.append(b"Transfer-Encoding: chunked\r\n")
         elif framing == CLOSE_DELIMITED:
             self.keep_alive = False
+            if hold:
+                parts.append(b"")
         elif fields.content_length >= 0 and not fields.length_line and status >= 200 \
                 and status != 204:
             parts.append(b"Content-Length: %d\r\n" % fields.content_length)  # HEAD, 304
@@ -659,6 +711,12 @@ class Exchange(ResponseSink):
         if added.upstream_status:
             parts.append(b"X-Kong-Upstream-Status: %d\r\n" % status)
         parts.append(CRLF)
+        conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
+        conn.deadline_kind = READ
+        if hold:
+            self._go(HOLD)
+            self.held = HeldResponse(parts, framing_at, framing == RE_CHUNK)
+            return
         # The head waits for the body bytes of the same read: one write per response
         # instead of two for small ones (flushed by the upstream after each read).
         out = b"".join(parts)
@@ -666,8 +724,6 @@ class Exchange(ResponseSink):
         self.pending = [out]
         if server.access_log is not None:
             self.sent_head = out
-        conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
-        conn.deadline_kind = READ
         if self.client.write_paused:
             # The client is still full from an earlier (pipelined) response: pause_writing
             # will not fire again, so spool or hold this backend now.
@@ -675,8 +731,17 @@ class Exchange(ResponseSink):
 
     def on_response_body(self, data: bytes) -> None:
         call = self.call
-        if call is not None and call.tee is not None:
-            call.tee.feed(data)  # proxy-cache keeps a copy (dataplane.plugins.phases)
+        if call is not None:
+            held = self.held
+            if held is not None:
+                if held.size + len(data) <= REWRITE_LIMIT:
+                    held.chunks.append(bytes(data))
+                    held.size += len(data)
+                    self._arm(READ, self.plan.read_timeout)  # type: ignore[union-attr]
+                    return
+                self._release_unchanged(held)
+            if call.tee is not None:
+                call.tee.feed(data)  # proxy-cache keeps a copy (dataplane.plugins.phases)
         pending = self.pending
         if pending is None:
             self.pending = pending = []
@@ -687,6 +752,48 @@ class Exchange(ResponseSink):
         else:
             pending.append(data)
             self.bytes_out += len(data)
+
+    def _release_unchanged(self, held: HeldResponse) -> None:
+        """The held body outgrew REWRITE_LIMIT: relay it as the backend framed it."""
+        global _over_limit_logged
+        if not _over_limit_logged:
+            _over_limit_logged = True
+            log.warning("response body over %d bytes: relayed without its rewrite "
+                        "(response-transformer JSON edits); logged once", REWRITE_LIMIT)
+        self.held = None
+        self._go(RELEASE)
+        self.rechunk = held.rechunk
+        self._release_head(b"".join(held.parts))
+        for chunk in held.chunks:
+            self.on_response_body(chunk)
+
+    def _release_rewritten(self, held: HeldResponse) -> None:
+        """The whole body is in: the head goes out with the rewritten body's length."""
+        self.held = None
+        self._go(RELEASE)
+        call = self.call
+        assert call is not None and call.rewrite is not None
+        body = call.rewrite.rewrite(b"".join(held.chunks))
+        held.parts[held.length_at] = b"Content-Length: %d\r\n" % len(body)
+        self._release_head(b"".join(held.parts))
+        if body:
+            self.on_response_body(body)
+
+    def _release_head(self, head: bytes) -> None:
+        self.bytes_out = len(head)
+        self.pending = [head]
+        if self.server.access_log is not None:
+            self.sent_head = head
+        if self.client.write_paused:
+            self.client_write_paused(True)  # as in on_response_head
+
+    def _held_failed(self, status: int) -> None:
+        """The backend failed mid-body while it was held: the client, which has had no
+        byte of it, gets the gateway's answer instead of a cut connection."""
+        self.held = None
+        log.info("upstream %s: response cut short while collected",
+                 self.target.key if self.target else "?")
+        self.reply(status)
 
     def flush(self) -> None:
         """Hand what this upstream read produced to the client, or to the spool while the
@@ -765,8 +872,12 @@ class Exchange(ResponseSink):
         else:
             conn.close()
         call = self.call
-        if call is not None and call.tee is not None:
-            call.tee.complete()
+        if call is not None:
+            held = self.held
+            if held is not None:
+                self._release_rewritten(held)
+            if call.tee is not None:
+                call.tee.complete()
         if self.rechunk:
             if self.pending is None:
                 self.pending = []
@@ -800,7 +911,7 @@ class Exchange(ResponseSink):
     def on_upstream_lost(self, conn: UpstreamConnection) -> None:
         if self.state == DONE or conn is not self.conn:
             return
-        if self.state == RELAYING:
+        if self.state == RELAYING or self.state == COLLECTING:
             if self.eof_body:
                 self.on_response_complete(conn, False)  # the body ends at close (§6.3)
             else:
@@ -812,13 +923,16 @@ class Exchange(ResponseSink):
         """The backend sent bytes that are not a valid response (the connection is closed)."""
         if self.state == DONE or conn is not self.conn:
             return
-        if self.state == RELAYING:
+        if self.state == RELAYING or self.state == COLLECTING:
             self.abort()
             return
         self._attempt_failed(reason, 502, retryable=False)
 
     def on_upstream_timeout(self, conn: UpstreamConnection, kind: int) -> None:
         if self.state == DONE:
+            return
+        if self.state == COLLECTING:
+            self._held_failed(504)
             return
         if self.state == RELAYING:
             self.abort()
@@ -924,6 +1038,9 @@ class Exchange(ResponseSink):
 
     def abort(self) -> None:
         """The response cannot be completed: cut the client connection."""
+        if self.state == COLLECTING:
+            self._held_failed(502)
+            return
         self.flush()
         self._release_conn()
         self._go(ABORT)
@@ -936,6 +1053,7 @@ class Exchange(ResponseSink):
         if self.state == DONE:
             return
         self._release_conn()  # also ends a pending connect attempt's accounting
+        self.held = None
         started = self.state == RELAYING
         self._go(GONE)
         # nginx's 499: the client closed before it got a status (else the status it got).

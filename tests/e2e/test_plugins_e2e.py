@@ -279,6 +279,20 @@ def test_response_transformer(api: Api) -> None:
     assert r.json()["id"] == "A"  # the body is untouched
 
 
+def test_response_transformer_json_body(api: Api) -> None:
+    api.add("/routes/echo/plugins", form={"name": "response-transformer",
+                                           "config.rename.json": "id:iris_id",
+                                           "config.add.json": ["gw:fastgw", "n:2"],
+                                           "config.add.json_types": ["string", "number"]})
+    until(lambda: "gw" in api.get().json())
+    r = api.get()
+    body = r.json()
+    assert body["gw"] == "fastgw" and body["n"] == 2
+    assert body["iris_id"] == "A" and "id" not in body
+    assert r.headers["Content-Length"] == str(len(r.content))
+    assert "Transfer-Encoding" not in r.headers
+
+
 # --------------------------------------------------------------------------- precedence
 
 def test_precedence_global_service_route_consumer(api: Api) -> None:

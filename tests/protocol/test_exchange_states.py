@@ -29,7 +29,11 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 def harness(pooled: int = 1, **gateway: Any) -> ProtocolHarness:
     """A harness whose worker records every exchange transition (WorkerContext.trace)."""
-    h = ProtocolHarness(atelier_config(**gateway), pooled=pooled)
+    plugins = gateway.pop("plugins", None)
+    document = atelier_config(**gateway)
+    if plugins is not None:
+        document["plugins"] = plugins
+    h = ProtocolHarness(document, pooled=pooled)
     h.server.trace = []
     return h
 
@@ -238,7 +242,47 @@ def gone_relaying(h: ProtocolHarness) -> bytes:
     return _gone(h)
 
 
+JSON_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 9\r\n\r\n"
+
+
+def json_rewritten(h: ProtocolHarness) -> bytes:
+    h.send(GET)
+    h.reply(JSON_HEAD + b'{"a":"b"}')
+    return h.client_bytes()
+
+
+def json_over_limit(h: ProtocolHarness) -> bytes:
+    size = ex_module.REWRITE_LIMIT + 1
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: %d\r\n\r\n" % size)
+    conn.data_received(b" " * (size - 1))
+    conn.data_received(b" ")
+    return h.client_bytes()
+
+
+def _collecting(h: ProtocolHarness) -> Any:
+    """A JSON response held back with part of its body in: its backend connection."""
+    h.send(GET)
+    conn = h.busy_backend()
+    conn.data_received(JSON_HEAD + b'{"a"')
+    return conn
+
+
+def json_reset_while_collecting(h: ProtocolHarness) -> bytes:
+    _collecting(h).connection_lost(None)
+    return h.client_bytes()
+
+
+def gone_collecting(h: ProtocolHarness) -> bytes:
+    _collecting(h)
+    return _gone(h)
+
+
 STREAMING = {"route": {"request_buffering": False}}
+JSON_EDITS = {"plugins": [{"name": "response-transformer",
+                           "config": {"add": {"json": ["gw:fastgw"]}}}]}
 
 # row -> (scenario, harness options, what the client must get)
 ROWS: dict[tuple[str, str], tuple[Callable[[ProtocolHarness], bytes], dict[str, Any], bytes]] = {
@@ -270,6 +314,10 @@ ROWS: dict[tuple[str, str], tuple[Callable[[ProtocolHarness], bytes], dict[str, 
     ("SENDING", "GONE"): (gone_sending, STREAMING, b""),
     ("WAITING", "GONE"): (gone_waiting, {}, b""),
     ("RELAYING", "GONE"): (gone_relaying, {}, b"HTTP/1.1 200"),
+    ("RELAYING", "HOLD"): (json_rewritten, JSON_EDITS, b"HTTP/1.1 200"),
+    ("COLLECTING", "RELEASE"): (json_over_limit, JSON_EDITS, b"HTTP/1.1 200"),
+    ("COLLECTING", "REPLY"): (json_reset_while_collecting, JSON_EDITS, b"HTTP/1.1 502"),
+    ("COLLECTING", "GONE"): (gone_collecting, JSON_EDITS, b""),
 }
 
 
@@ -289,6 +337,16 @@ def test_row(row: tuple[str, str]) -> None:
 def test_every_row_has_a_scenario() -> None:
     table = {(STATE_NAMES[s], EVENT_NAMES[e]) for s, e in TRANSITIONS}
     assert table == set(ROWS)
+
+
+def test_read_timeout_while_collecting_answers_504() -> None:
+    h = harness(**JSON_EDITS)
+    try:
+        _collecting(h).on_deadline(READ)
+        out = h.client_bytes()
+    finally:
+        h.close()
+    assert ("COLLECTING", "REPLY") in rows(h) and out.startswith(b"HTTP/1.1 504")
 
 
 def test_an_event_without_a_row_raises() -> None:

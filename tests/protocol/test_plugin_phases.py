@@ -187,3 +187,103 @@ def test_http_log_queues_off_the_request_path(cleanup: list[ProtocolHarness]) ->
     queue = next(iter(h.server.plugin_runtime.queues.values()))
     assert len(queue.entries) + queue.dropped >= 3 and queue.task is not None
     assert queue.entries[0]["request"]["uri"] == "/api/atelier/"
+
+
+JSON_EDITS = {"name": "response-transformer", "config": {
+    "remove": {"json": ["secret"]}, "add": {"json": ["gw:fastgw"]},
+    "rename": {"headers": ["X-Iris-Id:X-Backend"]}}}
+EDITED = b'{"id":"A","gw":"fastgw"}'
+
+
+def _json_reply(framing: bytes, body: bytes, ctype: bytes = b"application/json") -> bytes:
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: " + ctype + b"\r\nX-Iris-Id: A\r\n" + framing
+            + b"\r\n" + body)
+
+
+@pytest.mark.parametrize("reply", [
+    _json_reply(b"Content-Length: 28\r\n", b'{"id":"A","secret":"s3cr3t"}'),
+    _json_reply(b"Transfer-Encoding: chunked\r\n",
+                b'5\r\n{"id"\r\n17\r\n:"A","secret":"s3cr3t"}\r\n0\r\n\r\n'),
+], ids=["content-length", "chunked"])
+def test_json_body_rewritten_with_its_new_length(cleanup: list[ProtocolHarness],
+                                                  reply: bytes) -> None:
+    h = harness(JSON_EDITS)
+    _, out = run(cleanup, h, get(), reply)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert body == EDITED
+    assert b"\r\nContent-Length: %d\r\n" % len(EDITED) in head + b"\r\n"
+    assert b"Transfer-Encoding" not in head and head.count(b"Content-Length") == 1
+    assert b"X-Backend: A" in head
+    _, again = run(cleanup, h, get(), reply)  # the connection is still usable
+    assert again.endswith(EDITED)
+
+
+@pytest.mark.parametrize("request_,reply,expected", [
+    (get(), _json_reply(b"Content-Length: 8\r\n", b"not json"), b"not json"),
+    (get(), _json_reply(b"Content-Length: 12\r\n", b'{"secret":1}', b"text/plain"),
+     b'{"secret":1}'),
+    (get(method=b"HEAD"), _json_reply(b"Content-Length: 12\r\n", b""), b""),
+    (get(), b"HTTP/1.1 204 No Content\r\nContent-Type: application/json\r\n\r\n", b""),
+], ids=["invalid-json", "not-json", "head", "204"])
+def test_json_edits_leave_these_alone(cleanup: list[ProtocolHarness], request_: bytes,
+                                      reply: bytes, expected: bytes) -> None:
+    h = harness(JSON_EDITS)
+    _, out = run(cleanup, h, request_, reply)
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert body == expected
+    if b"HEAD" in request_ or b"not json" in reply or b"text/plain" in reply:
+        assert b"Content-Length: " + str(len(reply.partition(b"\r\n\r\n")[2]) or 12).encode() \
+            in head
+
+
+def test_json_body_over_the_bound_is_relayed_chunked_unchanged(
+        cleanup: list[ProtocolHarness]) -> None:
+    from fastgw.dataplane.exchange import REWRITE_LIMIT
+    h = harness(JSON_EDITS)
+    cleanup.append(h)
+    h.send(get())
+    conn = h.busy_backend()
+    conn.data_received(_json_reply(b"Transfer-Encoding: chunked\r\n", b""))
+    big = b"x" * (REWRITE_LIMIT // 2)
+    for _ in range(3):
+        conn.data_received(b"%x\r\n%s\r\n" % (len(big), big))
+    conn.data_received(b"0\r\n\r\n")
+    out = h.client_bytes()
+    head, _, body = out.partition(b"\r\n\r\n")
+    assert b"Transfer-Encoding: chunked" in head and b"Content-Length" not in head
+    assert body.endswith(b"0\r\n\r\n")
+    decoded = body.replace(b"%x\r\n" % len(big), b"").replace(b"\r\n", b"")[:-1]
+    assert decoded == big * 3
+
+
+def _collecting(cleanup: list[ProtocolHarness]) -> tuple[ProtocolHarness, Any]:
+    """A JSON response held back with part of its body in: (harness, backend connection)."""
+    h = harness(JSON_EDITS)
+    cleanup.append(h)
+    h.send(get())
+    conn = h.busy_backend()
+    conn.data_received(_json_reply(b"Content-Length: 100\r\n", b'{"id":'))
+    return h, conn
+
+
+def test_backend_cut_while_collecting_gets_a_502(cleanup: list[ProtocolHarness]) -> None:
+    h, conn = _collecting(cleanup)
+    conn.connection_lost(None)
+    out = h.client_bytes()
+    assert out.startswith(b"HTTP/1.1 502 ") and b'"id":' not in out
+
+
+def test_client_gone_while_collecting_frees_the_backend(cleanup: list[ProtocolHarness]) -> None:
+    h, conn = _collecting(cleanup)
+    h.client.connection_lost(None)
+    assert h.client_bytes() == b"" and conn.exchange is None and conn.closed
+
+
+def test_proxy_cache_keeps_the_rewritten_body(cleanup: list[ProtocolHarness]) -> None:
+    h = harness(JSON_EDITS, {"name": "proxy-cache", "config": {"strategy": "memory"}})
+    reply = _json_reply(b"Content-Length: 28\r\n", b'{"id":"A","secret":"s3cr3t"}')
+    _, miss = run(cleanup, h, get(), reply)
+    _, hit = run(cleanup, h, get(), None)  # answered from the cache: no backend
+    assert b"X-Cache-Status: Miss" in miss and b"X-Cache-Status: Hit" in hit
+    assert miss.endswith(b"\r\n\r\n" + EDITED) and hit.endswith(b"\r\n\r\n" + EDITED)
+    assert b"Content-Length: %d\r\n" % len(EDITED) in hit

@@ -7,6 +7,11 @@ one more value). Header names compare without case. The request's method
 (``http_method``), path (``replace.uri``), query string and body (form-urlencoded or a
 JSON object; values are strings, as in Kong) change with them.
 
+response-transformer's JSON body edits (`edit_json_body`) follow Kong's
+body_transformer.lua, quirks included: remove, rename, replace (only when the key holds a
+value other than ``false``), add (only when the key is absent or ``false``), append (the
+key becomes an array); values are strings unless ``json_types`` says boolean or number.
+
 The data plane never edits raw bytes with these: header edits come out as a ``FieldEdit``
 (names to drop, complete lines to add) that the one upstream-head builder (or the
 response head's writer) applies; query and body edits come out as new values.
@@ -14,13 +19,14 @@ response head's writer) applies; query and body edits come out as new values.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 from urllib.parse import parse_qsl, urlencode
 
 import orjson
 
 __all__ = ["FieldEdit", "edit_pairs", "edit_fields", "edit_query", "edit_body",
-           "split_pairs"]
+           "edit_json_body", "has_json_edits", "is_json_content_type", "split_pairs"]
 
 Pairs = list[tuple[str, Any]]
 _ACTIONS = ("remove", "rename", "replace", "add", "append")
@@ -150,3 +156,102 @@ def edit_body(content_type: bytes | None, body: bytes, ops: Mapping[str, Any]) -
                 out[k] = v
         return None if out == data else orjson.dumps(out)
     return None
+
+
+# --------------------------------------------------------------------------- JSON response bodies
+
+# Lua's tonumber on the decimal and hexadecimal spellings a config value may use.
+_DECIMAL = re.compile(r"\s*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\s*")
+_HEX = re.compile(r"\s*[+-]?0[xX][0-9a-fA-F]+\s*")
+
+
+def has_json_edits(ops: Mapping[str, Any]) -> bool:
+    """Kong's is_body_transform_set: some action edits the JSON body."""
+    return any((ops.get(a) or {}).get("json") for a in _ACTIONS)
+
+
+def is_json_content_type(value: bytes | None) -> bool:
+    """Kong's is_json_body: "application/json" anywhere in the Content-Type."""
+    return value is not None and b"application/json" in value.lower()
+
+
+def _json_pairs(items: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Kong's iter (``^([^:]+):*(.-)$``): the name up to the first colon, the value after
+    every colon that follows it; an empty value is nil."""
+    out: list[tuple[str, str | None]] = []
+    for item in items:
+        name, _, rest = item.partition(":")
+        value = rest.lstrip(":")
+        out.append((name, value or None))
+    return out
+
+
+def _number(text: str) -> int | float | None:
+    if _HEX.fullmatch(text):
+        return int(text.strip(), 16)
+    if not _DECIMAL.fullmatch(text):
+        return None
+    number = float(text)
+    return int(number) if number.is_integer() and abs(number) < 2 ** 53 else number
+
+
+def _json_value(value: str | None, json_type: str | None) -> Any:
+    """Kong's json_value: the value as cjson spells it inside a string (quotes and
+    slashes unescaped again; nil is "null"), cast to ``json_type``; None: no value."""
+    if value is None:
+        text = "null"
+    else:
+        text = orjson.dumps(value).decode()[1:-1].replace('\\"', '"')
+    if json_type == "number":
+        return _number(text)
+    if json_type == "boolean":
+        return text == "true"
+    return text
+
+
+def _append(current: Any, value: Any) -> list[Any]:
+    if isinstance(current, str):
+        return [current, value]
+    if isinstance(current, list):
+        return current + [value]
+    return [value]
+
+
+def edit_json_body(ops: Mapping[str, Any], body: bytes) -> bytes | None:
+    """The response body with ``ops``' JSON edits applied, or None when it is left as it
+    is: not valid JSON (Kong logs and passes it), or not an object (fastgw's choice: Kong
+    re-encodes an array unchanged and fails on a scalar)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict):
+        return None
+
+    def section(action: str, part: str) -> Sequence[Any]:
+        return (ops.get(action) or {}).get(part) or ()
+
+    for name, _ in _json_pairs(section("remove", "json")):
+        data.pop(name, None)
+    for old, new in _json_pairs(section("rename", "json")):
+        if old in data and new is not None:
+            value = data.pop(old)
+            data[new] = value
+            if old == new:
+                del data[new]  # Kong sets the new name, then clears the old one: gone
+    for action in ("replace", "add", "append"):
+        types = section(action, "json_types")
+        for i, (name, raw) in enumerate(_json_pairs(section(action, "json"))):
+            value = _json_value(raw, types[i] if i < len(types) else None)
+            if value is None:
+                continue
+            present = name in data and data[name] is not False  # Lua: false is falsy
+            if action == "replace":
+                if present:
+                    data[name] = value
+            elif action == "add":
+                if not present:
+                    data[name] = value
+            else:
+                data[name] = _append(data.get(name), value)
+    return orjson.dumps(data)

@@ -9,8 +9,15 @@ import uuid
 from typing import Any, Mapping
 
 from fastgw.core.plugins.cors import MANAGED_FIELDS, CorsPolicy
-from fastgw.core.plugins.transform import edit_body, edit_fields, edit_query
-from fastgw.dataplane.plugins.phases import PhasePlugin, PluginCall, PluginReply
+from fastgw.core.plugins.transform import (
+    edit_body,
+    edit_fields,
+    edit_json_body,
+    edit_query,
+    has_json_edits,
+    is_json_content_type,
+)
+from fastgw.dataplane.plugins.phases import BodyRewrite, PhasePlugin, PluginCall, PluginReply
 
 __all__ = ["Cors", "CorrelationId", "RequestTransformer", "ResponseTransformer"]
 
@@ -127,10 +134,28 @@ class ResponseTransformer(PhasePlugin):
         super().__init__(name, priority, instance_id)
         self.config = config
         self.filters_response = True
+        self.json_edits = JsonBodyEdits(config) if has_json_edits(config) else None
 
     def header_filter(self, call: PluginCall, status: int,
                       fields: list[tuple[bytes, bytes]]) -> None:
+        ctype = next((v for n, v in fields if n.lower() == b"content-type"), None)
         edit = edit_fields(fields, self.config)
         if edit is not None:
             for lname, lines in edit.by_name().items():
                 call.set_response_field(lname, lines)
+                if lname == b"content-type":
+                    ctype = lines.partition(b"\r\n")[0].partition(b":")[2].strip() or None
+        # Kong's body_filter reads the Content-Type as the header edits left it.
+        if self.json_edits is not None and is_json_content_type(ctype):
+            call.rewrite = self.json_edits
+
+
+class JsonBodyEdits(BodyRewrite):
+    """response-transformer's remove/rename/replace/add/append ``json`` edits."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = config
+
+    def rewrite(self, body: bytes) -> bytes:
+        edited = edit_json_body(self.config, body)
+        return body if edited is None else edited

@@ -21,7 +21,12 @@ makes one `PluginCall` (the request's plugin state) and runs the phases:
   body           a plugin that keeps the response (proxy-cache) sets `call.tee` (a
                  `BodyTee`) in access or header_filter: every body chunk is handed to it
                  as it goes to the client (decoded: never the chunked framing), then
-                 `complete()` once the response was read whole. Nothing is held back.
+                 `complete()` once the response was read whole.
+                 A plugin that rewrites the body (response-transformer's JSON edits) sets
+                 `call.rewrite` (a `BodyRewrite`) in header_filter: the exchange then holds
+                 the head back, collects the body (bounded: over the bound it passes
+                 unchanged), and sends the head with the new Content-Length and the
+                 rewritten body; the tee sees the body the client gets.
   log            after the response, for plugins that report requests (`log_plugins`).
 
 Consumers. An auth plugin sets `consumer` and `credential`; when the consumer has
@@ -44,7 +49,7 @@ from fastgw.core.http.fields import SERVER_TOKEN
 from fastgw.core.http.gateway_fields import GatewayFields
 from fastgw.core.http.request import RequestHead
 
-__all__ = ["BodyTee", "PhasePlugin", "PluginCall", "PluginChain", "PluginReply",
+__all__ = ["BodyRewrite", "BodyTee", "PhasePlugin", "PluginCall", "PluginChain", "PluginReply",
            "render_reply"]
 
 CRLF: Final = b"\r\n"
@@ -104,6 +109,14 @@ class BodyTee:
         """The response was read whole (never called for one cut short)."""
 
 
+class BodyRewrite:
+    """Rewrites a whole response body (see ``body`` above)."""
+
+    def rewrite(self, body: bytes) -> bytes:
+        """The body to send instead of ``body`` (the same object: unchanged)."""
+        return body
+
+
 class PluginCall:
     """One request's plugin state: who the client is, and what the plugins changed."""
 
@@ -131,6 +144,7 @@ class PluginCall:
         self.response_fields: dict[bytes, bytes] | None = None
         self.response_extra: list[bytes] | None = None
         self.tee: BodyTee | None = None  # keeps the response body (proxy-cache)
+        self.rewrite: BodyRewrite | None = None  # rewrites it (response-transformer)
         self.ran: list[PhasePlugin] = []  # plugins whose access phase ran, in order
         self.chain = chain  # the consumer's chain once one is identified
         self.body_limit = 0  # request-size-limiting: bytes (0: the node's limit only)
