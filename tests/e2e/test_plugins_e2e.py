@@ -573,7 +573,8 @@ def test_every_plugin_from_config_json() -> None:
             route("req", {"name": "request-transformer",
                           "config": {"add": {"headers": ["X-From:file"]}}}),
             route("resp", {"name": "response-transformer",
-                           "config": {"add": {"headers": ["X-Resp:file"]}}}),
+                           "config": {"add": {"headers": ["X-Resp:file"], "json": ["from:file"]},
+                                      "remove": {"json": ["headers"]}}}),
         ]
         with GatewayProcess(config) as gw:
             def get(path: str, **kw: Any) -> requests.Response:
@@ -590,4 +591,7 @@ def test_every_plugin_from_config_json() -> None:
             r = get("/cors/echo", headers={"Origin": "http://a.example"})
             assert r.headers["Access-Control-Allow-Origin"] == "http://a.example"
             assert upstream_headers(get("/req/echo"))["x-from"] == "file"
-            assert get("/resp/echo").headers["X-Resp"] == "file"
+            r = get("/resp/echo")
+            assert r.headers["X-Resp"] == "file"
+            assert r.json()["from"] == "file" and "headers" not in r.json()
+            assert int(r.headers["Content-Length"]) == len(r.content)
