@@ -201,3 +201,48 @@ def test_reweighted_targets(change: Callable[[Config], Config], weights: list[in
     old = load_declarative(_doc(3))
     found = reweighted_targets(old, change(old))
     assert (None if found is None else [t.weight for t in found]) == weights
+
+
+def test_a_routes_only_change_takes_over_the_live_snapshots_parts() -> None:
+    """Adding, changing or removing a route keeps the live snapshot's balancers and the plans
+    (with their bound stats) of every other route; only the changed routes get new plans.
+    Any other change builds every part again."""
+
+    async def test(w: Worker) -> None:
+        old = w.server.snapshot
+        await w.acked(w.change(_add_route(w.config, "/added")))
+        new = w.server.snapshot
+        added = next(r for r in w.config.routes if r.paths == ("/added",))
+        assert new.upstreams is old.upstreams and new.balancers is old.balancers
+        assert all(new.route_plans[rid] is plan for rid, plan in old.route_plans.items())
+        assert new.new_plans == [new.route_plans[added.id]]
+        stats = new.route_plans[added.id].stats
+        assert stats in w.server.stats.routes.values()  # bound, like every plan
+        assert w.match("/added").route.id == added.id  # (the worker decoded its own copy)
+        assert w.reconfigurer.retired.runtimes == []  # nothing live is retired
+
+        route = w.config.route("r3")
+        assert route is not None
+        plans = dict(new.route_plans)  # a replaced snapshot's plans are let go of
+        await w.acked(w.change(_canonical(E.update(w.config, "routes", route,
+                                                   {"paths": ["/moved"]})[0])))
+        moved = w.server.snapshot
+        assert moved.route_plans[route.id] is not plans[route.id]
+        assert moved.route_plans[route.id].route.paths == ("/moved",)
+        assert w.match("/moved").route.id == route.id and w.match("/s3") is None
+        assert moved.route_plans[added.id] is plans[added.id]
+
+        await w.acked(w.change(E.delete(w.config, "routes", added)))
+        assert added.id not in w.server.snapshot.route_plans and w.match("/added") is None
+
+        kept = w.server.snapshot
+        kept_plans, kept_upstream = dict(kept.route_plans), kept.upstreams["u"]
+        service = w.config.service("s2")
+        assert service is not None
+        await w.acked(w.change(E.update(w.config, "services", service, {"retries": 1})[0]))
+        rebuilt = w.server.snapshot
+        assert rebuilt.new_plans is None and rebuilt.upstreams["u"] is not kept_upstream
+        assert not any(rebuilt.route_plans[rid] is plan for rid, plan in kept_plans.items())
+        assert rebuilt.route_plans[w.config.routes[2].id].retries == 1
+
+    _run(20, test)
