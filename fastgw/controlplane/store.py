@@ -114,11 +114,11 @@ class FileFingerprint:
     inode: int
     size: int
     mtime_ns: int
-    content: tuple[bytes, ...]
+    content: Sequence[bytes]  # the pieces as written (never changed afterwards)
 
     @classmethod
     def of(cls, stat: os.stat_result, content: Sequence[bytes]) -> "FileFingerprint":
-        return cls(stat.st_ino, stat.st_size, stat.st_mtime_ns, tuple(content))
+        return cls(stat.st_ino, stat.st_size, stat.st_mtime_ns, content)
 
     def same_stat(self, stat: os.stat_result) -> bool:
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns) == (self.inode, self.size,
@@ -229,8 +229,12 @@ def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
     views: list[bytes | memoryview] = [p for p in pieces if p]
     first = 0
     while first < len(views):
-        written = os.writev(fd, views[first:first + _IOV_MAX])
-        while written:  # skip what went out; a short write leaves part of a piece
+        batch = views[first:first + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written == sum(map(len, batch)):  # a regular file takes it all
+            first += len(batch)
+            continue
+        while written:  # a short write: skip what went out, keep the rest of a piece
             if written >= len(views[first]):
                 written -= len(views[first])
                 first += 1
