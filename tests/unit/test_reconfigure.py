@@ -188,6 +188,43 @@ def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
     _run(5000, test)
 
 
+@pytest.mark.timing
+def test_route_writes_on_10000_routes_hold_the_loop_only_briefly() -> None:
+    """Adding routes to 10,000: the loop waits for the GIL only briefly. Measured (2-core
+    box, compiled): lags p95 ~2.5 ms, max ~5.5 ms; before the router's sort was sliced,
+    its teardown sliced and the handover rate-limited, p95 ~5.5 ms, max ~10 ms."""
+
+    async def test(w: Worker) -> None:
+        lags: list[float] = []
+        stop = False
+
+        async def ticker() -> None:
+            while not stop:
+                t0 = time.perf_counter()
+                await asyncio.sleep(0.001)
+                lags.append(time.perf_counter() - t0)
+
+        changes = []
+        cfg = w.config
+        for i in range(4):
+            new = _add_route(cfg, f"/during{i}")
+            changes.append(new)
+            cfg = new
+        tick = asyncio.ensure_future(ticker())
+        await asyncio.sleep(0.05)
+        lags.clear()
+        for new in changes:
+            ack = await w.acked(w.change(new))
+            assert ack["ok"] and ack["in_place"] is False
+        stop = True
+        await tick
+        lags.sort()
+        p95 = lags[int(len(lags) * 0.95)]
+        assert p95 < 0.005 and lags[-1] < 0.03, (p95, lags[-1], len(lags))
+
+    _run(10000, test)
+
+
 @pytest.mark.parametrize(("change", "weights"), [
     (lambda c: _reweight(c, 3), [3]),
     (lambda c: _reweight(_reweight(c, 3), 100), []),  # back where it was: nothing to do
