@@ -94,6 +94,8 @@ class _Array:
     items: dict[Any, _Item]
 
 
+# Collections whose items nest children: the children's foreign key to their parent.
+_NESTED = {"services": "service", "upstreams": "upstream", "certificates": "certificate"}
 # A config holding one top-level item (and its nested children), for dump_declarative.
 _ALONE: dict[str, Callable[[tuple[Any, ...]], Config]] = {
     "services": lambda parts: Config(services=parts[:1], routes=parts[1:]),
@@ -223,6 +225,14 @@ class DocumentEncoder:
         """Members of a config at ``depth`` (its collections' items sit at depth + 2)."""
         item_depth = depth + 2
 
+        def item(kind: str, parts: tuple[Any, ...], hit: _Item | None) -> _Item:
+            """The encoded item of ``parts``: ``hit`` when made from the same entities."""
+            if hit is None or hit[0] != parts:  # tuple ==: identity first, then equality
+                encoded = _pad(item_depth) + _value(
+                    dump_declarative(_ALONE[kind](parts))[kind][0], item_depth)
+                hit = (parts, encoded, _sha(encoded))
+            return hit
+
         def array(kind: str, sources: tuple[Any, ...],
                   make: Callable[[], list[tuple[Any, ...]]]) -> _Member:
             """A whole collection, reused as is while its source tuples are the same objects
@@ -235,14 +245,15 @@ class DocumentEncoder:
                 self._arrays[key] = old
                 return kind, old.pieces, old.digest
             known = old.items if old is not None else {}
+            if old is not None and kind in _NESTED and old.sources[0] is sources[0]:
+                patched = self._children_changed(
+                    old, sources, _NESTED[kind], lambda parts, hit: item(kind, parts, hit))
+                if patched is not None:
+                    self._arrays[key] = patched
+                    return kind, patched.pieces, patched.digest
             items: dict[Any, _Item] = {}
             for parts in make():
-                hit = known.get(parts[0].id)
-                if hit is None or hit[0] != parts:  # tuple ==: identity first, then equality
-                    encoded = _pad(item_depth) + _value(
-                        dump_declarative(_ALONE[kind](parts))[kind][0], item_depth)
-                    hit = (parts, encoded, _sha(encoded))
-                items[parts[0].id] = hit
+                items[parts[0].id] = item(kind, parts, known.get(parts[0].id))
             encoded_items = list(items.values())
             new = _Array(sources, _array([i[1] for i in encoded_items], depth + 1),
                          _sha(b"".join(i[2] for i in encoded_items)), items)
@@ -282,6 +293,38 @@ class DocumentEncoder:
         # Kong collections and metadata fastgw keeps verbatim without implementing them.
         members += [_plain(key, v, depth + 1) for key, v in cfg.extra.items()]
         return members
+
+    @staticmethod
+    def _children_changed(old: _Array, sources: tuple[Any, ...], fk: str,
+                          item: Callable[[tuple[Any, ...], _Item | None], _Item]
+                          ) -> _Array | None:
+        """``old`` with the items of the parents whose children changed made again: a route
+        added to one of 10,000 services encodes that service, not a pass over all of them.
+        None when the unchanged children moved relative to each other (rebuild it all)."""
+        parents, children = sources
+        before, after = old.sources[1], children
+        was, now = set(map(id, before)), set(map(id, after))
+        if [c for c in before if id(c) in now] != [c for c in after if id(c) in was]:
+            return None  # (list ==: identity first, so this costs a pass, no more)
+        touched = {getattr(c, fk) for c in after if id(c) not in was}
+        touched.update(getattr(c, fk) for c in before if id(c) not in now)
+        touched &= old.items.keys()  # (children without a parent are not nested here)
+        if not touched:
+            return _Array(sources, old.pieces, old.digest, old.items)
+        nested: dict[Any, list[Any]] = {parent: [] for parent in touched}
+        for child in after:
+            found = nested.get(getattr(child, fk))
+            if found is not None:
+                found.append(child)
+        items = dict(old.items)
+        pieces = list(old.pieces)
+        for position, parent_id in enumerate(items):  # items are in the parents' order
+            if parent_id in touched:
+                hit = old.items[parent_id]
+                new = item((hit[0][0], *nested[parent_id]), hit)
+                items[parent_id] = new
+                pieces[1 + 2 * position] = new[1]  # _array: "[", item, ",", item, ...
+        return _Array(sources, pieces, _sha(b"".join(i[2] for i in items.values())), items)
 
     @staticmethod
     def _has_loose_routes(cfg: Config, workspace: str, arrays: dict[_Key, _Array]) -> bool:

@@ -81,6 +81,11 @@ CHANGES: list[tuple[str, Callable[[Config], Config]]] = [
     ("default", lambda c: E.create(c, "routes", {"paths": ["/mid"]},
                                    ("service", _service(c, "s1").id))[0]),
     ("default", lambda c: E.update(c, "targets", c.targets[1], {"weight": 9})[0]),
+    # a route moved to another service, one deleted: two services' items change
+    ("default", lambda c: E.update(c, "routes", c.route("r2"),
+                                   {"service": {"id": _service(c, "s3").id}})[0]),
+    ("default", lambda c: E.delete(c, "routes", c.route("r0"))),
+    ("default", lambda c: E.delete(c, "targets", c.targets[0])),
     ("default", lambda c: E.create(c, "services", {"name": "new", "host": "u"})[0]),
     ("default", lambda c: E.create(c, "plugins", {"name": "canary", "route": {"id": c.routes[0].id},
                                                   "config": {"percentage": 1,
