@@ -301,8 +301,7 @@ class DocumentEncoder:
         """``old`` with the items of the parents whose children changed made again: a route
         added to one of 10,000 services encodes that service, not a pass over all of them.
         None when the unchanged children moved relative to each other (rebuild it all)."""
-        parents, children = sources
-        before, after = old.sources[1], children
+        before, after = old.sources[1], sources[1]
         was, now = set(map(id, before)), set(map(id, after))
         if [c for c in before if id(c) in now] != [c for c in after if id(c) in was]:
             return None  # (list ==: identity first, so this costs a pass, no more)
