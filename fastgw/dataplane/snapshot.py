@@ -312,14 +312,7 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
             used.add((service.host, service.port))
             balancers[service.id] = DirectRuntime(direct)
 
-    live_routes = []
-    for count, route in enumerate(config.routes):
-        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
-            pause()
-        found = services.get(route.service) if route.service else None
-        if found is not None and not found.enabled:
-            continue  # Kong: a disabled service's routes do not match
-        live_routes.append(route)
+    live_routes = _live_routes(config, services, pause)
     # Each route's plugins, resolved once (Kong's precedence and priorities); the canary
     # plugin is the route's balancer.
     chains, canaries = build_chains(config, live_routes, services,
@@ -351,6 +344,20 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
     return snapshot
 
 
+def _live_routes(config: Config, services: dict[str, Service],
+                 pause: Callable[[], None] | None) -> list[Route]:
+    """The routes that can match: Kong's disabled services' routes do not."""
+    live = []
+    for count, route in enumerate(config.routes):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
+        found = services.get(route.service) if route.service else None
+        if found is not None and not found.enabled:
+            continue
+        live.append(route)
+    return live
+
+
 def _with_new_routes(previous: Snapshot, config: Config, registry: PoolRegistry, version: int,
                      keep_pools: set[tuple[Any, ...]] | None,
                      pause: Callable[[], None] | None,
@@ -368,15 +375,9 @@ def _with_new_routes(previous: Snapshot, config: Config, registry: PoolRegistry,
     used.update(previous.pools_used)
     services = {s.id: s for s in config.services}
     old_plans = previous.route_plans
-    live_routes = []
+    live_routes = _live_routes(config, services, pause)
     fresh = []
-    for count, route in enumerate(config.routes):
-        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
-            pause()
-        found = services.get(route.service) if route.service else None
-        if found is not None and not found.enabled:
-            continue
-        live_routes.append(route)
+    for route in live_routes:
         old = old_plans.get(route.id)
         if old is None or old.route is not route:
             fresh.append(route)

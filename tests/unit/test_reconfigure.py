@@ -75,6 +75,33 @@ class Worker:
         return self.server.snapshot.router.match("GET", "example.com", path, {})
 
 
+class LoopLag:
+    """``async with LoopLag() as lags``: how late a 1 ms sleep wakes, tick after tick,
+    while the body runs (the loop's latency, as a request waiting for it sees it)."""
+
+    def __init__(self) -> None:
+        self.lags: list[float] = []
+        self._stop = False
+        self._tick: asyncio.Future[None] | None = None
+
+    async def _ticker(self) -> None:
+        while not self._stop:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.001)
+            self.lags.append(time.perf_counter() - t0)
+
+    async def __aenter__(self) -> list[float]:
+        self._tick = asyncio.ensure_future(self._ticker())
+        await asyncio.sleep(0.05)
+        self.lags.clear()
+        return self.lags
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop = True
+        assert self._tick is not None
+        await self._tick
+
+
 def _run(services: int, test: Callable[[Worker], Awaitable[None]]) -> None:
     async def main() -> None:
         worker = Worker(load_declarative(_doc(services)))
@@ -165,22 +192,10 @@ def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
     the compiled build too (its builders pause every 256 routes to hand over the GIL)."""
 
     async def test(w: Worker) -> None:
-        lags: list[float] = []
-        stop = False
-
-        async def ticker() -> None:
-            while not stop:
-                t0 = time.perf_counter()
-                await asyncio.sleep(0.001)
-                lags.append(time.perf_counter() - t0)
-
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0.05)
-        started = time.perf_counter()
-        ack = await w.acked(w.change(_add_route(w.config, "/during")))
-        took = time.perf_counter() - started
-        stop = True
-        await tick
+        async with LoopLag() as lags:
+            started = time.perf_counter()
+            ack = await w.acked(w.change(_add_route(w.config, "/during")))
+            took = time.perf_counter() - started
         assert ack["ok"] and ack["in_place"] is False
         assert max(lags) < 0.05, (max(lags), took)
         assert len(lags) > 10
@@ -195,29 +210,15 @@ def test_route_writes_on_10000_routes_hold_the_loop_only_briefly() -> None:
     its teardown sliced and the handover rate-limited, p95 ~5.5 ms, max ~10 ms."""
 
     async def test(w: Worker) -> None:
-        lags: list[float] = []
-        stop = False
-
-        async def ticker() -> None:
-            while not stop:
-                t0 = time.perf_counter()
-                await asyncio.sleep(0.001)
-                lags.append(time.perf_counter() - t0)
-
         changes = []
         cfg = w.config
         for i in range(4):
-            new = _add_route(cfg, f"/during{i}")
-            changes.append(new)
-            cfg = new
-        tick = asyncio.ensure_future(ticker())
-        await asyncio.sleep(0.05)
-        lags.clear()
-        for new in changes:
-            ack = await w.acked(w.change(new))
-            assert ack["ok"] and ack["in_place"] is False
-        stop = True
-        await tick
+            cfg = _add_route(cfg, f"/during{i}")
+            changes.append(cfg)
+        async with LoopLag() as lags:
+            for new in changes:
+                ack = await w.acked(w.change(new))
+                assert ack["ok"] and ack["in_place"] is False
         lags.sort()
         p95 = lags[int(len(lags) * 0.95)]
         assert p95 < 0.005 and lags[-1] < 0.03, (p95, lags[-1], len(lags))
