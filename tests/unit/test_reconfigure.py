@@ -6,6 +6,7 @@ messages the supervisor sends, and the tests look at what the server runs."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from dataclasses import replace
 from typing import Any, Awaitable, Callable
@@ -16,6 +17,7 @@ from fastgw.config import Config, load_declarative
 from fastgw.config.declarative import grouped_by_parent
 from fastgw.config.delta import config_delta
 from fastgw.controlplane.admin import entities as E
+from fastgw.dataplane import reconfigure
 from fastgw.dataplane.reconfigure import Reconfigurer, reweighted_targets
 from fastgw.dataplane.server import ProxyServer
 
@@ -204,26 +206,41 @@ def test_the_proxy_loop_keeps_turning_during_a_build() -> None:
 
 
 @pytest.mark.timing
-def test_route_writes_on_10000_routes_hold_the_loop_only_briefly() -> None:
-    """Adding routes to 10,000: the loop waits for the GIL only briefly. Measured (2-core
-    box, compiled): lags p95 ~2.5 ms, max ~5.5 ms; before the router's sort was sliced,
-    its teardown sliced and the handover rate-limited, p95 ~5.5 ms, max ~10 ms."""
+def test_route_writes_on_10000_routes_offer_the_gil_often(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding routes to 10,000: the builder thread never runs long without offering the
+    GIL to the loop (its pause). Measured as the builder's own CPU time between two
+    pauses, which other jobs on the machine stretch much less than a wall-clock loop lag.
+    Compiled, 2-core box: at most ~5.5 ms (a young collection, the decode); before the
+    router's sort and the teardown of a replaced router were sliced, ~30 ms."""
+    longest = [0.0]
+    last: dict[int, float] = {}
+    handover = reconfigure._give_up_the_gil
+
+    def pause() -> None:
+        now = time.thread_time()
+        thread = threading.get_ident()
+        if thread in last:
+            longest[0] = max(longest[0], now - last[thread])
+        handover()
+        last[thread] = time.thread_time()
+
+    monkeypatch.setattr(reconfigure, "_give_up_the_gil", pause)
 
     async def test(w: Worker) -> None:
         changes = []
         cfg = w.config
-        for i in range(4):
+        for i in range(3):
             cfg = _add_route(cfg, f"/during{i}")
             changes.append(cfg)
-        async with LoopLag() as lags:
-            for new in changes:
-                ack = await w.acked(w.change(new))
-                assert ack["ok"] and ack["in_place"] is False
-        lags.sort()
-        p95 = lags[int(len(lags) * 0.95)]
-        assert p95 < 0.005 and lags[-1] < 0.03, (p95, lags[-1], len(lags))
+        for new in changes:
+            ack = await w.acked(w.change(new))
+            assert ack["ok"] and ack["in_place"] is False
+            await w.reconfigurer._off_loop(lambda: None)  # the teardown is done
+            last.clear()  # (what runs between two builds is not a build's stretch)
 
     _run(10000, test)
+    assert longest[0] < 0.015, longest[0]  # (half the unsliced build's: loaded CI boxes)
 
 
 @pytest.mark.parametrize(("change", "weights"), [
