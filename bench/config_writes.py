@@ -16,6 +16,9 @@ poller asks ``/status/ready`` every 50 ms. It reports, as issue 14's table:
 * proxy p99 during writes: the requests scheduled between the first PATCH and the moment
   every worker runs the last version, next to the p99 before the writes;
 * ``/status/ready`` 503s among the polls of the write phase;
+* CPU per write: the supervisor's and each worker's CPU time (user + system, from
+  /proc) over the write phase, divided by the writes. It moves much less than the p99
+  when other jobs share the machine: the steadier figure for a before/after;
 
 and the issue's targets: p99 during writes within max(2x baseline, baseline + 5 ms), a
 weight change on every worker within 50 ms, an Admin write within 50 ms (medians).
@@ -82,6 +85,16 @@ def _wait(predicate: Any, timeout: float, what: str) -> None:
         raise TimeoutError(f"{what}: not within {timeout}s") from None
 
 
+def _cpu_ms(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def _all_current(admin_url: str) -> bool:
     # The admin listener's /status: the status listener's asks every worker for its
     # counters, which is a scrape, and a scrape is not what is measured here.
@@ -137,6 +150,7 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
             poller = threading.Thread(target=poll_ready, daemon=True)
             write_ms: list[float] = []
             codes: list[int] = []
+            cpu_from = [_cpu_ms(pid) for pid in [gw.pid, *workers]]
             writes_from = time.monotonic()
             poller.start()
             with requests.Session() as s:
@@ -148,6 +162,7 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
                     codes.append(r.status_code)
             _wait(lambda: _all_current(admin_url), 300, "last version on every worker")
             writes_until = time.monotonic()
+            cpu_until = [_cpu_ms(pid) for pid in [gw.pid, *workers]]
             stop.set()
             poller.join(15)
             time.sleep(0.5)
@@ -169,6 +184,8 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
     before = [ms for t, ms, st in samples if t < writes_from]
     during = [ms for t, ms, st in samples if writes_from <= t <= writes_until]
     failed = sum(1 for _, _, st in samples if st != 200)
+    cpu = [None if a is None or b is None else (b - a) / writes
+           for a, b in zip(cpu_from, cpu_until)]
     return {
         "services": services,
         "kind": kind,
@@ -184,6 +201,7 @@ def measure(root: Path, services: int, backends: list[IrisProcess], *, writes: i
         "proxy_failed": failed,
         "ready_503": {"count": sum(1 for c in polls if c == 503), "polls": len(polls)},
         "write_phase_s": writes_until - writes_from,
+        "cpu_ms_per_write": {"supervisor": cpu[0], "workers": cpu[1:]},
     }
 
 
@@ -193,11 +211,16 @@ def _fmt(x: float | None) -> str:
     return f"{x / 1000:.2f} s" if x >= 1000 else f"{x:.1f} ms"
 
 
+def _fmt_cpu(cpu: dict[str, Any]) -> str:
+    workers = " + ".join(_fmt(w) for w in cpu["workers"])
+    return f"{_fmt(cpu['supervisor'])} / {workers}"
+
+
 def format_table(results: list[dict[str, Any]]) -> str:
     lines = [("| checkout | services + routes | writes | Admin write (median / max) | spread to "
               "all workers (median / max) | proxy p99 before -> during writes (max) | "
-              "`/status/ready` 503 |"),
-             "|---|---|---|---|---|---|---|"]
+              "`/status/ready` 503 | CPU per write: supervisor / workers |"),
+             "|---|---|---|---|---|---|---|---|"]
     for r in results:
         p99 = r["proxy_p99_ms"]
         lines.append(
@@ -206,7 +229,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
             f"{_fmt(r['admin_write_ms']['max'])} | {_fmt(r['spread_ms']['median'])} / "
             f"{_fmt(r['spread_ms']['max'])} | {_fmt(p99['before'])} -> {_fmt(p99['during'])} "
             f"({_fmt(p99['during_max'])}) | {r['ready_503']['count']} of "
-            f"{r['ready_503']['polls']} polls |")
+            f"{r['ready_503']['polls']} polls | {_fmt_cpu(r['cpu_ms_per_write'])} |")
     return "\n".join(lines)
 
 

@@ -39,9 +39,9 @@ import hashlib
 import logging
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import orjson
 
@@ -107,27 +107,29 @@ class FileChangedOnDisk(Exception):
 @dataclass(frozen=True, slots=True)
 class FileFingerprint:
     """What the store knows the config file to be: a stat check first (cheap), the content
-    hash when the stat differs (a ``touch`` or a chmod is not an edit)."""
+    itself when the stat differs (a ``touch`` or a chmod is not an edit). The content is
+    kept as the pieces it was written from (the encoder holds them anyway), so a write
+    never hashes the whole file."""
 
     inode: int
     size: int
     mtime_ns: int
-    digest: str
+    content: Sequence[bytes]  # the pieces as written (never changed afterwards)
 
     @classmethod
-    def of(cls, stat: os.stat_result, digest: str) -> "FileFingerprint":
-        return cls(stat.st_ino, stat.st_size, stat.st_mtime_ns, digest)
+    def of(cls, stat: os.stat_result, content: Sequence[bytes]) -> "FileFingerprint":
+        return cls(stat.st_ino, stat.st_size, stat.st_mtime_ns, content)
 
     def same_stat(self, stat: os.stat_result) -> bool:
         return (stat.st_ino, stat.st_size, stat.st_mtime_ns) == (self.inode, self.size,
                                                                  self.mtime_ns)
 
+    def same_content(self, data: bytes) -> bool:
+        return len(data) == sum(map(len, self.content)) and data == b"".join(self.content)
+
 
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-_HASHER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="config-hash")
 
 
 def read_config_bytes(path: str) -> tuple[bytes, os.stat_result]:
@@ -222,8 +224,32 @@ def content_etag(digest: str) -> str:
     return digest[:32]
 
 
-def atomic_write(path: str, data: bytes, *, private: bool = False) -> os.stat_result:
-    """Replace ``path`` with ``data`` so that a crash leaves the old or the new file.
+def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
+    """Write ``pieces`` in order without joining them (a 13 MB copy saved)."""
+    views: list[bytes | memoryview] = [p for p in pieces if p]
+    first = 0
+    while first < len(views):
+        batch = views[first:first + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written == sum(map(len, batch)):  # a regular file takes it all
+            first += len(batch)
+            continue
+        while written:  # a short write: skip what went out, keep the rest of a piece
+            if written >= len(views[first]):
+                written -= len(views[first])
+                first += 1
+            else:
+                views[first] = memoryview(views[first])[written:]
+                written = 0
+
+
+_IOV_MAX = 1024  # pieces per writev (Linux's limit)
+
+
+def atomic_write(path: str, data: bytes | Sequence[bytes], *,
+                 private: bool = False) -> os.stat_result:
+    """Replace ``path`` with ``data`` (bytes, or pieces to write in order) so that a crash
+    leaves the old or the new file.
     Returns the stat of the new file (taken before the rename: it is ours for sure).
     ``private``: readable by its owner only, whatever the file's mode was (private keys)."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
@@ -236,8 +262,7 @@ def atomic_write(path: str, data: bytes, *, private: bool = False) -> os.stat_re
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+            _write_all(f.fileno(), [data] if isinstance(data, bytes) else data)
             os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
             stat = os.fstat(f.fileno())
@@ -257,25 +282,43 @@ def atomic_write(path: str, data: bytes, *, private: bool = False) -> os.stat_re
     return stat
 
 
-def _dangling_references(configs: Mapping[str, Config]) -> Errors:
+_REFERENCES = (("routes", "service", "services"), ("targets", "upstream", "upstreams"),
+               ("plugins", "service", "services"), ("plugins", "route", "routes"),
+               ("plugins", "consumer", "consumers"), ("snis", "certificate", "certificates"),
+               ("services", "client_certificate", "certificates"),
+               ("upstreams", "client_certificate", "certificates"))
+
+
+def _same_collections(cfg: Config, known: Config | None, *kinds: str) -> bool:
+    return known is not None and all(getattr(cfg, k) is getattr(known, k) for k in kinds)
+
+
+def _dangling_references(configs: Mapping[str, Config],
+                         valid: Mapping[str, Config] | None = None) -> Errors:
     """Foreign keys to nothing. Checked before the dump, which nests children under their
-    parents and would otherwise drop an orphan silently instead of refusing it."""
+    parents and would otherwise drop an orphan silently instead of refusing it.
+
+    ``valid``: configs known to hold no dangling reference (the store's current state).
+    A reference between two collections that are the very tuples ``valid`` holds cannot
+    dangle, so it is not looked at: a target's weight change checks the targets only,
+    not 10,000 routes."""
     errors: Errors = []
     for ws, cfg in configs.items():
         prefix = "" if ws == DEFAULT_WORKSPACE else f"workspaces.{ws}."
-        ids = {k: {e.id for e in getattr(cfg, k)} for k in ("services", "routes", "upstreams",
-                                                            "consumers", "certificates")}
-        refs = [("routes", "service", "services"), ("targets", "upstream", "upstreams"),
-                ("plugins", "service", "services"), ("plugins", "route", "routes"),
-                ("plugins", "consumer", "consumers"), ("snis", "certificate", "certificates"),
-                ("services", "client_certificate", "certificates"),
-                ("upstreams", "client_certificate", "certificates")]
-        for kind, fk, target in refs:
+        known = valid.get(ws) if valid is not None else None
+        ids: dict[str, set[Any]] = {}
+        for kind, fk, target in _REFERENCES:
+            if _same_collections(cfg, known, kind, target):
+                continue
+            if target not in ids:
+                ids[target] = {e.id for e in getattr(cfg, target)}
             for i, e in enumerate(getattr(cfg, kind)):
                 ref = getattr(e, fk)
                 if ref is not None and ref not in ids[target]:
                     errors.append((f"{prefix}{kind}[{i}].{fk}", f"invalid reference '{fk}: {ref}' "
                                    f"(no such entry in '{target}')"))
+        if _same_collections(cfg, known, "services", "ca_certificates"):
+            continue
         cas = {c.id for c in cfg.ca_certificates}
         for i, service in enumerate(cfg.services):
             for ref in service.ca_certificates or ():
@@ -333,8 +376,8 @@ class FileConfigStore:
         doc = decode_document(raw, self.path)
         workspaces, configs, gateway = parse_document(doc, env=self.env, overrides=self.overrides)
         state = self._make_state(version, workspaces, configs, gateway)
-        etag = content_etag(_digest(b"".join(self._file_pieces(state))))
-        return replace(state, etag=etag), FileFingerprint.of(stat, _digest(raw))
+        _, etag = self._file_pieces(state)
+        return replace(state, etag=etag), FileFingerprint.of(stat, (raw,))
 
     def _make_state(self, version: int, workspaces: tuple[Workspace, ...],
                     configs: Mapping[str, Config], raw: Mapping[str, Any] | None) -> StoreState:
@@ -369,14 +412,15 @@ class FileConfigStore:
         rules, and the canonical order a reload of the file gives.
         """
         cur = self.state
-        dangling = _dangling_references(configs)
+        dangling = _dangling_references(configs, valid=cur.configs)
         if dangling:
             raise ConfigError(dangling)
         if len(configs) > 1:
             cross = cross_workspace_errors(configs)
             if cross:
                 raise ConfigError(cross)
-        ordered = {name: _canonical(cfg) for name, cfg in configs.items()}
+        ordered = {name: _canonical(cfg, cur.configs.get(name))
+                   for name, cfg in configs.items()}
         return self._make_state(cur.version + 1, workspaces, ordered, cur.gateway_raw)
 
     async def commit(self, workspaces: tuple[Workspace, ...],
@@ -411,12 +455,12 @@ class FileConfigStore:
             return new
 
     async def _save_and_publish(self, new: StoreState) -> StoreState:
-        pieces = self._file_pieces(new)
+        pieces, etag = self._file_pieces(new)
         loop = asyncio.get_running_loop()
-        # Hashing and fsync take milliseconds: off the admin/status loop.
+        # Writing and fsync take milliseconds: off the admin/status loop.
         try:
             private = any(cfg.certificates for cfg in new.configs.values())
-            etag, self.on_disk = await loop.run_in_executor(None, self._write, pieces, private)
+            self.on_disk = await loop.run_in_executor(None, self._write, pieces, private)
         except OSError as err:
             log.error("config store: cannot write %s: %s", self.path, err)
             raise StoreWriteError(self.path, err) from None
@@ -424,16 +468,12 @@ class FileConfigStore:
         self._publish(new)
         return new
 
-    def _write(self, pieces: list[bytes], private: bool = False) -> tuple[str, FileFingerprint]:
+    def _write(self, pieces: list[bytes], private: bool = False) -> FileFingerprint:
         """Save (in a thread): refuse if the file is not what we last read or wrote."""
         self._check_unchanged()
-        data = b"".join(pieces)
-        # Hash while the file is written and fsync'ed: both let go of the GIL, so the two
-        # overlap (~10 ms of sha256 for a 13 MB file, as long as the write).
-        digest = _HASHER.submit(_digest, data)
         # A config holding private keys (certificates) is for its owner's eyes only.
-        stat = atomic_write(self.path, data, private=private)
-        return content_etag(digest.result()), FileFingerprint.of(stat, digest.result())
+        stat = atomic_write(self.path, pieces, private=private)
+        return FileFingerprint.of(stat, pieces)
 
     def _check_unchanged(self) -> None:
         known = self.on_disk
@@ -446,18 +486,20 @@ class FileConfigStore:
         if known.same_stat(stat):
             return
         raw, stat = read_config_bytes(self.path)
-        if _digest(raw) != known.digest:  # (a file changed under the same stat is missed)
+        if not known.same_content(raw):  # (a file changed under the same stat is missed)
             log.error("refusing to overwrite %s: it was changed on disk since it was loaded; "
                       "reload it (SIGHUP or POST /config/reload)", self.path)
             raise FileChangedOnDisk(self.path)
-        self.on_disk = FileFingerprint.of(stat, known.digest)  # touched, not edited
+        self.on_disk = FileFingerprint.of(stat, known.content)  # touched, not edited
 
-    def _file_pieces(self, state: StoreState) -> list[bytes]:
-        """The file's bytes for ``state``: JSON encoded incrementally (only what changed
-        since the last write), YAML (``kong.yml``-style paths) from the whole document."""
+    def _file_pieces(self, state: StoreState) -> tuple[list[bytes], str]:
+        """The file's bytes for ``state`` and its etag: JSON encoded incrementally (only
+        what changed since the last write, hashed likewise), YAML (``kong.yml``-style
+        paths) from the whole document."""
         if is_yaml_path(self.path):
-            return [self.encode(dump_document(state))]
-        return [*self.encoder.encode(state), b"\n"]
+            data = self.encode(dump_document(state))
+            return [data], content_etag(_digest(data))
+        return [*self.encoder.encode(state), b"\n"], content_etag(self.encoder.digest)
 
     def encode(self, document: Mapping[str, Any]) -> bytes:
         """The file's bytes: YAML for a ``kong.yml``-style path, JSON otherwise."""
@@ -474,10 +516,21 @@ class FileConfigStore:
                 log.exception("config listener failed")
 
 
-def _canonical(cfg: Config) -> Config:
-    routes = grouped_by_parent(cfg.routes, cfg.services, "service")
-    targets = grouped_by_parent(cfg.targets, cfg.upstreams, "upstream")
-    snis = grouped_by_parent(cfg.snis, cfg.certificates, "certificate")
+def _canonical(cfg: Config, canonical: Config | None = None) -> Config:
+    """``cfg`` in the order a reload of its file gives. ``canonical``: a config already in
+    that order (the current state); children whose collections are its very tuples are
+    in order already, and are not sorted again."""
+
+    def grouped(kind: str, parents: str, fk: str) -> Any:
+        items = getattr(cfg, kind)
+        if canonical is not None and items is getattr(canonical, kind) and \
+                getattr(cfg, parents) is getattr(canonical, parents):
+            return items
+        return grouped_by_parent(items, getattr(cfg, parents), fk)
+
+    routes = grouped("routes", "services", "service")
+    targets = grouped("targets", "upstreams", "upstream")
+    snis = grouped("snis", "certificates", "certificate")
     if routes is cfg.routes and targets is cfg.targets and snis is cfg.snis:
         return cfg
     return replace(cfg, routes=routes, targets=targets, snis=snis)

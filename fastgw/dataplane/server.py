@@ -98,7 +98,8 @@ class ProxyServer(WorkerContext):
         self.version = snapshot.version
         if self.tls is not None:  # certificates: contexts kept while their PEM is unchanged
             self.tls.update(snapshot.config)
-        self.stats.bind(snapshot.route_plans.values())
+        plans = snapshot.new_plans  # the others are the live snapshot's, bound already
+        self.stats.bind(snapshot.route_plans.values() if plans is None else plans)
         self.health.bind(snapshot)  # before it goes live: no request sees stale health
         return snapshot
 

@@ -187,7 +187,7 @@ NO_ROUTE: Final = RouteHit(None, None, b"", b"")
 
 class Snapshot:
     __slots__ = ("config", "router", "route_plans", "upstreams", "version", "route_cache",
-                 "_by_method", "_by_host")
+                 "_by_method", "_by_host", "balancers", "pools_used", "new_plans")
 
     def __init__(
         self, config: Config, router: Router, route_plans: dict[str, RoutePlan],
@@ -198,6 +198,12 @@ class Snapshot:
         self.route_plans = route_plans
         self.upstreams = upstreams
         self.version = version
+        # Kept for the next build, which may reuse this one's parts (build_snapshot).
+        self.balancers: dict[str, UpstreamRuntime | DirectRuntime] = {}
+        self.pools_used: frozenset[tuple[Any, ...]] = frozenset()
+        # The plans this snapshot made (the rest it took over from the one before):
+        # only these need binding to the worker's stats. None: all of them.
+        self.new_plans: list[RoutePlan] | None = None
         # (method, Host, raw path) -> RouteHit; header-matching routes make a request's
         # route depend on more than that, so then there is no cache. Method and Host are
         # left out of the key when no route looks at them (fewer bytes hashed per request).
@@ -237,15 +243,31 @@ class Snapshot:
                         prefix_line(match.stripped_prefix))
 
 
+# What a route's plan is made of besides the route itself: while a new config shares all
+# of these (the very tuples) with the previous snapshot's, only its routes changed.
+_PLAN_SOURCES: Final = ("services", "upstreams", "targets", "consumers", "plugins",
+                        "certificates", "snis", "ca_certificates", "gateway")
+
+
+def only_routes_changed(old: Config, new: Config) -> bool:
+    return all(getattr(old, name) is getattr(new, name) for name in _PLAN_SOURCES)
+
+
 def build_snapshot(config: Config, registry: PoolRegistry, version: int,
                    keep_pools: set[tuple[Any, ...]] | None = None,
                    pause: Callable[[], None] | None = None,
-                   plugins: PluginRuntime | None = None) -> Snapshot:
+                   plugins: PluginRuntime | None = None,
+                   previous: Snapshot | None = None) -> Snapshot:
     """``keep_pools``: collect the pools the snapshot uses there instead of closing the
     others (a build off the loop; the caller closes them on the loop). ``pause``: called
     every few hundred entities, so a build in a thread hands the GIL to the proxy loop
     (compiled code never gives it up on its own). ``plugins``: the worker's plugin state
-    (its rate-limit counters, log writers); None: a new one (tests)."""
+    (its rate-limit counters, log writers); None: a new one (tests). ``previous``: the
+    live snapshot; when only routes changed since it, its balancers and the plans of the
+    routes that did not change are taken over (``_with_new_routes``)."""
+    if previous is not None and only_routes_changed(previous.config, config):
+        return _with_new_routes(previous, config, registry, version, keep_pools, pause,
+                                plugins)
     used: set[tuple[Any, ...]] = set() if keep_pools is None else keep_pools
     upstreams: dict[str, UpstreamRuntime] = {}
     targets_by_upstream: dict[str, list[Any]] = {}
@@ -290,14 +312,7 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
             used.add((service.host, service.port))
             balancers[service.id] = DirectRuntime(direct)
 
-    live_routes = []
-    for count, route in enumerate(config.routes):
-        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
-            pause()
-        found = services.get(route.service) if route.service else None
-        if found is not None and not found.enabled:
-            continue  # Kong: a disabled service's routes do not match
-        live_routes.append(route)
+    live_routes = _live_routes(config, services, pause)
     # Each route's plugins, resolved once (Kong's precedence and priorities); the canary
     # plugin is the route's balancer.
     chains, canaries = build_chains(config, live_routes, services,
@@ -323,7 +338,82 @@ def build_snapshot(config: Config, registry: PoolRegistry, version: int,
     # TLS client contexts of profiles no plan uses any more go (pools key them at [2]).
     profiles = {key[2] for key in used if len(key) == 4}
     registry.tls_contexts = {k: v for k, v in registry.tls_contexts.items() if k in profiles}
-    return Snapshot(config, router, plans, upstreams, version)
+    snapshot = Snapshot(config, router, plans, upstreams, version)
+    snapshot.balancers = balancers
+    snapshot.pools_used = frozenset(used)
+    return snapshot
+
+
+def _live_routes(config: Config, services: dict[str, Service],
+                 pause: Callable[[], None] | None) -> list[Route]:
+    """The routes that can match: Kong's disabled services' routes do not."""
+    live = []
+    for count, route in enumerate(config.routes):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
+        found = services.get(route.service) if route.service else None
+        if found is not None and not found.enabled:
+            continue
+        live.append(route)
+    return live
+
+
+def _with_new_routes(previous: Snapshot, config: Config, registry: PoolRegistry, version: int,
+                     keep_pools: set[tuple[Any, ...]] | None,
+                     pause: Callable[[], None] | None,
+                     plugins: PluginRuntime | None) -> Snapshot:
+    """A snapshot of ``config``, which differs from ``previous.config`` in its routes only.
+
+    Everything but the routes is the previous snapshot's: the same upstream runtimes
+    (health, balancers, slow start carry on), the same service balancers, the same pools.
+    A route object that is the very one of the previous config keeps its plan (and with
+    it its bound stats); only new or changed routes get plans. The router is compiled
+    again (route ranks are global). So adding a route to 10,000 makes one plan, not
+    10,000, and the swap binds one. Pools only a removed route used (a TLS service with
+    no route left) stay open until the next full build."""
+    used: set[tuple[Any, ...]] = set() if keep_pools is None else keep_pools
+    used.update(previous.pools_used)
+    services = {s.id: s for s in config.services}
+    old_plans = previous.route_plans
+    live_routes = _live_routes(config, services, pause)
+    fresh = []
+    for route in live_routes:
+        old = old_plans.get(route.id)
+        if old is None or old.route is not route:
+            fresh.append(route)
+    chains, canaries = build_chains(config, fresh, services,
+                                    plugins if plugins is not None else PluginRuntime())
+    per_consumer = counts_consumers(config)
+    new_plans: list[RoutePlan] = []
+    plans: dict[str, RoutePlan] = {}
+    for count, route in enumerate(live_routes):
+        if pause is not None and count & PAUSE_MASK == PAUSE_MASK:
+            pause()
+        old = old_plans.get(route.id)
+        if old is not None and old.route is route:
+            plans[route.id] = old
+            continue
+        found = services.get(route.service) if route.service else None
+        if found is None:
+            continue
+        balancer: Any = previous.balancers[found.id]
+        canary = canaries.get(route.id)
+        if canary is not None:
+            balancer = _canary_balancer(CanaryConfig.from_plugin(canary.config), found,
+                                        balancer, previous.upstreams, registry, used)
+        plan = plans[route.id] = RoutePlan(route, found, balancer, chains.get(route.id))
+        plan.count_consumers = per_consumer
+        plan.tls = plan_tls(config, found, route, balancer, registry.get_tls,
+                            registry.tls_contexts, used)
+        new_plans.append(plan)
+    router = Router.compile(live_routes, pause)
+    if keep_pools is None:
+        registry.retain_only(used)
+    snapshot = Snapshot(config, router, plans, previous.upstreams, version)
+    snapshot.balancers = previous.balancers
+    snapshot.pools_used = frozenset(used)
+    snapshot.new_plans = new_plans
+    return snapshot
 
 
 def _canary_balancer(

@@ -422,3 +422,42 @@ def test_performance_10k_routes() -> None:
             break
     else:
         pytest.fail(f"median ns/match (10k routes, 10 routes) per attempt: {results}")
+
+
+@pytest.mark.parametrize("size", [0, 1, 255, 256, 257, 1000, 5003])
+def test_sorted_in_slices_is_sorted_and_pauses(size: int) -> None:
+    """Router.compile sorts its priority keys in slices (a merge sort that pauses every 256
+    items, so a build in a thread lets the proxy loop in); the order is sorted()'s."""
+    import random
+
+    from fastgw.core.router import PAUSE_MASK, sorted_in_slices
+
+    rng = random.Random(size)
+    items = [((rng.randrange(5), rng.random(), n), f"payload{n}") for n in range(size)]
+    pauses = [0]
+
+    def pause() -> None:
+        pauses[0] += 1
+
+    assert sorted_in_slices(list(items), pause) == sorted(items)
+    assert sorted_in_slices(list(items), None) == sorted(items)
+    if size > PAUSE_MASK + 1:
+        assert pauses[0] >= size // (PAUSE_MASK + 1) * 2  # slices sorted, then merged
+
+
+def test_dismantle_takes_the_trie_apart_in_slices() -> None:
+    """A replaced router is freed a slice at a time (Router.dismantle pauses every 256
+    nodes); afterwards it matches nothing."""
+    routes = generate_routes(2000)
+    router = Router.compile(routes)
+    probe = next(r for r in routes if r.paths and not r.hosts and not r.methods
+                 and not r.headers and not r.paths[0].startswith("~"))
+    assert router.match("GET", None, probe.paths[0], {}) is not None
+    pauses = [0]
+
+    def pause() -> None:
+        pauses[0] += 1
+
+    router.dismantle(pause)
+    assert router.match("GET", None, probe.paths[0], {}) is None
+    assert pauses[0] >= 2000 // 256

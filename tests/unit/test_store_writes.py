@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,12 @@ import trustme
 from fastgw.config import ConfigError
 from fastgw.config.model import Config
 from fastgw.controlplane.admin import entities as E
-from fastgw.controlplane.store import FileChangedOnDisk, FileConfigStore, dump_document
+from fastgw.controlplane.store import (
+    FileChangedOnDisk,
+    FileConfigStore,
+    atomic_write,
+    dump_document,
+)
 from tests.support.certs import ca_pem, issue
 
 CA = trustme.CA()
@@ -75,6 +81,11 @@ CHANGES: list[tuple[str, Callable[[Config], Config]]] = [
     ("default", lambda c: E.create(c, "routes", {"paths": ["/mid"]},
                                    ("service", _service(c, "s1").id))[0]),
     ("default", lambda c: E.update(c, "targets", c.targets[1], {"weight": 9})[0]),
+    # a route moved to another service, one deleted: two services' items change
+    ("default", lambda c: E.update(c, "routes", c.route("r2"),
+                                   {"service": {"id": _service(c, "s3").id}})[0]),
+    ("default", lambda c: E.delete(c, "routes", c.route("r0"))),
+    ("default", lambda c: E.delete(c, "targets", c.targets[0])),
     ("default", lambda c: E.create(c, "services", {"name": "new", "host": "u"})[0]),
     ("default", lambda c: E.create(c, "plugins", {"name": "canary", "route": {"id": c.routes[0].id},
                                                   "config": {"percentage": 1,
@@ -209,3 +220,31 @@ def test_yaml_store_writes_whole_documents_and_notices_edits(tmp_path: Path) -> 
     path.write_bytes(path.read_bytes().replace(b"username: bob", b"username: rob"))
     with pytest.raises(FileChangedOnDisk):
         _add_consumer(store, "carl")
+
+
+def test_atomic_write_writes_pieces_in_order(tmp_path: Path) -> None:
+    """The store writes a file from its encoded pieces (no join): more pieces than one
+    writev takes, empty ones among them, the same bytes as joined."""
+    pieces = [bytes([65 + i % 26]) * (i % 7) for i in range(5000)]
+    path = tmp_path / "pieces.json"
+    stat = atomic_write(str(path), pieces)
+    assert path.read_bytes() == b"".join(pieces) and stat.st_size == len(b"".join(pieces))
+    atomic_write(str(path), b"whole")
+    assert path.read_bytes() == b"whole"
+
+
+def test_a_write_that_changed_only_targets_still_refuses_a_dangling_reference(
+        tmp_path: Path) -> None:
+    """The local checks skip collections that are the current state's own tuples; a
+    removed parent is still caught through the children that point at it."""
+    store = _open(tmp_path)
+    state = store.state
+    default = state.configs["default"]
+    service = _service(default, "s2")
+    without = replace(default, services=tuple(s for s in default.services if s is not service))
+    assert without.routes is default.routes  # the routes did not change, the service went
+    with pytest.raises(ConfigError, match="invalid reference 'service"):
+        store.check_write(state.workspaces, {**state.configs, "default": without})
+    upstream_gone = replace(default, upstreams=())
+    with pytest.raises(ConfigError, match="invalid reference 'upstream"):
+        store.check_write(state.workspaces, {**state.configs, "default": upstream_gone})
