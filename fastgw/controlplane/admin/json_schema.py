@@ -92,7 +92,7 @@ VALUE_PATTERNS: dict[Callable[[str], str | None], Schema] = {
     _m.cidr_error: _CIDR,
     _plugins._ip_or_cidr_error: _CIDR,
     _plugins._filename_error: _p("^[^*&%\\\\`]+$"),
-    _plugins._colon_pairs: _p(":"),
+    _plugins._colon_pairs: _p("^[^:]+:"),  # Kong: ^[^:]+:.*$
     _plugins._http_url_error: _p(f"^{_plugins.HTTP_URL_PATTERN}$"),
     _plugins._strategy_error: _p("^memory$"),  # proxy-cache: redis is refused
 }
