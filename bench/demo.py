@@ -23,6 +23,9 @@ def main() -> int:
     parser.add_argument("--ports", default="52773,52774", help="emulator ports (A,B)")
     args, rest = parser.parse_known_args()
     ports = [int(p) for p in args.ports.split(",")]
+    # Ctrl-C stops all three even when started from a script or in the background, where
+    # the shell starts us with SIGINT ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     backends = [IrisProcess(chr(ord("A") + i), port=port) for i, port in enumerate(ports)]
     gateway: subprocess.Popen[bytes] | None = None
     try:
