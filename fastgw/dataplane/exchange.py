@@ -717,17 +717,7 @@ class Exchange(ResponseSink):
             self._go(HOLD)
             self.held = HeldResponse(parts, framing_at, framing == RE_CHUNK)
             return
-        # The head waits for the body bytes of the same read: one write per response
-        # instead of two for small ones (flushed by the upstream after each read).
-        out = b"".join(parts)
-        self.bytes_out = len(out)
-        self.pending = [out]
-        if server.access_log is not None:
-            self.sent_head = out
-        if self.client.write_paused:
-            # The client is still full from an earlier (pipelined) response: pause_writing
-            # will not fire again, so spool or hold this backend now.
-            self.client_write_paused(True)
+        self._release_head(b"".join(parts))
 
     def on_response_body(self, data: bytes) -> None:
         call = self.call
@@ -780,12 +770,17 @@ class Exchange(ResponseSink):
             self.on_response_body(body)
 
     def _release_head(self, head: bytes) -> None:
+        """The response head goes out. It waits for the body bytes of the same read: one
+        write per response instead of two for small ones (flushed by the upstream after
+        each read)."""
         self.bytes_out = len(head)
         self.pending = [head]
         if self.server.access_log is not None:
             self.sent_head = head
         if self.client.write_paused:
-            self.client_write_paused(True)  # as in on_response_head
+            # The client is still full from an earlier (pipelined) response: pause_writing
+            # will not fire again, so spool or hold this backend now.
+            self.client_write_paused(True)
 
     def _held_failed(self, status: int) -> None:
         """The backend failed mid-body while it was held: the client, which has had no

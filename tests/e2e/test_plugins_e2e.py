@@ -16,26 +16,18 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import orjson
 import pytest
 import requests
 
 from tests.support.admin import wait_ready
+from tests.support.admin import wait_until as until  # bounded: a config change to go live
 from tests.support.gateway import GatewayProcess, free_port
 from tests.support.procs import REPO_ROOT, IrisProcess
 
 T = 10  # seconds: every HTTP call of these tests is bounded
-
-
-def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait (bounded) for a config change to reach the workers."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.02)
 
 
 def base_config(iris_url: str) -> dict[str, Any]:

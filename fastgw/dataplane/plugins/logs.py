@@ -80,11 +80,10 @@ class HttpLogQueue:
         self.tls: ssl.SSLContext | None = ssl.create_default_context() if https else None
         self.host = url.hostname or ""
         self.port = url.port or (443 if https else 80)
-        # The endpoint as logs may show it: without its password.
-        self.endpoint = url._replace(netloc=url.netloc.rsplit("@", 1)[-1]).geturl()
+        authority = url.netloc.rsplit("@", 1)[-1]  # without user and password
+        self.endpoint = url._replace(netloc=authority).geturl()  # as logs may show it
         self.target = (url.path or "/") + (f"?{url.query}" if url.query else "")
         self.timeout = float(config["timeout"]) / 1000.0
-        authority = url.netloc.rsplit("@", 1)[-1]
         extra = "".join(f"{k}: {v}\r\n" for k, v in (config.get("headers") or {}).items())
         if url.username is not None:
             token = f"{unquote(url.username)}:{unquote(url.password or '')}"
