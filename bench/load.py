@@ -40,7 +40,7 @@ from bench.fastgw_build import PURE_PYTHON_ENV, describe_build, is_pure_python
 from bench.loadgen import WORKLOADS, LoadResult, Workload, loadgen_name, run_load
 from bench.nginx_backends import NginxBackends
 from bench.procstat import RssSampler, cpu_seconds_between, cpu_snapshot, memory_kb
-from bench.server_process import MinimalProxyProcess
+from bench.server_process import MinimalProxyProcess, compile_problem
 from tests.support.gateway import GatewayProcess, config_for_targets
 from tests.support.procs import IrisProcess
 
@@ -54,7 +54,8 @@ __all__ = [
     "run_benchmark",
 ]
 
-ALL_TARGETS = ("direct", "fastgw1", "fastgw1py", "fastgwN", "nginx", "minimal", "haproxy")
+ALL_TARGETS = ("direct", "fastgw1", "fastgw1py", "fastgwN", "nginx", "minimal", "minimalc",
+               "haproxy")
 DEFAULT_WORKLOADS = ("get_c1", "get_c64", "get_c512", "bytes_1m", "post_1m", "get_close")
 QUICK_WORKLOADS = ("get_c8", "bytes_1m")
 EMULATOR, NGINX_BACKENDS = "emulator", "nginx"
@@ -77,8 +78,10 @@ BENCH_SETS = {
                         QUICK_WORKLOADS, EMULATOR,
                         "fastgw against nginx and HAProxy on every workload (emulator backends)"),
     # Issue 15's speed targets: fastgw --workers 1, compiled and pure Python, against nginx,
-    # with the minimal Python proxy as the reachable floor, on nginx backends.
-    "speed": BenchSet(("direct", "fastgw1", "fastgw1py", "nginx", "minimal", "haproxy"),
+    # with the minimal Python proxy as the reachable floor (interpreted, and compiled as
+    # fastgw1 is), on nginx backends.
+    "speed": BenchSet(("direct", "fastgw1", "fastgw1py", "nginx", "minimal", "minimalc",
+                       "haproxy"),
                       ("get_c64", "get_c1", "get_close"), ("get_c64", "get_c1", "get_close"),
                       NGINX_BACKENDS,
                       "issue 15's speed targets: fastgw1 and fastgw1py vs nginx (nginx backends)"),
@@ -157,6 +160,8 @@ def missing_tools(opts: Options) -> list[str]:
     for kind in (NGINX, HAPROXY):
         if kind in opts.targets and shutil.which(kind) is None:
             hints.append(f"{kind} not found ({INSTALL_HINT[kind]}); target '{kind}' skipped")
+    if "minimalc" in opts.targets and (problem := compile_problem()) is not None:
+        hints.append(f"{problem}; target 'minimalc' skipped")
     if _backend_kind(opts) == NGINX_BACKENDS and shutil.which(NGINX) is None:
         hints.append(f"{NGINX} not found ({INSTALL_HINT[NGINX]}); emulator backends instead")
     if opts.pin and not opts.backends and shutil.which("taskset") is None:
@@ -218,8 +223,8 @@ def _start_target(stack: ExitStack, name: str, backends: list[str], backend_pids
         anchor = stack.enter_context(AnchorProcess(name, backends))
         return Target(name, name, anchor.url, [anchor.pid], anchor.config_text,
                       anchor.command(), anchor.version())
-    if name == "minimal":
-        proxy = stack.enter_context(MinimalProxyProcess(backends))
+    if name in ("minimal", "minimalc"):
+        proxy = stack.enter_context(MinimalProxyProcess(backends, compiled=name == "minimalc"))
         return Target(name, "minimal", proxy.url, [proxy.pid], None, proxy.command(),
                       proxy.version())
     raise ValueError(f"unknown target {name!r} (choose from {', '.join(ALL_TARGETS)})")
@@ -298,6 +303,8 @@ def run_benchmark(opts: Options) -> dict[str, Any]:
         log(f"note: {hint}")
     targets = [t for t in opts.targets
                if t not in (NGINX, HAPROXY) or shutil.which(t) is not None]
+    if compile_problem() is not None:
+        targets = [t for t in targets if t != "minimalc"]
     if opts.baseline is not None:
         # Right after fastgw1 (its counterpart), so the two alternate most closely.
         at = targets.index("fastgw1") + 1 if "fastgw1" in targets else len(targets)

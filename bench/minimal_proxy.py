@@ -15,6 +15,11 @@ The one edit is `Connection`, when the client asked to close: its `Connection: c
 forwarded (the upstream connection is the proxy's to keep, as with nginx's
 `proxy_set_header Connection ""`), the response says `Connection: close`, and the client
 connection is closed after it. That edit assumes the response head arrives in one read (true for small heads).
+
+The same source also runs compiled (`minimalc` in the speed set: bench/server_process.py
+builds it with mypyc into a temporary directory), which is the floor a compiled fastgw is
+read against. So the classes are plain (duck-typed asyncio protocols, as uvloop accepts),
+not subclasses of `asyncio.Protocol`, which mypyc cannot compile as native classes.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from collections.abc import Iterator, Sequence
 import httptools
 import uvloop
 
+DESCRIPTION = "A minimal reverse proxy on uvloop + httptools (the module's docstring is gone when compiled)."
 _CONNECTION = re.compile(rb"\r\nConnection:[^\r\n]*", re.IGNORECASE)
 _BAD_GATEWAY = b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class Upstream(asyncio.Protocol):
+class Upstream:
     """One keep-alive connection to a backend; idle ones wait in `pool`."""
 
     def __init__(self, pool: list[Upstream]) -> None:
@@ -85,7 +91,7 @@ def _say_close(head: bytes) -> bytes:
     return _CONNECTION.sub(b"", head[:end]) + b"\r\nConnection: close" + head[end:]
 
 
-class Client(asyncio.Protocol):
+class Client:
     """One client connection: buffer the head, then forward it and the body to one upstream."""
 
     def __init__(self, backends: Iterator[tuple[str, int, list[Upstream]]]) -> None:
@@ -150,7 +156,8 @@ class Client(asyncio.Protocol):
     async def connect(self, host: str, port: int, pool: list[Upstream]) -> None:
         loop = asyncio.get_running_loop()
         try:
-            _, upstream = await loop.create_connection(lambda: Upstream(pool), host, port)
+            _, upstream = await loop.create_connection(  # type: ignore[type-var]
+                lambda: Upstream(pool), host, port)
         except OSError:
             self.outbox = None
             self.transport.write(_BAD_GATEWAY)
@@ -176,16 +183,18 @@ class Client(asyncio.Protocol):
 
 
 async def serve(host: str, port: int, backends: Sequence[str]) -> None:
-    pools = [(h, int(p), []) for h, p in (b.rsplit(":", 1) for b in backends)]
+    pools: list[tuple[str, int, list[Upstream]]] = [
+        (h, int(p), []) for h, p in (b.rsplit(":", 1) for b in backends)]
     rotation: Iterator[tuple[str, int, list[Upstream]]] = itertools.cycle(pools)
     server = await asyncio.get_running_loop().create_server(
-        lambda: Client(rotation), host, port, backlog=4096, reuse_address=True)
+        lambda: Client(rotation), host, port,  # type: ignore[arg-type, return-value]
+        backlog=4096, reuse_address=True)
     print(f"minimal proxy listening on {host}:{port}", flush=True)
     await server.serve_forever()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.minimal_proxy", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m bench.minimal_proxy", description=DESCRIPTION)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--backend", action="append", required=True, metavar="HOST:PORT")

@@ -33,6 +33,7 @@ RATIO_PAIRS = {
     "fastgw1py": ("baseline", "nginx", "direct"),
     "fastgwN": ("baseline", "nginx", "direct"),
     "minimal": ("nginx", "direct"),
+    "minimalc": ("nginx", "direct"),
 }
 
 
@@ -55,7 +56,8 @@ SPEED_TARGETS = (
     SpeedTarget("get_close", "cpu_us_per_request", "<=", 1.5, "new connection/request, CPU/req"),
 )
 SPEED_CANDIDATES = ("fastgw1", "fastgw1py", "baseline")
-SPEED_CONTEXT = ("minimal",)  # ratios printed without a verdict: the reachable floor
+# Ratios printed without a verdict: the reachable floor, interpreted and compiled.
+SPEED_CONTEXT = ("minimal", "minimalc")
 SPEED_REFERENCE = "nginx"
 
 
@@ -272,7 +274,8 @@ def format_speed_targets(doc: dict[str, Any]) -> list[str]:
               f"values (median: target vs {SPEED_REFERENCE})")]
     for name, rows in rows_by_name.items():
         what = (f"build: {builds[name]}" if builds.get(name) else
-                "context, no verdict: the minimal uvloop + httptools proxy"
+                f"context, no verdict: the minimal uvloop + httptools proxy"
+                f"{', compiled with mypyc' if name == 'minimalc' else ''}"
                 if name in SPEED_CONTEXT else "")
         lines.append(f"  {name}" + (f" ({what})" if what else ""))
         for r in rows:

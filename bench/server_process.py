@@ -10,9 +10,12 @@ every port it serves accepts connections; stop is SIGTERM then SIGKILL, always r
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,7 +26,14 @@ from typing import Self
 from tests.support.gateway import free_port, wait_port
 from tests.support.procs import REPO_ROOT, stop_process
 
-__all__ = ["MinimalProxyProcess", "ServerProcess"]
+__all__ = ["MinimalProxyProcess", "ServerProcess", "compile_problem"]
+
+MINIMAL_SOURCE = REPO_ROOT / "bench" / "minimal_proxy.py"
+# Runs the compiled module from the build directory given as argv[1]; refuses to fall
+# back to the source (a "compiled" figure must come from the compiled code).
+_RUN_COMPILED = ("import sys; build = sys.argv.pop(1); sys.path.insert(0, build); "
+                 "import minimal_proxy as m; "
+                 "assert not m.__file__.endswith('.py'), m.__file__; m.main()")
 
 
 class ServerProcess:
@@ -112,12 +122,32 @@ class ServerProcess:
         self._dir.cleanup()
 
 
-class MinimalProxyProcess(ServerProcess):
-    """The harness's handle: `python -m bench.minimal_proxy` on a free port (bench/load.py)."""
+def compile_problem() -> str | None:
+    """Why the minimal proxy cannot be compiled here (None: it can): mypyc and a C compiler."""
+    if importlib.util.find_spec("mypyc") is None:
+        return "mypyc is not installed (pip install -e '.[dev]')"
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return f"no C compiler ({compiler}; apt-get install gcc)"
+    return None
 
-    def __init__(self, backends: Sequence[str], *, taskset: str | None = None) -> None:
-        super().__init__("minimal", [free_port()], taskset=taskset)
-        self.args = [sys.executable, "-m", "bench.minimal_proxy", "--port", str(self.port)]
+
+class MinimalProxyProcess(ServerProcess):
+    """The harness's handle: `python -m bench.minimal_proxy` on a free port (bench/load.py).
+
+    compiled=True: the same source built with mypyc in this process's temp dir first
+    (about 20 s; `compile_problem()` says whether it can be), then run from there."""
+
+    def __init__(self, backends: Sequence[str], *, taskset: str | None = None,
+                 compiled: bool = False) -> None:
+        super().__init__("minimalc" if compiled else "minimal", [free_port()], taskset=taskset)
+        self.compiled = compiled
+        if compiled:
+            build = Path(self.prefix, "build")
+            self.args = [sys.executable, "-c", _RUN_COMPILED, str(build)]
+        else:
+            self.args = [sys.executable, "-m", "bench.minimal_proxy"]
+        self.args += ["--port", str(self.port)]
         for backend in backends:
             self.args += ["--backend", backend]
         # It runs in its temp dir, so it finds `bench` through PYTHONPATH.
@@ -125,6 +155,24 @@ class MinimalProxyProcess(ServerProcess):
         self.env["PYTHONPATH"] = os.pathsep.join(
             filter(None, [str(REPO_ROOT), self.env.get("PYTHONPATH")]))
 
+    def start(self) -> Self:
+        if self.compiled:
+            self._compile()
+        return super().start()
+
+    def _compile(self) -> None:
+        problem = compile_problem()
+        if problem is not None:
+            raise RuntimeError(f"cannot compile the minimal proxy: {problem}")
+        build = Path(self.prefix, "build")
+        build.mkdir()
+        shutil.copy(MINIMAL_SOURCE, build / "minimal_proxy.py")
+        out = subprocess.run([sys.executable, "-m", "mypyc", "minimal_proxy.py"], cwd=build,
+                             capture_output=True, text=True, timeout=300, check=False)
+        if out.returncode != 0 or not list(build.glob("minimal_proxy.*.so")):
+            raise RuntimeError(f"mypyc failed on bench/minimal_proxy.py:\n{out.stdout}{out.stderr}")
+
     def version(self) -> str:
-        return (f"bench/minimal_proxy.py (uvloop {version('uvloop')}, "
+        build = ", compiled with mypyc" if self.compiled else ""
+        return (f"bench/minimal_proxy.py{build} (uvloop {version('uvloop')}, "
                 f"httptools {version('httptools')})")

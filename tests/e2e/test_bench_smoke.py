@@ -79,7 +79,7 @@ def test_baseline_checkout_runs_as_its_own_target(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "not a fastgw checkout" in bad.stderr
 
 
-SPEED_TARGETS = ("direct", "fastgw1", "fastgw1py", "nginx", "minimal")
+SPEED_TARGETS = ("direct", "fastgw1", "fastgw1py", "nginx", "minimal", "minimalc")
 SPEED_WORKLOADS = ("get_c64", "get_c1", "get_close")
 
 
@@ -113,14 +113,15 @@ def test_speed_set_quick_run(tmp_path: Path) -> None:
         (w, t) for w in SPEED_WORKLOADS for t in SPEED_TARGETS]
     _assert_sane_runs(doc["runs"])
     lines = doc["speed_targets"]
-    assert set(lines) == {"fastgw1", "fastgw1py", "minimal"}
+    assert set(lines) == {"fastgw1", "fastgw1py", "minimal", "minimalc"}
+    assert "compiled with mypyc" in targets["minimalc"]["version"]
     for name, rows in lines.items():
         assert [r["workload"] for r in rows] == ["get_c64", "get_c64", "get_c1", "get_close"]
         for row in rows:
             if row["metric"] != "added_p50_us":  # an added p50 may be noise-small in 1 s
                 assert row["ratio"] > 0 and row["best_ratio"] > 0, (name, row)
             verdicts = (row["pass"], row["best_pass"])
-            if name == "minimal":  # context: ratios without a verdict
+            if name.startswith("minimal"):  # context: ratios without a verdict
                 assert verdicts == (None, None), row
             else:
                 assert all(isinstance(v, bool) for v in verdicts), (name, row)
