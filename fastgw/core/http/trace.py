@@ -8,7 +8,7 @@ record it). `tracestate` passes through unchanged like any field. The trace id i
 to the access log, so a log line and a trace find each other.
 
 Ids are random (the spec's requirement for trace ids) and drawn in batches: one
-os.urandom call per 1024 requests, a list index per request.
+os.urandom call per 1024 requests, a slice of its hex digits per request.
 
 traceparent = version "-" trace-id "-" parent-id "-" trace-flags
               00        32 hex, not all 0   16 hex, not all 0   2 hex
@@ -37,40 +37,46 @@ def parse_traceparent(value: bytes) -> tuple[bytes, bytes] | None:
 
 
 class TraceIds:
-    """Random trace ids and span ids, handed out from batches."""
+    """Random trace ids and span ids, cut from batches of random hex digits."""
 
-    __slots__ = ("_traces", "_spans", "_t", "_s")
+    __slots__ = ("_trace_digits", "_span_digits", "_t", "_s")
 
     def __init__(self) -> None:
-        self._traces: list[bytes] = []
-        self._spans: list[bytes] = []
-        self._t = 0
+        self._trace_digits = b""
+        self._span_digits = b""
+        self._t = 0  # offset of the next trace id in _trace_digits
         self._s = 0
 
-    def line(self, incoming: bytes | None) -> tuple[bytes, bytes]:
-        """(the upstream `traceparent` line, the trace id) for a request that came with
-        `incoming` (its traceparent value, or None)."""
+    def add_line(self, parts: list[bytes], incoming: bytes | None) -> bytes:
+        """Append the upstream `traceparent` line, in pieces, to `parts` (a head being
+        built: one join later instead of a bytes object per piece now) for a request that
+        came with `incoming` (its traceparent value, or None); return the trace id."""
         parsed = parse_traceparent(incoming) if incoming is not None else None
         if parsed is None:
             trace, flags = self._trace(), b"01"
         else:
             trace, flags = parsed
-        return b"traceparent: 00-" + trace + b"-" + self._span() + b"-" + flags + b"\r\n", trace
+        parts += (b"traceparent: 00-", trace, b"-", self._span(), b"-", flags, b"\r\n")
+        return trace
+
+    def line(self, incoming: bytes | None) -> tuple[bytes, bytes]:
+        """(the upstream `traceparent` line, the trace id): add_line as one bytes object."""
+        parts: list[bytes] = []
+        trace = self.add_line(parts, incoming)
+        return b"".join(parts), trace
 
     def _trace(self) -> bytes:
         i = self._t
-        if i >= len(self._traces):
-            digits = os.urandom(16 * _BATCH).hex().encode()
-            self._traces = [digits[j:j + 32] for j in range(0, 32 * _BATCH, 32)]
+        if i >= len(self._trace_digits):
+            self._trace_digits = os.urandom(16 * _BATCH).hex().encode()
             i = 0
-        self._t = i + 1
-        return self._traces[i]
+        self._t = i + 32
+        return self._trace_digits[i:i + 32]
 
     def _span(self) -> bytes:
         i = self._s
-        if i >= len(self._spans):
-            digits = os.urandom(8 * _BATCH).hex().encode()
-            self._spans = [digits[j:j + 16] for j in range(0, 16 * _BATCH, 16)]
+        if i >= len(self._span_digits):
+            self._span_digits = os.urandom(8 * _BATCH).hex().encode()
             i = 0
-        self._s = i + 1
-        return self._spans[i]
+        self._s = i + 16
+        return self._span_digits[i:i + 16]

@@ -186,8 +186,7 @@ def build_upstream_head(
         append(CRLF)
     trace_id = b""
     if trace is not None:
-        line, trace_id = trace.line(traceparent)
-        append(line)
+        trace_id = trace.add_line(parts, traceparent)
     parts.append(fwd.tail(head.host, prefix) if incoming is None
                  else fwd.trusted_tail(incoming, head.host, prefix))
     return b"".join(parts), request_id, trace_id
