@@ -539,23 +539,22 @@ class Router:
 
         # Walk the radix tree, collecting the candidate lists along the way.
         lists: list[list[_Entry]] = []
-        append = lists.append
         node = self._root
         i, n = 0, len(path)
         while True:
             lst = node.entries
             if lst is not None:
-                append(lst)
+                lists.append(lst)
             if hname is not None:
                 by_host = node.by_host
                 if by_host is not None:
                     lst = by_host.get(hname)
                     if lst is not None:
-                        append(lst)
+                        lists.append(lst)
                     if hfull is not hname:
                         lst = by_host.get(hfull)  # type: ignore[arg-type]
                         if lst is not None:
-                            append(lst)
+                            lists.append(lst)
             children = node.children
             if children is None or i >= n:
                 break

@@ -42,6 +42,9 @@ class WorkerContext:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, settings: GatewaySettings) -> None:
         self.loop = loop
+        # The loop's clock as a stored callable: compiled code calls it directly, where
+        # `loop.time()` on an object of a Python type is a method lookup per call.
+        self.clock: Callable[[], float] = loop.time
         self.io_sweeper = DeadlineSweeper(loop, 0.1)
         self.slow_sweeper = DeadlineSweeper(loop, 1.0)
         self.resolver = Resolver()

@@ -504,7 +504,7 @@ class Exchange(ResponseSink):
                 self._attempt_failed("connect error", 502)
             return
         if self.state != CONNECTING or self.target is not target:
-            pool.release(conn, self.server.loop.time())  # the client went away: keep it
+            pool.release(conn, self.server.clock())  # the client went away: keep it
             return
         self._attach(conn)
 
@@ -552,7 +552,7 @@ class Exchange(ResponseSink):
             # A pooled connection taken while the head arrived: its first byte's time
             # will do (one clock read less per request).
             self.t_sent = self.t0 if self.reused and self.body is None and self.attempts == 1 \
-                else self.server.loop.time()
+                else self.server.clock()
         self.request_sent = False
         self.chunk_up = streaming_chunked
         if body is None or body.size == 0:
@@ -609,8 +609,8 @@ class Exchange(ResponseSink):
             # A body-less request is written as it arrives: its first byte's time will do
             # for the read deadline (one clock read less per request).
             now = self.t0 if self.body is None and self.attempts == 1 \
-                else self.server.loop.time()
-            conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
+                else self.server.clock()
+            conn.deadline = now + self._read_timeout()
             conn.deadline_kind = READ
 
     def upstream_write_paused(self, paused: bool) -> None:
@@ -632,10 +632,17 @@ class Exchange(ResponseSink):
             elif self.state == SENDING:
                 conn.deadline = 0.0
 
+    def _read_timeout(self) -> float:
+        # A typed read: `self.plan.read_timeout` on the Optional would compile to a generic
+        # attribute lookup.
+        plan = self.plan
+        assert plan is not None  # set by start(), before anything goes upstream
+        return plan.read_timeout
+
     def _arm(self, kind: int, seconds: float) -> None:
         conn = self.conn
         if conn is not None:
-            conn.deadline = self.server.loop.time() + seconds
+            conn.deadline = self.server.clock() + seconds
             conn.deadline_kind = kind
 
     # -- the response -----------------------------------------------------------------
@@ -658,7 +665,7 @@ class Exchange(ResponseSink):
         passive = target.passive if target is not None else None
         if passive is not None:  # passive health checks (dataplane.passive); None = off
             passive.on_status(status)
-        self.t_head = now = server.loop.time()
+        self.t_head = now = server.clock()
         framing = response_framing(status, head.method == "HEAD", fields, head.http11)
         self.eof_body = framing != RESPONSE_NO_BODY and not fields.chunked \
             and fields.content_length < 0
@@ -711,7 +718,7 @@ class Exchange(ResponseSink):
         if added.upstream_status:
             parts.append(b"X-Kong-Upstream-Status: %d\r\n" % status)
         parts.append(CRLF)
-        conn.deadline = now + self.plan.read_timeout  # type: ignore[union-attr]
+        conn.deadline = now + self._read_timeout()
         conn.deadline_kind = READ
         if hold:
             self._go(HOLD)
@@ -727,7 +734,7 @@ class Exchange(ResponseSink):
                 if held.size + len(data) <= REWRITE_LIMIT:
                     held.chunks.append(bytes(data))
                     held.size += len(data)
-                    self._arm(READ, self.plan.read_timeout)  # type: ignore[union-attr]
+                    self._arm(READ, self._read_timeout())
                     return
                 self._release_unchanged(held)
             if call.tee is not None:
@@ -800,7 +807,7 @@ class Exchange(ResponseSink):
         conn = self.conn
         if conn is not None and conn.deadline and self.t_head:
             # The backend is still sending: the read timeout counts from this read.
-            conn.deadline = self.server.loop.time() + self.plan.read_timeout  # type: ignore[union-attr]
+            conn.deadline = self.server.clock() + self._read_timeout()
         spool = self.spool
         client = self.client
         if spool is None and client.write_paused and self.plan is not None \
@@ -861,7 +868,7 @@ class Exchange(ResponseSink):
             self._end_attempt()
         self.conn = None
         target = self.target
-        self.t_end = self.server.loop.time()
+        self.t_end = self.server.clock()
         if reusable and self.request_sent and target is not None:
             conn.pool.release(conn, self.t_end)  # its own pool (TLS pools are per profile)
         else:
@@ -1011,7 +1018,7 @@ class Exchange(ResponseSink):
         self.status = status
         server = self.server
         call = self.call
-        latency_ms = (server.loop.time() - self.t0) * 1000.0 \
+        latency_ms = (server.clock() - self.t0) * 1000.0 \
             if server.fields.response_latency else -1.0
         if plugin_reply is not None and call is not None:
             response = render_reply(plugin_reply, call.reply_lines(), keep_alive=keep,
@@ -1066,7 +1073,7 @@ class Exchange(ResponseSink):
             return
         self.finished = True
         if not self.t_end or self.spool is not None:
-            self.t_end = self.server.loop.time()
+            self.t_end = self.server.clock()
         if self.body is not None:
             self.body.close()
         if self.spool is not None:
@@ -1116,7 +1123,7 @@ class Exchange(ResponseSink):
         client = self.client
         server = self.server
         r = LogRecord()
-        r.started_at = time.time() - (server.loop.time() - self.t0)
+        r.started_at = time.time() - (server.clock() - self.t0)
         r.client_ip = client.client_ip
         r.scheme = client.fwd.proto.decode("latin-1")
         r.host = (head.host or b"").decode("latin-1")

@@ -32,7 +32,15 @@ log = logging.getLogger("fastgw")
 # pooled connection). Client connections: CLIENT_HEADER (a request head), CLIENT_BODY
 # (the next piece of a request body), KEEPALIVE (the next request), LINGER (a closing
 # connection reading what the client still sends).
-CONNECT, WRITE, READ, IDLE, CLIENT_HEADER, CLIENT_BODY, KEEPALIVE, LINGER = range(1, 9)
+# Final, one per line: compiled code reads each as a C constant, not a module lookup.
+CONNECT: Final = 1
+WRITE: Final = 2
+READ: Final = 3
+IDLE: Final = 4
+CLIENT_HEADER: Final = 5
+CLIENT_BODY: Final = 6
+KEEPALIVE: Final = 7
+LINGER: Final = 8
 KIND_NAMES: Final = {CONNECT: "connect", WRITE: "write", READ: "read", IDLE: "idle",
               CLIENT_HEADER: "client header", CLIENT_BODY: "client body",
               KEEPALIVE: "keep-alive", LINGER: "linger"}

@@ -60,7 +60,11 @@ RESPONSE_SPECIAL: Final = frozenset(
 _DEFAULT_CUT_IDS: Final = frozenset({b"x-request-id"})
 
 # Response body framing towards the client (response_framing).
-NO_BODY, LENGTH, RE_CHUNK, CLOSE_DELIMITED = 0, 1, 2, 3
+# Final, one per line: compiled code then reads each as a C constant, not a module lookup.
+NO_BODY: Final = 0
+LENGTH: Final = 1
+RE_CHUNK: Final = 2
+CLOSE_DELIMITED: Final = 3
 
 
 class ResponseFields:

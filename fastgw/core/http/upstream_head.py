@@ -132,7 +132,6 @@ def build_upstream_head(
     method = head.method if new_method is None else new_method
     parts = [b"GET" if method == "GET" else METHOD_BYTES.get(method) or method.encode("latin-1"),
              b" ", target, b" HTTP/1.1\r\nHost: ", host, CRLF]
-    append = parts.append
     hop = head.hop_names
     trusted = fwd.trusted
     incoming: dict[bytes, bytes] | None = None
@@ -146,18 +145,18 @@ def build_upstream_head(
                         incoming = {}
                     incoming[lname] = value
             elif lname == b"via":
-                append(b"Via: ")
-                append(value)
-                append(CRLF)
+                parts.append(b"Via: ")
+                parts.append(value)
+                parts.append(CRLF)
             elif lname == b"x-request-id":
                 if not request_id and valid_request_id(value):
                     request_id = value
             elif lname == b"traceparent":
                 if trace is None:
-                    append(name)  # tracing off: it passes like any field
-                    append(b": ")
-                    append(value)
-                    append(CRLF)
+                    parts.append(name)  # tracing off: it passes like any field
+                    parts.append(b": ")
+                    parts.append(value)
+                    parts.append(CRLF)
                 elif traceparent is None:
                     traceparent = value
             # x-kong-request-id: set by the gateway when headers_upstream asks for it
@@ -166,10 +165,10 @@ def build_upstream_head(
             continue
         if edits is not None and lname in edits:
             continue
-        append(name)
-        append(b": ")
-        append(value)
-        append(CRLF)
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(CRLF)
     if edits is not None:
         parts += edits.values()
     if framing:
@@ -180,10 +179,10 @@ def build_upstream_head(
     if not request_id:
         request_id = new_id()
     for id_name in id_names:
-        append(id_name)
-        append(b": ")
-        append(request_id)
-        append(CRLF)
+        parts.append(id_name)
+        parts.append(b": ")
+        parts.append(request_id)
+        parts.append(CRLF)
     trace_id = b""
     if trace is not None:
         trace_id = trace.add_line(parts, traceparent)
