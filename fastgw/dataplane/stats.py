@@ -139,25 +139,30 @@ class RouteStats:
         waits that long); < 0 when nothing went upstream. `from_service`: the response
         came from the backend (Kong's source "service"), else the gateway made it
         ("kong"). Hot path: a bucket index is found by one comparison for the first
-        bucket (where most requests land) and by bisect otherwise; a code seen before
-        costs one dict update (the KeyError path runs once per code). The gateway latency
-        (Kong's `latencies.kong`: before proxying plus receiving the response) is
-        request - upstream; its sum is request_sum - upstream_sum.
+        bucket (where most requests land) and by bisect otherwise; a code costs one dict
+        get and one set. The gateway latency (Kong's `latencies.kong`: before proxying
+        plus receiving the response) is request - upstream; its sum is
+        request_sum - upstream_sum.
         """
+        # Counts are written `x[i] = x[i] + 1`: compiled, that is a native int addition,
+        # where `x[i] += 1` is a generic in-place add on the boxed item.
         codes = self.service_codes if from_service else self.kong_codes
         if upstream_ms >= 0.0:
-            self.upstream_hist[0 if upstream_ms <= _UP0 else bisect_left(_UP, upstream_ms)] += 1
+            hist = self.upstream_hist
+            i = 0 if upstream_ms <= _UP0 else bisect_left(_UP, upstream_ms)
+            hist[i] = hist[i] + 1
             self.upstream_sum += upstream_ms
             gateway_ms = request_ms - upstream_ms
         else:
             gateway_ms = request_ms
-        try:
-            codes[status] += 1
-        except KeyError:
-            codes[status] = 1
-        self.request_hist[0 if request_ms <= _UP0 else bisect_left(_UP, request_ms)] += 1
+        codes[status] = codes.get(status, 0) + 1
+        hist = self.request_hist
+        i = 0 if request_ms <= _UP0 else bisect_left(_UP, request_ms)
+        hist[i] = hist[i] + 1
         self.request_sum += request_ms
-        self.gateway_hist[0 if gateway_ms <= _GW0 else bisect_left(_GW, gateway_ms)] += 1
+        hist = self.gateway_hist
+        i = 0 if gateway_ms <= _GW0 else bisect_left(_GW, gateway_ms)
+        hist[i] = hist[i] + 1
         self.ingress += size_in
         self.egress += size_out
         if attempts > 1:
