@@ -334,7 +334,9 @@ class RequestReader:
         self.expect: bytes | None = None
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        # Most targets come in one piece: kept as given, no copy (`+=` on bytes is a
+        # generic in-place add when compiled).
+        self.url = self.url + url if self.url else url
         if len(self.url) > self.limits.max_request_line:
             self._refuse(414)
 
