@@ -98,10 +98,11 @@ def clean_response_head(
     listed: set[bytes] | None = None
     for lname, name, value in special:
         if lname == b"content-length":
-            content_length = int(value.strip())  # llhttp checked the digits
             if name == b"Content-Length" and value.isdigit():
+                content_length = int(value)
                 length_line = True  # exactly what we would write (P3)
                 continue
+            content_length = int(value.strip())  # llhttp checked the digits
         elif lname == b"x-request-id" or lname == b"x-kong-request-id":
             if lname not in cut_ids:
                 continue  # the gateway does not set this one: it passes
