@@ -501,14 +501,19 @@ class RequestReader:
 def _opening_version(opening: bytes, method: bytes, url: bytes) -> str:
     """The version of the request line at the start of `opening` ("1.1" or "1.0"), or ""
     when those bytes are not exactly `method SP url SP HTTP/1.x CRLF`."""
-    line = method + b" " + url + b" HTTP/1."
-    end = len(line)
-    if opening.startswith(line) and opening[end + 1:end + 3] == b"\r\n":
-        minor = opening[end]
-        if minor == 0x31:
-            return "1.1"
-        if minor == 0x30:
-            return "1.0"
+    # Compared in place (prefix, single bytes, two slices): no request line is built.
+    start = len(method) + 1  # the target
+    end = start + len(url)  # the SP before the version
+    if len(opening) < end + 11 or not opening.startswith(method) or opening[start - 1] != 0x20 \
+            or opening[end] != 0x20 or opening[start:end] != url \
+            or opening[end + 1:end + 8] != b"HTTP/1." or opening[end + 9] != 0x0D \
+            or opening[end + 10] != 0x0A:
+        return ""
+    minor = opening[end + 8]
+    if minor == 0x31:
+        return "1.1"
+    if minor == 0x30:
+        return "1.0"
     return ""
 
 
