@@ -306,7 +306,7 @@ class RequestReader:
         self.on_message_complete = on_message_complete
         # The bytes of the parser's first feed_data, when the owner gives them: the first
         # request line is at their start, and reading its version there is far cheaper than
-        # llhttp's get_http_version() (a formatted str). Consumed by the first head.
+        # llhttp's get_http_version() (a formatted str). Dropped once the first head is read.
         self.opening: bytes | None = None
         self.refused = 0  # the status of the head being refused (0: none)
         self._reset()
@@ -328,6 +328,7 @@ class RequestReader:
     def _reset(self) -> None:
         """Fresh per-head state (after each head is handed over: an idle connection keeps
         nothing of its last request)."""
+        self.opening = None  # the first bytes fed serve the first head only
         self.url = b""
         self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.size = 0
@@ -402,9 +403,6 @@ class RequestReader:
             method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
         keep_alive = parser.should_keep_alive()
         url = self.url
-        opening = self.opening
-        if opening is not None:
-            self.opening = None
         # V1. llhttp reads 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive without a
         # Connection field only for x.y with y > 0: so that case is 1.1 without asking.
         # The first request line, whole at the start of the first bytes fed, shows its
@@ -413,6 +411,7 @@ class RequestReader:
         if keep_alive and self.connection is None:
             http11 = True
         else:
+            opening = self.opening
             version = _opening_version(opening, raw_method, url) if opening is not None else ""
             if not version:
                 version = parser.get_http_version()
