@@ -125,8 +125,6 @@ class ClientConnection(ClientSide):
         peer = transport.get_extra_info("peername")
         self.client_ip = ip = peer[0] if isinstance(peer, tuple) else "127.0.0.1"
         self.fwd = server.forwarded_fields(ip, self.port, b"https" if self.https else b"http")
-        parser = self.parser = httptools.HttpRequestParser(self.reader)
-        self.reader.parser = parser
         server.connections.add(self)
         server.stats.accepted += 1
         self.deadline = self.loop.time() + server.client_header_timeout
@@ -148,9 +146,16 @@ class ClientConnection(ClientSide):
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            # The connection's first bytes (the parser is made for a client that sends
+            # something): the reader reads the first request line's version in them.
+            parser = self.parser = httptools.HttpRequestParser(self.reader)
+            self.reader.parser = parser
+            self.reader.opening = data
         self.feeding = True
         try:
-            self.parser.feed_data(data)  # type: ignore[union-attr]
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._on_upgrade(data[exc.args[0]:])
         except httptools.HttpParserError as exc:
@@ -174,10 +179,11 @@ class ClientConnection(ClientSide):
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         server = self.server
+        if not self.closed:  # else _close() has left the sweeper already
+            self.closed = True
+            server.slow_sweeper.discard(self)
         server.connections.discard(self)
-        server.slow_sweeper.discard(self)
         tunnel = self.tunnel
         if tunnel is not None:
             self.tunnel = None

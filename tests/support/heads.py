@@ -10,15 +10,22 @@ import httptools
 from fastgw.core.http.request import HeadCollector, RequestHead, RequestLimits, RequestReader
 
 
-def parse_heads(raw: bytes, limits: RequestLimits | None = None) -> list[RequestHead]:
+def parse_heads(raw: bytes, limits: RequestLimits | None = None, *, opening: bool = True,
+                split: int = 0) -> list[RequestHead]:
     """Every head the reader accepts in `raw`, up to an upgrade (raises what feed_data
-    raises otherwise)."""
+    raises otherwise). `opening`: the reader is given the first bytes fed, as the proxy's
+    client connection gives them (False: it asks llhttp for every version); `split`: fed
+    as two reads, cut at that offset."""
     sink = HeadCollector()
     heads = sink.heads
     reader = RequestReader(limits or RequestLimits(), sink, lambda body: None, lambda: None)
     reader.parser = httptools.HttpRequestParser(reader)
+    reads = [raw[:split], raw[split:]] if split else [raw]
+    if opening:
+        reader.opening = reads[0]
     try:
-        reader.parser.feed_data(raw)
+        for data in reads:
+            reader.parser.feed_data(data)
     except httptools.HttpParserUpgrade:
         pass  # llhttp stops after an upgrade request's head
     return heads

@@ -142,6 +142,49 @@ def test_c1_c2_keep_alive_and_hop_names() -> None:
     assert head.keep_alive and not head.http11 and head.hop_names is None
 
 
+def _version_verdict(raw: bytes, *, opening: bool, split: int = 0) -> object:
+    """What the reader decides about the first head's version: (http11, keep_alive, hop
+    names) or the refusal status."""
+    try:
+        head = parse_heads(raw, opening=opening, split=split)[0]
+    except httptools.HttpParserCallbackError as exc:
+        assert isinstance(exc.__context__, RequestRefused)
+        return exc.__context__.status
+    except httptools.HttpParserError:
+        return 400
+    return head.http11, head.keep_alive, head.hop_names
+
+
+@pytest.mark.parametrize("line", [
+    "GET / HTTP/1.1", "GET / HTTP/1.0", "GET / HTTP/2.0", "GET / HTTP/0.9",
+    "GET /a?b=1 HTTP/1.1", "POST /x HTTP/1.0", "OPTIONS * HTTP/1.1",
+])
+@pytest.mark.parametrize("connection", [
+    None, "close", "keep-alive", "Close", "Keep-Alive", "close, X-Secret", "upgrade", "x-a",
+])
+@pytest.mark.parametrize("prefix", ["", "\r\n"])
+def test_v1_version_from_the_opening_bytes_matches_llhttp(line: str, connection: str | None,
+                                                           prefix: str) -> None:
+    """The version read where the first request line starts (the client connection's first
+    bytes) is the one llhttp reports, for every version and Connection combination; a
+    leading CRLF or a request line split over two reads falls back to asking llhttp."""
+    fields = "Host: a\n" + (f"Connection: {connection}\n" if connection else "")
+    raw = prefix.encode() + req(f"{line}\n{fields}")
+    expected = _version_verdict(raw, opening=False)
+    assert _version_verdict(raw, opening=True) == expected
+    for cut in (3, len(prefix) + len(line) - 2, len(prefix) + len(line) + 1):
+        assert _version_verdict(raw, opening=True, split=cut) == expected
+
+
+@pytest.mark.parametrize("first_fields", ["", "Connection: keep-alive\n"])
+def test_v1_the_opening_bytes_serve_the_first_head_only(first_fields: str) -> None:
+    """A pipelined second head (same method and target, another version) in the same first
+    read is never read against the first request line."""
+    heads = parse_heads(req(f"GET /a HTTP/1.1\nHost: a\n{first_fields}")
+                        + req("GET /a HTTP/1.0\nHost: a\nConnection: keep-alive\n"))
+    assert [h.http11 for h in heads] == [True, False]
+
+
 def test_c3_websocket_only() -> None:
     (ws,) = parse_heads(req("GET / HTTP/1.1\nHost: a\nUpgrade: WebSocket\nConnection: Upgrade\n"))
     assert ws.websocket

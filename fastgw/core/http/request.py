@@ -264,6 +264,11 @@ def _nothing() -> None:
     pass
 
 
+# Final: compiled, detach() reads them from C statics, not the module's dict.
+_DROP_BODY: Final = _drop_body
+_NOTHING: Final = _nothing
+
+
 class HeadCollector(HeadSink):
     """A sink that keeps every head it is given (reading heads offline: tools, tests)."""
 
@@ -288,7 +293,7 @@ class RequestReader:
     around this reader.
     """
 
-    __slots__ = ("limits", "parser", "sink", "on_body", "on_message_complete",
+    __slots__ = ("limits", "parser", "sink", "on_body", "on_message_complete", "opening",
                  "url", "headers", "size", "count", "n_host", "host", "n_length", "length",
                  "n_te", "te", "connection", "upgrade", "expect", "refused")
 
@@ -299,6 +304,10 @@ class RequestReader:
         self.sink = sink
         self.on_body = on_body
         self.on_message_complete = on_message_complete
+        # The bytes of the parser's first feed_data, when the owner gives them: the first
+        # request line is at their start, and reading its version there is far cheaper than
+        # llhttp's get_http_version() (a formatted str). Dropped once the first head is read.
+        self.opening: bytes | None = None
         self.refused = 0  # the status of the head being refused (0: none)
         self._reset()
 
@@ -308,8 +317,8 @@ class RequestReader:
         per few hundred connections is what a connection-per-request load pays)."""
         self.parser = None
         self.sink = _DETACHED
-        self.on_body = _drop_body
-        self.on_message_complete = _nothing
+        self.on_body = _DROP_BODY
+        self.on_message_complete = _NOTHING
 
     # -- llhttp callbacks -------------------------------------------------------------
 
@@ -319,6 +328,7 @@ class RequestReader:
     def _reset(self) -> None:
         """Fresh per-head state (after each head is handed over: an idle connection keeps
         nothing of its last request)."""
+        self.opening = None  # the first bytes fed serve the first head only
         self.url = b""
         self.headers: list[tuple[bytes, bytes, bytes]] = []
         self.size = 0
@@ -394,12 +404,19 @@ class RequestReader:
         else:
             method = METHOD_NAMES.get(raw_method) or raw_method.decode("latin-1")
         keep_alive = parser.should_keep_alive()
+        url = self.url
         # V1. llhttp reads 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive without a
         # Connection field only for x.y with y > 0: so that case is 1.1 without asking.
+        # The first request line, whole at the start of the first bytes fed, shows its
+        # version as llhttp read it (any other spelling, a leading CRLF or a line split
+        # over two reads just falls back to asking).
         if keep_alive and self.connection is None:
             http11 = True
         else:
-            version = parser.get_http_version()
+            opening = self.opening
+            version = _opening_version(opening, raw_method, url) if opening is not None else ""
+            if not version:
+                version = parser.get_http_version()
             if version == "1.1":
                 http11 = True
             elif version == "1.0":
@@ -410,7 +427,6 @@ class RequestReader:
             self._refuse(405)  # M1, M2
 
         # H1: the target
-        url = self.url
         qpos = url.find(b"?")
         path, query = (url, b"") if qpos == -1 else (url[:qpos], url[qpos:])
         host_field = self.host
@@ -454,11 +470,15 @@ class RequestReader:
         hop_names: frozenset[bytes] | None = None
         websocket = False
         if self.connection is not None:
-            tokens: set[bytes] = set()
+            tokens: set[bytes] | None = None
             for value in self.connection:
+                if value == b"close" or value == b"keep-alive":
+                    continue  # the usual single keyword: nothing to split
                 for token in value.split(b","):
                     token = token.strip(_OWS).lower()
                     if token and token not in _CONNECTION_KEYWORDS:
+                        if tokens is None:
+                            tokens = set()
                         tokens.add(token)
             if tokens:
                 hop_names = frozenset(tokens)
@@ -477,6 +497,25 @@ class RequestReader:
     def _refuse(self, status: int) -> None:
         self.refused = status
         raise RequestRefused(status)
+
+
+def _opening_version(opening: bytes, method: bytes, url: bytes) -> str:
+    """The version of the request line at the start of `opening` ("1.1" or "1.0"), or ""
+    when those bytes are not exactly `method SP url SP HTTP/1.x CRLF`."""
+    # Compared in place (prefix, single bytes, two slices): no request line is built.
+    start = len(method) + 1  # the target
+    end = start + len(url)  # the SP before the version
+    if len(opening) < end + 11 or not opening.startswith(method) or opening[start - 1] != 0x20 \
+            or opening[end] != 0x20 or opening[start:end] != url \
+            or opening[end + 1:end + 8] != b"HTTP/1." or opening[end + 9] != 0x0D \
+            or opening[end + 10] != 0x0A:
+        return ""
+    minor = opening[end + 8]
+    if minor == 0x31:
+        return "1.1"
+    if minor == 0x30:
+        return "1.0"
+    return ""
 
 
 def _absolute_form(target: bytes) -> tuple[bytes | None, bytes]:
