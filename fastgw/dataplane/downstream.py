@@ -127,7 +127,7 @@ class ClientConnection(ClientSide):
         self.fwd = server.forwarded_fields(ip, self.port, b"https" if self.https else b"http")
         server.connections.add(self)
         server.stats.accepted += 1
-        self.deadline = self.loop.time() + server.client_header_timeout
+        self.deadline = server.clock() + server.client_header_timeout
         self.deadline_kind = CLIENT_HEADER
         server.slow_sweeper.add(self)
         if server.draining:
@@ -220,7 +220,7 @@ class ClientConnection(ClientSide):
     # -- reader callbacks -------------------------------------------------------------
 
     def on_begin(self) -> None:
-        now = self.started = self.loop.time()
+        now = self.started = self.server.clock()
         if self.active is None:
             self.deadline = now + self.server.client_header_timeout
             self.deadline_kind = CLIENT_HEADER
@@ -243,7 +243,7 @@ class ClientConnection(ClientSide):
             self.active = exchange
             self.ready = exchange
             if head.has_body:  # nginx's client_body_timeout: between two reads of a body
-                self.deadline = self.loop.time() + server.client_body_timeout
+                self.deadline = server.clock() + server.client_body_timeout
                 self.deadline_kind = CLIENT_BODY
             else:
                 self.deadline = 0.0
@@ -256,7 +256,7 @@ class ClientConnection(ClientSide):
         exchange = self.parsing
         if exchange is not None:
             if self.deadline_kind == CLIENT_BODY and self.deadline:
-                self.deadline = self.loop.time() + self.server.client_body_timeout
+                self.deadline = self.server.clock() + self.server.client_body_timeout
             exchange.feed_body(body)
 
     def on_message_complete(self) -> None:
@@ -316,7 +316,7 @@ class ClientConnection(ClientSide):
             self._end(linger=False)
             return
         server = self.server
-        now = exchange.t_end or self.loop.time()
+        now = exchange.t_end or self.server.clock()
         if self.parsing is None:
             self.deadline = now + server.client_keepalive_timeout
             self.deadline_kind = KEEPALIVE
@@ -374,7 +374,7 @@ class ClientConnection(ClientSide):
             active = self.active
             if self.pause_reasons:
                 # We stopped reading (back-pressure), not the client: not its timeout.
-                self.deadline = self.loop.time() + self.server.client_body_timeout
+                self.deadline = self.server.clock() + self.server.client_body_timeout
                 self.deadline_kind = CLIENT_BODY
             elif active is not None and active is self.parsing and active.state != DONE:
                 active.reply(408, close=True)
@@ -461,7 +461,7 @@ class ClientConnection(ClientSide):
         server = self.server
         self.lingering = True
         self.no_more = self.broken = True
-        now = self.loop.time()
+        now = self.server.clock()
         self.linger_until = now + server.lingering_time
         self.deadline = now + server.lingering_timeout
         self.deadline_kind = LINGER
@@ -472,7 +472,7 @@ class ClientConnection(ClientSide):
 
     def _linger_more(self) -> None:
         """Bytes while lingering: dropped; the wait restarts, within lingering_time."""
-        now = self.loop.time()
+        now = self.server.clock()
         if now >= self.linger_until:
             self._close()
             return

@@ -59,12 +59,6 @@ class TraceIds:
         parts += (b"traceparent: 00-", trace, b"-", self._span(), b"-", flags, b"\r\n")
         return trace
 
-    def line(self, incoming: bytes | None) -> tuple[bytes, bytes]:
-        """(the upstream `traceparent` line, the trace id): add_line as one bytes object."""
-        parts: list[bytes] = []
-        trace = self.add_line(parts, incoming)
-        return b"".join(parts), trace
-
     def _trace(self) -> bytes:
         i = self._t
         if i >= len(self._trace_digits):
