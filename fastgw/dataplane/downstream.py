@@ -90,7 +90,6 @@ class ClientConnection(ClientSide):
         """`port`: the listening port this connection was accepted on; `https`: on an
         ssl listener (the connection is made once the TLS handshake is done)."""
         super().__init__(server, port, https)
-        self.loop = server.loop
         self.reader = RequestReader(server.limits, self, self.on_body, self.on_message_complete)
         self.parser: httptools.HttpRequestParser | None = None
         self.active: Exchange | None = None
