@@ -208,6 +208,23 @@ def test_refused_websocket_upgrade_never_forwards_the_next_request(
         assert [r.target for r in activity.requests][-1:] == ["/api/atelier/second"]
 
 
+def test_upgrade_offering_websocket_and_another_protocol_relays_websocket_only(
+        edge: Edge) -> None:
+    """Found by the fuzz test: `Upgrade: h2c` then `Upgrade: websocket` was decided on the
+    last field (a websocket handshake) but relayed with the first (`Upgrade: h2c`), so the
+    backend was offered a protocol the gateway would not recognise. It is now offered
+    websocket alone."""
+    mark = edge.backend.mark()
+    outcome = converse(edge.port, [
+        b"GET /api/atelier/v?q=1 HTTP/1.1\r\nHost: edge.test\r\nHTTP2-Settings: AAMAAABkAAQ\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nUpgrade: websocket\r\n\r\n"])
+    assert outcome.statuses[:1] == [200], outcome.describe()
+    activity = edge.after(mark)
+    assert_only_framed(activity)
+    (upstream,) = activity.requests
+    assert upstream.all("upgrade") == ["websocket"] and upstream.all("connection") == ["upgrade"]
+
+
 # -- finding 3: bytes after an upgrade request are bounded -----------------------------------
 
 STREAM_MIB = 256

@@ -190,6 +190,15 @@ def test_c3_websocket_only() -> None:
     assert ws.websocket
     heads = parse_heads(req("GET / HTTP/1.1\nHost: a\nUpgrade: h2c\nConnection: Upgrade\n"))
     assert not heads[0].websocket
+    # The Upgrade list is every field's tokens (found by the fuzz test: the decision read
+    # the last field while the upstream head copied the first).
+    for offered, websocket in [("Upgrade: h2c\nUpgrade: websocket", True),
+                               ("Upgrade: websocket\nUpgrade: h2c", True),
+                               ("Upgrade: h2c, WebSocket", True),
+                               ("Upgrade: websocketx", False),
+                               ("Upgrade: h2c\nUpgrade: x-websocket", False)]:
+        (head,) = parse_heads(req(f"GET / HTTP/1.1\nHost: a\n{offered}\nConnection: Upgrade\n"))
+        assert head.websocket is websocket, offered
 
 
 def test_l1_limits() -> None:

@@ -59,6 +59,11 @@ def test_u5_websocket_upgrade() -> None:
     assert b"Sec-WebSocket-Key: k\r\nUpgrade: websocket\r\nConnection: upgrade\r\n" in out
     out, _ = build("GET / HTTP/1.1\nHost: gw.test\nUpgrade: h2c\nConnection: Upgrade\n")
     assert b"Upgrade" not in out and b"Connection" not in out  # only websocket is relayed
+    # Offered alongside another protocol, websocket is the only one the backend sees.
+    out, _ = build("GET /ws HTTP/1.1\nHost: gw.test\nUpgrade: h2c\nUpgrade: websocket\n"
+                   "Connection: Upgrade\n")
+    assert b"h2c" not in out and out.count(b"Upgrade") == 1
+    assert b"\r\nUpgrade: websocket\r\nConnection: upgrade\r\n" in out
 
 
 def test_u6_via_is_extended() -> None:

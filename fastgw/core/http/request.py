@@ -49,10 +49,11 @@ Version and method
 Connection management (RFC 9112 §9)
   C1  keep-alive is llhttp's verdict (the version and Connection's close/keep-alive).
   C2  Other Connection tokens name more hop-by-hop fields (RFC 9110 §7.6.1).
-  C3  An upgrade (Upgrade plus Connection: upgrade) is relayed for websocket only; any
-      other protocol is proxied as a plain HTTP/1.1 request without its Upgrade. An
-      upgrade request that announces a body -> 400: llhttp stops at the end of an upgrade
-      head, so that body could never be framed.
+  C3  An upgrade (Upgrade plus Connection: upgrade) is relayed for websocket only: when
+      the Upgrade list (every field) has a `websocket` token, the backend is offered that
+      protocol alone (U5); any other is proxied as a plain HTTP/1.1 request without its
+      Upgrade. An upgrade request that announces a body -> 400: llhttp stops at the end of
+      an upgrade head, so that body could never be framed.
 Fields
   L1  A target over max_request_line_size -> 414; a head over max_header_size bytes or
       with more than max_header_count fields -> 431.
@@ -340,7 +341,7 @@ class RequestReader:
         self.n_te = 0
         self.te = b""
         self.connection: list[bytes] | None = None
-        self.upgrade: bytes | None = None
+        self.upgrade: list[bytes] | None = None  # every Upgrade field's value
         self.expect: bytes | None = None
 
     def on_url(self, url: bytes) -> None:
@@ -384,7 +385,10 @@ class RequestReader:
             else:
                 self.connection.append(value)
         elif kind == _UPGRADE:
-            self.upgrade = value
+            if self.upgrade is None:
+                self.upgrade = [value]
+            else:
+                self.upgrade.append(value)
         else:
             self.expect = value
 
@@ -485,7 +489,7 @@ class RequestReader:
         if self.upgrade is not None and parser.should_upgrade():
             if framing == CHUNKED or length:
                 self._refuse(400)
-            websocket = self.upgrade.lower().find(b"websocket") != -1
+            websocket = _offers_websocket(self.upgrade)
         expect = self.expect
         return RequestHead(
             method, url, path, query, host, host_field, self.headers, http11, keep_alive,
@@ -497,6 +501,16 @@ class RequestReader:
     def _refuse(self, status: int) -> None:
         self.refused = status
         raise RequestRefused(status)
+
+
+def _offers_websocket(values: list[bytes]) -> bool:
+    """C3: whether the Upgrade fields (all of them: a list split over several fields is one
+    list) offer the websocket protocol, as a token of its own (RFC 9110 §7.8)."""
+    for value in values:
+        for token in value.split(b","):
+            if token.strip(_OWS).lower() == b"websocket":
+                return True
+    return False
 
 
 def _opening_version(opening: bytes, method: bytes, url: bytes) -> str:

@@ -13,7 +13,8 @@ Rules (RFC 9110 §7.6, RFC 9112 §3 and §6; Kong's upstream headers)
   U4  Framing is the gateway's: `Content-Length: N` for a body of known size (always the
       case with request buffering), `Transfer-Encoding: chunked` for a chunked body
       streamed as it arrives, nothing without a body.
-  U5  A websocket upgrade sends `Upgrade: <the client's value>` and `Connection: upgrade`;
+  U5  A websocket upgrade sends `Upgrade: websocket` (only the protocol the gateway relays,
+      request.py C3) and `Connection: upgrade`;
       otherwise there is no Connection field (HTTP/1.1 keeps the connection alive).
   U6  Via: the client's values, then the gateway's (RFC 9110 §7.6.3).
   U7  X-Forwarded-For/-Proto/-Host/-Port/-Prefix and X-Real-IP: a trusted client's
@@ -174,8 +175,9 @@ def build_upstream_head(
     if framing:
         parts.append(framing)
     if head.websocket:
-        parts += (b"Upgrade: ", head.field(b"upgrade") or b"websocket", CRLF,
-                  b"Connection: upgrade\r\n")
+        # The one protocol relayed (C3), whatever else the client's Upgrade list offered:
+        # the backend cannot switch to a protocol the gateway would not recognise.
+        parts.append(b"Upgrade: websocket\r\nConnection: upgrade\r\n")
     if not request_id:
         request_id = new_id()
     for id_name in id_names:
